@@ -1,0 +1,57 @@
+"""What every subcommand shares: global options, loading settings, logging, opening the store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from syncd.config import Settings, load_settings
+from syncd.errors import StoreError
+from syncd.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes."""
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="TOML config file (default: $SYNCD_CONFIG, else built-in defaults)")
+    parser.add_argument("--database", type=Path, metavar="PATH",
+                        help="SQLite database path (overrides config `database`)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="override config `log.level`")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"],
+                        help="override config `log.format`")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Load settings with the command line's overrides on top of every other source."""
+    overrides: dict[str, Any] = dict(extra)
+    if getattr(args, "database", None) is not None:
+        overrides["database"] = str(args.database)
+    log: dict[str, str] = {}
+    if getattr(args, "log_level", None):
+        log["level"] = args.log_level
+    if getattr(args, "log_format", None):
+        log["format"] = args.log_format
+    if log:
+        overrides["log"] = log
+    return load_settings(getattr(args, "config", None), overrides=overrides or None)
+
+
+def setup_logging(settings: Settings, *, to_stdout: bool = False) -> None:
+    """Logs go to stderr so stdout stays clean for data, except for the daemon (journald reads stdout)."""
+    configure_logging(settings.log.level, settings.log.format,
+                      stream=sys.stdout if to_stdout else sys.stderr)
+
+
+def require_database(path: Path) -> None:
+    """Read-only commands need an existing database; say so plainly instead of creating one."""
+    if not path.exists():
+        raise StoreError(f"no database at {path}", op="store.open_ro",
+                         hint="run `syncd sync` or `syncd run` first, or pass --database / --config")

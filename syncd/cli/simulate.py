@@ -1,0 +1,43 @@
+"""`syncd simulate`: run the built-in fake Square upstream on loopback until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from syncd.cli.common import EXIT_OK
+from syncd.logs import configure_logging
+from syncd.simulator import SimulatorConfig, run_forever
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("simulate", help="serve a fake Square batch-retrieve upstream on loopback")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--locations", type=int, default=3)
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mutation-rate", type=float, default=0.0, metavar="PER_S")
+    parser.add_argument("--page-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, "auto")
+    config = SimulatorConfig(locations=args.locations, items=args.items, seed=args.seed,
+                             mutation_rate=args.mutation_rate, page_delay=args.page_delay,
+                             access_token=args.token)
+    asyncio.run(_serve(config, args.host, args.port))
+    return EXIT_OK
+
+
+async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_forever(config, host, port, stop=stop)

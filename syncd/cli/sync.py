@@ -1,0 +1,81 @@
+"""`syncd sync [--full]`: one pass, a progress line on a TTY, a summary at the end; exit 0 or 1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+from syncd.cli.common import EXIT_FAILURE, EXIT_OK, add_common, settings_from, setup_logging
+from syncd.config import Settings, require_upstream_credentials
+from syncd.daemon import open_components
+from syncd.model import PassSummary
+from syncd.timeutil import NS_PER_S
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("sync", help="run one sync pass and exit (0 = ok, 1 = failed)")
+    add_common(parser)
+    parser.add_argument("--full", action="store_true",
+                        help="full pass: re-read everything and remove counts that vanished upstream")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="override square.base_url (e.g. a running `syncd simulate`)")
+    parser.set_defaults(handler=handle)
+
+
+class Progress:
+    """A single self-overwriting status line on a TTY (stderr); silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, summary: PassSummary) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        rate = summary.counts / max(now - self.t0, 1e-6)
+        sys.stderr.write(f"\rpages {summary.pages}  counts {summary.counts}  "
+                         f"changes {summary.changes}  {rate:,.0f} counts/s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def handle(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {}
+    if args.base_url:
+        extra["square"] = {"base_url": args.base_url}
+    settings = settings_from(args, **extra)
+    setup_logging(settings)
+    if not args.base_url:
+        require_upstream_credentials(settings)
+    summary = asyncio.run(_one_pass(settings, full=True if args.full else None))
+    print(describe(summary))
+    return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+async def _one_pass(settings: Settings, *, full: bool | None) -> PassSummary:
+    progress = Progress()
+    try:
+        async with open_components(settings, on_page=progress) as parts:
+            return await parts.engine.run_pass(full=full)
+    finally:
+        progress.done()
+
+
+def describe(summary: PassSummary) -> str:
+    """One line: what the pass did."""
+    seconds = ((summary.finished_ns or summary.started_ns) - summary.started_ns) / NS_PER_S
+    rate = summary.counts / seconds if seconds > 0 else 0.0
+    head = "ok" if summary.ok else "FAILED"
+    line = (f"{head}: {summary.kind} pass {summary.pass_id} of {summary.source}: {summary.pages} pages,"
+            f" {summary.counts} counts, {summary.changes} changes, {summary.removed} removed"
+            f" in {seconds:.2f}s ({rate:,.0f} counts/s)")
+    return line if summary.ok else f"{line}: {summary.error}"

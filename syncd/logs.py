@@ -1,0 +1,178 @@
+"""Logging: one structlog chain for syncd's own events and for stdlib loggers (aiohttp, asyncio).
+
+Call :func:`configure_logging` once at startup, and again whenever the level or format changes (it
+is idempotent: the previous handler is replaced, never duplicated). Every line carries ``ts`` (ISO
+8601, UTC), ``level`` and ``event`` plus the context bound with ``structlog.contextvars``.
+
+- ``json``: one JSON object per line, serialised by orjson (written as bytes when the stream has a
+  binary buffer, structlog's fast path).
+- ``console``: structlog's ConsoleRenderer, for people at a terminal.
+- ``auto``: console when the stream is a TTY, JSON otherwise (journald, files, pipes).
+
+Loggers come from :func:`get_logger`. The level filter is structlog's
+``make_filtering_bound_logger`` (calls below the level cost one no-op method call), and loggers are
+not cached on first use so that :func:`set_level` (e.g. on SIGHUP) reaches module-level loggers
+too. Bind context with ``structlog.contextvars`` rather than keeping long-lived ``bind()`` results,
+which keep the level they were created with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, BinaryIO, TextIO, cast
+
+import orjson
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+__all__ = ["LEVELS", "configure_logging", "get_logger", "reset_logging", "set_level"]
+
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+FORMATS = ("auto", "json", "console")
+
+# The root handler this module installed, so that reconfiguring replaces it instead of adding one.
+_handler: logging.Handler | None = None
+
+
+def _level_number(level: str) -> int:
+    try:
+        return LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}"
+        ) from None
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _binary_buffer(stream: TextIO) -> BinaryIO | None:
+    buffer = getattr(stream, "buffer", None)
+    return cast(BinaryIO, buffer) if buffer is not None and hasattr(buffer, "write") else None
+
+
+def _lead_keys(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Put ``ts``, ``level`` and ``event`` first, so JSON lines read well in ``journalctl``."""
+    lead = {key: event_dict.pop(key) for key in ("ts", "level", "event") if key in event_dict}
+    lead.update(event_dict)
+    return lead
+
+
+def _logger_key(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Log get_logger()'s name as ``logger``, the key stdlib records use too.
+
+    structlog reserves the ``logger`` keyword of ``get_logger()``, so the name is bound as
+    ``logger_name`` and renamed here.
+    """
+    if "logger_name" in event_dict:
+        event_dict["logger"] = event_dict.pop("logger_name")
+    return event_dict
+
+
+def _orjson_str(obj: Any, **kwargs: Any) -> str:
+    return orjson.dumps(obj, **kwargs).decode()
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger to write ``fmt`` lines at ``level``+.
+
+    ``stream`` defaults to ``sys.stderr`` (looked up now, not at import), keeping stdout for
+    command output. Raises ValueError for an unknown level or format.
+    """
+    global _handler
+    number = _level_number(level)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    out = sys.stderr if stream is None else stream
+    console = fmt == "console" or (fmt == "auto" and _is_tty(out))
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts")
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamper,
+    ]
+    logger_factory: Any
+    final: list[Processor]
+    if console:
+        colors = _is_tty(out) and "NO_COLOR" not in os.environ
+        # plain_traceback: rich's pretty tracebacks print local variables, which may hold secrets.
+        renderer: Processor = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
+        final = [renderer]
+        foreign_final = [renderer]
+        logger_factory = structlog.WriteLoggerFactory(file=out)
+    else:
+        exc = structlog.processors.format_exc_info
+        buffer = _binary_buffer(out)
+        text_json = structlog.processors.JSONRenderer(serializer=_orjson_str)
+        if buffer is not None:
+            final = [exc, _lead_keys, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+            logger_factory = structlog.BytesLoggerFactory(file=buffer)
+        else:
+            final = [exc, _lead_keys, text_json]
+            logger_factory = structlog.WriteLoggerFactory(file=out)
+        foreign_final = [exc, _lead_keys, text_json]
+
+    structlog.configure(
+        processors=[*shared, _logger_key, *final],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        context_class=dict,
+        logger_factory=logger_factory,
+        # Not cached: a cached logger would keep its level, and set_level() must reach it.
+        cache_logger_on_first_use=False,
+    )
+
+    # stdlib records (aiohttp.access, asyncio, ...) run through the same processors.
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *foreign_final],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(number)
+    _handler = handler
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger, structlog and stdlib, without touching the format."""
+    number = _level_number(level)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(number))
+    logging.getLogger().setLevel(number)
+
+
+def get_logger(name: str | None = None) -> FilteringBoundLogger:
+    """A structlog logger; ``name`` (e.g. ``__name__``) is logged as the ``logger`` key."""
+    if name is None:
+        return cast(FilteringBoundLogger, structlog.get_logger())
+    return cast(FilteringBoundLogger, structlog.get_logger(logger_name=name))
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (structlog defaults, our root handler removed); for tests."""
+    global _handler
+    structlog.reset_defaults()
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler = None
+    logging.getLogger().setLevel(logging.WARNING)

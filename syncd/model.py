@@ -1,0 +1,158 @@
+"""Values shared by all layers: inventory counts, pages, change entries, pass summaries.
+
+Frozen, slotted dataclasses: cheap to build in the hot path and safe to pass between tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from syncd.timeutil import TimestampError, parse_ns
+
+# Square: "a decimal string ... up to 5 digits after the decimal point", maxLength 26.
+_QUANTITY = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+QUANTITY_MAX_LEN = 26
+
+# States that Square's batch-retrieve `states` filter ignores (untracked).
+UNTRACKED_STATES = frozenset({"NONE", "SOLD", "UNLINKED_RETURN"})
+
+
+class InvalidCount(ValueError):
+    """A count from upstream that cannot be stored faithfully; the message names the field."""
+
+
+def parse_quantity(text: object) -> Decimal:
+    """Parse a Square decimal string exactly. Rejects floats' spellings (exponents, NaN, Infinity)."""
+    if not isinstance(text, str) or len(text) > QUANTITY_MAX_LEN or not _QUANTITY.match(text):
+        raise InvalidCount(f"quantity is not a decimal string: {text!r}")
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid decimals
+        raise InvalidCount(f"quantity is not a decimal string: {text!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CountKey:
+    """Identity of one mirrored count within a source."""
+
+    catalog_object_id: str
+    location_id: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryCount:
+    """One count as the upstream reported it, with its parsed comparison values.
+
+    ``quantity`` and ``calculated_at`` keep the upstream's exact strings (stored losslessly);
+    ``quantity_value`` and ``calculated_at_ns`` are what comparisons use.
+    """
+
+    catalog_object_id: str
+    location_id: str
+    state: str
+    catalog_object_type: str | None
+    quantity: str
+    calculated_at: str
+    quantity_value: Decimal
+    calculated_at_ns: int
+
+    @property
+    def key(self) -> CountKey:
+        return CountKey(self.catalog_object_id, self.location_id, self.state)
+
+    @classmethod
+    def from_api(cls, raw: Any) -> InventoryCount:
+        """Build from a Square ``InventoryCount`` JSON object; raises InvalidCount naming the bad field."""
+        if not isinstance(raw, dict):
+            raise InvalidCount(f"count is not an object: {type(raw).__name__}")
+        ids = []
+        for name in ("catalog_object_id", "location_id", "state"):
+            value = raw.get(name)
+            if not isinstance(value, str) or not value or len(value) > 100:
+                raise InvalidCount(f"{name} missing or invalid: {value!r}")
+            ids.append(value)
+        object_type = raw.get("catalog_object_type")
+        if object_type is not None and not isinstance(object_type, str):
+            raise InvalidCount(f"catalog_object_type is not a string: {object_type!r}")
+        quantity = raw.get("quantity")
+        value_q = parse_quantity(quantity)
+        calculated_at = raw.get("calculated_at")
+        if not isinstance(calculated_at, str):
+            raise InvalidCount(f"calculated_at missing or invalid: {calculated_at!r}")
+        try:
+            at_ns = parse_ns(calculated_at)
+        except TimestampError as exc:
+            raise InvalidCount(f"calculated_at is not RFC 3339: {calculated_at!r}") from exc
+        assert isinstance(quantity, str)
+        return cls(ids[0], ids[1], ids[2], object_type, quantity, calculated_at, value_q, at_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of batch-retrieve results, in upstream order (newest calculated_at first).
+
+    ``server_date_ns`` is the upstream's own clock from the HTTP ``Date`` header, when it sent one.
+    ``skipped`` counts rows the adapter dropped on purpose (e.g. ``is_estimated`` counts).
+    """
+
+    counts: tuple[InventoryCount, ...]
+    cursor: str | None
+    server_date_ns: int | None = None
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-log entry as read back from the store."""
+
+    seq: int
+    recorded_at: str
+    kind: str
+    source: str
+    catalog_object_id: str | None
+    location_id: str | None
+    state: str | None
+    job_id: int | None
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+    def to_record(self) -> dict[str, Any]:
+        """The public JSON record (docs/changelog.md)."""
+        return {
+            "seq": self.seq,
+            "recorded_at": self.recorded_at,
+            "kind": self.kind,
+            "source": self.source,
+            "catalog_object_id": self.catalog_object_id,
+            "location_id": self.location_id,
+            "state": self.state,
+            "job_id": self.job_id,
+            "old": self.old,
+            "new": self.new,
+        }
+
+
+@dataclass(slots=True)
+class PassSummary:
+    """What one sync pass did; mutable while the pass runs, returned at its end."""
+
+    source: str
+    pass_id: int
+    kind: str  # "incremental" | "full"
+    started_ns: int
+    partitions: list[str] = field(default_factory=list)
+    pages: int = 0
+    counts: int = 0
+    changes: int = 0
+    removed: int = 0
+    skipped: int = 0
+    finished_ns: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.finished_ns is not None

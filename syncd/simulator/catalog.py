@@ -1,0 +1,530 @@
+"""The simulator's catalog: every current count, indexed for newest-first keyset pages.
+
+Each count has a stable integer id (``kid``) and a position ``pos = calculated_at_ns << 32 | kid``,
+so one integer orders rows newest first with ties broken by the stable id. Positions live in
+ascending arrays (one for the whole catalog, one per location) with lazy deletion: a change appends
+the new position and leaves the old one behind as stale; an array is compacted once stale entries
+outnumber live ones. Mutations always issue a calculated_at later than any issued before, so they
+append; an explicit older ``set_count`` inserts in the middle (bisect). A page is then a bisect plus
+a short backwards scan: no sort per request, whatever the catalog size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import secrets
+import time
+from bisect import bisect_left, bisect_right, insort
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+
+import orjson
+
+from syncd.model import UNTRACKED_STATES, parse_quantity
+from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
+
+# InventoryState, as the OpenAPI document lists it.
+INVENTORY_STATES = frozenset(
+    {
+        "CUSTOM",
+        "IN_STOCK",
+        "SOLD",
+        "RETURNED_BY_CUSTOMER",
+        "RESERVED_FOR_SALE",
+        "SOLD_ONLINE",
+        "ORDERED_FROM_VENDOR",
+        "RECEIVED_FROM_VENDOR",
+        "IN_TRANSIT_TO",
+        "NONE",
+        "WASTE",
+        "UNLINKED_RETURN",
+        "COMPOSED",
+        "DECOMPOSED",
+        "SUPPORTED_BY_NEWER_VERSION",
+        "IN_TRANSIT",
+    }
+)
+TRACKED_STATES = INVENTORY_STATES - UNTRACKED_STATES
+ITEM_VARIATION = "ITEM_VARIATION"
+
+KID_BITS = 32
+KID_MASK = (1 << KID_BITS) - 1
+# Issued calculated_at values are whole microseconds, so they survive formatting exactly.
+_US = 1_000
+_MS = 1_000_000
+_GMTIME_MAX = 253402300800  # 10000-01-01: past it (or before 1970) fall back to timeutil
+_COMPACT_MIN = 1024  # never compact an array for fewer stale entries than this
+_HISTORY_MS = 30 * 24 * 3600 * 1000  # generated calculated_at values spread over the last 30 days
+_SHARED_INSTANT = 0.05  # share of generated counts reusing the previous one's instant (bulk import)
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+# Statuses fail_next() can script, with the Square error each answers (the spec's added responses).
+FAULTS: dict[int, tuple[str, str, str]] = {
+    400: ("INVALID_REQUEST_ERROR", "BAD_REQUEST", "A general error occurred with the request."),
+    401: ("AUTHENTICATION_ERROR", "UNAUTHORIZED", "A general authorization error occurred."),
+    403: (
+        "AUTHENTICATION_ERROR",
+        "INSUFFICIENT_SCOPES",
+        "The provided access token does not have permission to execute the requested action.",
+    ),
+    429: ("RATE_LIMIT_ERROR", "RATE_LIMITED", "Rate Limited - a general error occurred."),
+    500: ("API_ERROR", "INTERNAL_SERVER_ERROR", "A general server error occurred."),
+    503: ("API_ERROR", "SERVICE_UNAVAILABLE", "Service Unavailable - a general error occurred."),
+}
+
+Key = tuple[str, str, str]  # (catalog_object_id, location_id, state)
+Row = dict[str, str]  # one InventoryCount as API JSON
+
+
+@dataclass
+class SimulatorConfig:
+    """Shape and behaviour of the fake upstream; every timing and limit is a field."""
+
+    locations: int = 3
+    items: int = 100
+    states: tuple[str, ...] = ("IN_STOCK",)  # each item has one count per location per state
+    seed: int = 0
+    access_token: str | None = None  # set: requests need `Authorization: Bearer <token>`
+    mutation_rate: float = 0.0  # random count changes per second by the background task; 0 = none
+    mutation_interval: float = 0.1  # seconds between the background task's batches
+    page_delay: float = 0.0  # seconds added before answering each batch-retrieve call
+    max_limit: int = 1000
+    cursor_ttl: float | None = None  # seconds; older cursors answer 400 INVALID_CURSOR
+    short_pages: bool = False  # sometimes answer fewer rows than `limit` yet still send a cursor
+    omit_empty_counts: bool = True  # like Square (proto3 JSON), an empty page has no "counts" key
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.locations < 0 or self.items < 0:
+            problems.append("locations and items must be >= 0")
+        bad = [s for s in self.states if s not in TRACKED_STATES]
+        if bad or len(set(self.states)) != len(self.states):
+            problems.append(f"states must be distinct tracked InventoryState values, got {bad}")
+        if self.mutation_rate < 0 or self.page_delay < 0 or self.mutation_interval <= 0:
+            problems.append("mutation_rate and page_delay must be >= 0, mutation_interval > 0")
+        if self.max_limit < 1:
+            problems.append("max_limit must be >= 1")
+        if self.cursor_ttl is not None and self.cursor_ttl <= 0:
+            problems.append("cursor_ttl must be > 0 or None")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def format_calculated_at(ns: int) -> str:
+    """RFC 3339 UTC: milliseconds when the instant is a whole millisecond, else microseconds.
+
+    Same text as ``timeutil.format_ns`` (which the tests check) but several times faster, which
+    matters when generating a catalog of 200,000 counts.
+    """
+    seconds, frac = divmod(ns, NS_PER_S)
+    if not 0 <= seconds < _GMTIME_MAX:
+        text = format_ns(ns)
+        return text[:-4] + "Z" if ns % _MS == 0 else text
+    tm = time.gmtime(seconds)
+    head = "%04d-%02d-%02dT%02d:%02d:%02d" % tm[:6]  # noqa: UP031 - the fastest spelling here
+    if frac % _MS == 0:
+        return f"{head}.{frac // _MS:03d}Z"
+    return f"{head}.{frac // _US:06d}Z"
+
+
+class Count:
+    """One current count. ``json`` caches its serialized API object for the hot path."""
+
+    __slots__ = (
+        "back_seq",
+        "calculated_at",
+        "catalog_object_id",
+        "catalog_object_type",
+        "json",
+        "kid",
+        "location_id",
+        "ns",
+        "pos",
+        "quantity",
+        "state",
+    )
+
+    def __init__(
+        self, kid: int, key: Key, object_type: str, quantity: str, ns: int, back_seq: int
+    ) -> None:
+        self.kid = kid
+        self.catalog_object_id, self.location_id, self.state = key
+        self.catalog_object_type = object_type
+        self.back_seq = back_seq  # change seq at which it was created or moved back in time
+        self.quantity = quantity
+        self.ns = ns
+        self.pos = ns << KID_BITS | kid
+        self.calculated_at = format_calculated_at(ns)
+        self.json = orjson.dumps(self.api())
+
+    def update(self, quantity: str, ns: int) -> None:
+        self.quantity = quantity
+        if ns != self.ns:
+            self.ns = ns
+            self.pos = ns << KID_BITS | self.kid
+            self.calculated_at = format_calculated_at(ns)
+        self.json = orjson.dumps(self.api())
+
+    def api(self) -> Row:
+        return {
+            "catalog_object_id": self.catalog_object_id,
+            "catalog_object_type": self.catalog_object_type,
+            "state": self.state,
+            "location_id": self.location_id,
+            "quantity": self.quantity,
+            "calculated_at": self.calculated_at,
+        }
+
+
+class _Index:
+    """Ascending positions of one partition; may hold stale entries (see module docstring)."""
+
+    __slots__ = ("pos", "stale")
+
+    def __init__(self, pos: list[int] | None = None) -> None:
+        self.pos: list[int] = pos if pos is not None else []
+        self.stale = 0
+
+    def add(self, p: int) -> None:
+        if not self.pos or p > self.pos[-1]:
+            self.pos.append(p)
+        else:
+            insort(self.pos, p)
+
+
+def random_quantity(rng: random.Random) -> str:
+    """A Square decimal string: mostly integers, some with 1-5 fractional digits, a few negative."""
+    r = rng.random()
+    if r < 0.65:
+        return str(rng.randint(0, 500))
+    if r < 0.95:
+        digits = rng.randint(1, 5)
+        frac = f"{rng.randint(1, 10**digits - 1):0{digits}d}".rstrip("0")
+        return f"{rng.randint(0, 200)}.{frac}"
+    return str(-rng.randint(1, 20))
+
+
+def _ids(rng: random.Random, n: int, length: int) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        value = "".join(rng.choices(_ID_ALPHABET, k=length))
+        if value not in seen:
+            seen.add(value)
+            out.append(value)
+    return out
+
+
+class Simulator:
+    """The fake upstream's state: the catalog, its indexes, request counters and scripted faults.
+
+    Single-threaded by design: every method runs to completion on the event loop, so a page is
+    always cut from one consistent state.
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        wall_ns: Callable[[], int] = now_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        self.wall_ns = wall_ns  # source of calculated_at for changes
+        self.monotonic = monotonic  # cursor ages (cursor_ttl)
+        self.instance_id = secrets.token_hex(4)  # cursors from another instance are invalid
+        self.page_rng = random.Random(self.config.seed + 1)  # short-page shaping, apart from data
+        self.requests = 0
+        self.status_counts: Counter[int] = Counter()
+        self.mutations = 0
+        self.removals = 0
+        self.seq = 0  # bumped by every change; cursors remember where their chain began
+        self.faults: deque[tuple[int, float | None]] = deque()  # scripted (status, retry_after)
+        self._rng = random.Random(self.config.seed)
+        self._recs: list[Count | None] = []
+        self._by_key: dict[Key, int] = {}
+        self._by_object: dict[str, set[int]] = {}
+        self._live: list[int] = []  # live kids, for O(1) random picks
+        self._live_at: dict[int, int] = {}
+        self._all = _Index()
+        self._by_location: dict[str, _Index] = {}
+        self._last_ns = 0
+        self.location_ids: list[str] = []
+        self._generate()
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    def _generate(self) -> None:
+        cfg, rng = self.config, self._rng
+        self.location_ids = _ids(rng, cfg.locations, 13)
+        base_ms = self.wall_ns() // _MS - _HISTORY_MS
+        ns = 0
+        for item in _ids(rng, cfg.items, 24):
+            for location in self.location_ids:
+                for state in cfg.states:
+                    if ns == 0 or rng.random() >= _SHARED_INSTANT:
+                        ns = (base_ms + rng.randrange(_HISTORY_MS)) * _MS
+                    self._add(
+                        Count(
+                            len(self._recs),
+                            (item, location, state),
+                            ITEM_VARIATION,
+                            random_quantity(rng),
+                            ns,
+                            0,
+                        )
+                    )
+        recs = [r for r in self._recs if r is not None]
+        self._all = _Index(sorted(r.pos for r in recs))
+        for location in self.location_ids:
+            self._by_location[location] = _Index(
+                sorted(r.pos for r in recs if r.location_id == location)
+            )
+
+    def _add(self, rec: Count) -> None:
+        """Register a new record (not its positions)."""
+        self._recs.append(rec)
+        key = (rec.catalog_object_id, rec.location_id, rec.state)
+        self._by_key[key] = rec.kid
+        self._by_object.setdefault(rec.catalog_object_id, set()).add(rec.kid)
+        self._live_at[rec.kid] = len(self._live)
+        self._live.append(rec.kid)
+        self._last_ns = max(self._last_ns, rec.ns)
+
+    # ---- index upkeep ----------------------------------------------------------------------------
+
+    def _location_index(self, location_id: str) -> _Index:
+        index = self._by_location.get(location_id)
+        if index is None:
+            index = self._by_location[location_id] = _Index()
+        return index
+
+    def _place(self, rec: Count) -> None:
+        self._all.add(rec.pos)
+        self._location_index(rec.location_id).add(rec.pos)
+
+    def _retire(self, location_id: str) -> None:
+        """One entry of the catalog array and of this location's array just went stale."""
+        for index in (self._all, self._by_location[location_id]):
+            index.stale += 1
+            if index.stale > _COMPACT_MIN and index.stale * 2 > len(index.pos):
+                recs = self._recs
+                index.pos = [
+                    p for p in index.pos if (r := recs[p & KID_MASK]) is not None and r.pos == p
+                ]
+                index.stale = 0
+
+    def _next_ns(self) -> int:
+        """Now, but strictly after every calculated_at issued so far (whole microseconds)."""
+        ns = max(self.wall_ns() // _US * _US, self._last_ns + _US)
+        self._last_ns = ns
+        return ns
+
+    def _change(self, rec: Count, quantity: str, ns: int) -> None:
+        self.seq += 1
+        old = rec.pos
+        rec.update(quantity, ns)
+        if rec.pos == old:
+            return
+        if rec.pos < old:
+            rec.back_seq = self.seq
+        self._last_ns = max(self._last_ns, ns)
+        self._place(rec)
+        self._retire(rec.location_id)
+
+    # ---- changes ---------------------------------------------------------------------------------
+
+    def mutate(self, n: int, *, same_instant: bool = False) -> list[Row]:
+        """Change ``n`` random counts (fewer if there are fewer) to a new quantity, calculated now.
+
+        Each change gets its own calculated_at, strictly later than any issued before; with
+        ``same_instant`` all of them share one (to test ties across page boundaries).
+        """
+        rng = self._rng
+        kids = rng.sample(self._live, min(max(n, 0), len(self._live)))
+        kids.sort()  # with a shared instant, ascending kids keep the appends in order
+        shared = self._next_ns() if same_instant else None
+        out: list[Row] = []
+        for kid in kids:
+            rec = self._recs[kid]
+            assert rec is not None
+            quantity = random_quantity(rng)
+            while quantity == rec.quantity:
+                quantity = random_quantity(rng)
+            self._change(rec, quantity, shared if shared is not None else self._next_ns())
+            out.append(rec.api())
+        self.mutations += len(out)
+        return out
+
+    def set_count(
+        self,
+        catalog_object_id: str,
+        location_id: str,
+        state: str,
+        quantity: str,
+        calculated_at: str | None = None,
+        catalog_object_type: str = ITEM_VARIATION,
+    ) -> Row:
+        """Set one count explicitly, creating it if new; raises ValueError for bad values.
+
+        ``calculated_at`` (any RFC 3339 form; sub-microsecond digits dropped) may be older than the
+        current one, to play out-of-order data; None means now (monotonic, like ``mutate``).
+        """
+        if state not in TRACKED_STATES:
+            raise ValueError(f"state must be a tracked InventoryState, got {state!r}")
+        if not catalog_object_id or not location_id:
+            raise ValueError("catalog_object_id and location_id must be non-empty")
+        parse_quantity(quantity)  # InvalidCount is a ValueError
+        ns = self._next_ns() if calculated_at is None else parse_ns(calculated_at) // _US * _US
+        key = (catalog_object_id, location_id, state)
+        kid = self._by_key.get(key)
+        if kid is None:
+            self.seq += 1
+            rec = Count(len(self._recs), key, catalog_object_type, quantity, ns, self.seq)
+            self._add(rec)
+            self._place(rec)
+        else:
+            found = self._recs[kid]
+            assert found is not None
+            found.catalog_object_type = catalog_object_type
+            self._change(found, quantity, ns)
+            rec = found
+        self.mutations += 1
+        return rec.api()
+
+    def remove(self, n: int) -> list[Row]:
+        """Make ``n`` random counts vanish upstream; returns them as they last were."""
+        kids = self._rng.sample(self._live, min(max(n, 0), len(self._live)))
+        return [self._drop(kid) for kid in kids]
+
+    def remove_count(self, catalog_object_id: str, location_id: str, state: str) -> Row | None:
+        """Make one count vanish upstream; returns it as it last was, or None if there was none."""
+        kid = self._by_key.get((catalog_object_id, location_id, state))
+        return None if kid is None else self._drop(kid)
+
+    def _drop(self, kid: int) -> Row:
+        rec = self._recs[kid]
+        assert rec is not None
+        self.seq += 1
+        self._recs[kid] = None
+        del self._by_key[(rec.catalog_object_id, rec.location_id, rec.state)]
+        self._by_object[rec.catalog_object_id].discard(kid)
+        at = self._live_at.pop(kid)
+        last = self._live.pop()
+        if last != kid:
+            self._live[at] = last
+            self._live_at[last] = at
+        self._retire(rec.location_id)
+        self.removals += 1
+        return rec.api()
+
+    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next ``times`` batch-retrieve calls with this error status.
+
+        400, 401, 403, 429, 500 or 503 in Square's envelope (``FAULTS``), optionally with a
+        ``Retry-After`` header (seconds).
+        """
+        if status not in FAULTS or times < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError(f"cannot script status {status} x{times} (known: {sorted(FAULTS)})")
+        self.faults.extend([(status, retry_after)] * times)
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    def get(self, catalog_object_id: str, location_id: str, state: str) -> Row | None:
+        """One current count as API JSON, or None."""
+        kid = self._by_key.get((catalog_object_id, location_id, state))
+        rec = None if kid is None else self._recs[kid]
+        return None if rec is None else rec.api()
+
+    def snapshot(self) -> list[Row]:
+        """Every current count as API JSON, newest first."""
+        return [r.api() for r in self._desc(self._all, None, None)]
+
+    def count_total(self) -> int:
+        return len(self._live)
+
+    def _desc(self, index: _Index, lo: int | None, hi: int | None) -> Iterator[Count]:
+        """Live records of one array with lo < pos < hi (None = unbounded), newest first."""
+        arr, recs = index.pos, self._recs
+        start = len(arr) if hi is None else bisect_left(arr, hi)
+        stop = 0 if lo is None else bisect_right(arr, lo)
+        for i in range(start - 1, stop - 1, -1):
+            p = arr[i]
+            r = recs[p & KID_MASK]
+            if r is not None and r.pos == p:
+                yield r
+
+    def select(
+        self,
+        *,
+        object_ids: Collection[str] | None,
+        location_ids: Collection[str] | None,
+        states: Collection[str] | None,
+        updated_after_ns: int | None,
+        before_pos: int | None,
+        chain_seq: int | None,
+        want: int,
+    ) -> list[Count]:
+        """Up to ``want`` matching counts, newest first.
+
+        Rows are strictly after ``updated_after_ns`` and strictly before the keyset position
+        ``before_pos``. Rows created or moved back in time after ``chain_seq`` (the change seq at
+        which a cursor chain began) are left out, so a chain never repeats a row.
+        """
+        lo = None if updated_after_ns is None else ((updated_after_ns + 1) << KID_BITS) - 1
+        rows: Iterator[Count]
+        location_filter: Collection[str] | None = None
+        if object_ids is not None:
+            recs = self._recs
+            found = [recs[k] for oid in object_ids for k in self._by_object.get(oid, ())]
+            cands = [
+                r
+                for r in found
+                if r is not None
+                and (lo is None or r.pos > lo)
+                and (before_pos is None or r.pos < before_pos)
+            ]
+            # A few counts per requested object: sorting them is cheap, unlike sorting the catalog.
+            cands.sort(key=_pos_of, reverse=True)
+            rows, location_filter = iter(cands), location_ids
+        elif location_ids is not None:
+            parts = [
+                self._desc(ix, lo, before_pos)
+                for loc in location_ids
+                if (ix := self._by_location.get(loc)) is not None
+            ]
+            rows = parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_pos_of, reverse=True)
+        else:
+            rows = self._desc(self._all, lo, before_pos)
+        out: list[Count] = []
+        if want <= 0:
+            return out
+        for r in rows:
+            if states is not None and r.state not in states:
+                continue
+            if location_filter is not None and r.location_id not in location_filter:
+                continue
+            if chain_seq is not None and r.back_seq > chain_seq:
+                continue
+            out.append(r)
+            if len(out) >= want:
+                break
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counters for ``GET /_sim/stats`` and logs."""
+        return {
+            "requests": self.requests,
+            "by_status": {str(k): v for k, v in sorted(self.status_counts.items())},
+            "counts": self.count_total(),
+            "locations": list(self.location_ids),
+            "mutations": self.mutations,
+            "removals": self.removals,
+            "seq": self.seq,
+        }
+
+
+def _pos_of(rec: Count) -> int:
+    return rec.pos

@@ -1,0 +1,204 @@
+"""The mirror (table ``inventory_counts``): applying pages of upstream counts and recording changes.
+
+Rules (docs/schema.md): a change entry exists exactly when a stored value changes; values are compared as
+values (quantity as a decimal, calculated_at as an instant), so "10" vs "10.0" or "Z" vs "+00:00" is no
+change; a count older than the stored one never overwrites it; first sight is a change with old = null;
+a count that vanished upstream is removed with a ``count.removed`` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from syncd.model import InventoryCount, parse_quantity
+from syncd.store import changelog
+from syncd.store.changelog import NewChange
+from syncd.timeutil import parse_ns
+
+KIND_UPDATED = "count.updated"
+KIND_REMOVED = "count.removed"
+
+_KEY_CHUNK = 300  # rows per lookup query: 3 bound params each, well under SQLite's limit
+
+_UPSERT = (
+    "INSERT INTO inventory_counts (source, catalog_object_id, location_id, state,"
+    " catalog_object_type, quantity, calculated_at, seq, seen_pass) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (source, catalog_object_id, location_id, state) DO UPDATE SET"
+    " catalog_object_type = excluded.catalog_object_type, quantity = excluded.quantity,"
+    " calculated_at = excluded.calculated_at, seq = excluded.seq, seen_pass = excluded.seen_pass"
+)
+_MARK_SEEN = (
+    "UPDATE inventory_counts SET seen_pass = ? WHERE source = ? AND catalog_object_id = ?"
+    " AND location_id = ? AND state = ?"
+)
+
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A mirrored row as stored (strings exactly as the upstream sent them)."""
+
+    catalog_object_type: str | None
+    quantity: str
+    calculated_at: str
+
+    def value(self) -> dict[str, Any]:
+        return {
+            "quantity": self.quantity,
+            "calculated_at": self.calculated_at,
+            "catalog_object_type": self.catalog_object_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying one page did."""
+
+    changes: int
+    unchanged: int
+    stale: int
+    last_seq: int | None
+
+
+def count_value(count: InventoryCount) -> dict[str, Any]:
+    """The JSON value recorded in the change log for a count."""
+    return {
+        "quantity": count.quantity,
+        "calculated_at": count.calculated_at,
+        "catalog_object_type": count.catalog_object_type,
+    }
+
+
+def _newest_per_key(counts: Iterable[InventoryCount]) -> dict[Key, InventoryCount]:
+    """Collapse duplicates within a page: the newest calculated_at wins (the later row on a tie)."""
+    chosen: dict[Key, InventoryCount] = {}
+    for c in counts:
+        key = (c.catalog_object_id, c.location_id, c.state)
+        prev = chosen.get(key)
+        if prev is None or c.calculated_at_ns >= prev.calculated_at_ns:
+            chosen[key] = c
+    return chosen
+
+
+async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> dict[Key, Stored]:
+    """The stored rows for ``keys`` (missing keys are absent from the result)."""
+    found: dict[Key, Stored] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start:start + _KEY_CHUNK]
+        values = ",".join("(?,?,?)" for _ in chunk)
+        params: list[str] = []
+        for key in chunk:
+            params.extend(key)
+        params.append(source)
+        # A join on a VALUES list lets SQLite use the whole primary key for each lookup; the
+        # row-value "IN (VALUES ...)" form only uses its first column.
+        sql = (
+            "SELECT c.catalog_object_id, c.location_id, c.state, c.catalog_object_type, c.quantity,"
+            f" c.calculated_at FROM (VALUES {values}) AS k JOIN inventory_counts AS c"
+            " ON c.source = ? AND c.catalog_object_id = k.column1 AND c.location_id = k.column2"
+            " AND c.state = k.column3"
+        )
+        async with conn.execute(sql, params) as cur:
+            async for row in cur:
+                found[(row[0], row[1], row[2])] = Stored(row[3], row[4], row[5])
+    return found
+
+
+def _same(stored: Stored, count: InventoryCount) -> bool:
+    return (
+        stored.catalog_object_type == count.catalog_object_type
+        and parse_ns(stored.calculated_at) == count.calculated_at_ns
+        and parse_quantity(stored.quantity) == count.quantity_value
+    )
+
+
+async def apply_page(conn: aiosqlite.Connection, source: str, counts: Sequence[InventoryCount], *,
+                     pass_id: int, recorded_at: str) -> ApplyResult:
+    """Apply one page inside the caller's transaction; append one change per real change.
+
+    Every row seen is stamped with ``pass_id`` (``seen_pass``) so a full pass can find the rows that
+    vanished upstream.
+    """
+    incoming = _newest_per_key(counts)
+    keys = list(incoming)
+    stored = await load(conn, source, keys)
+    entries: list[NewChange] = []
+    writes: list[InventoryCount] = []
+    seen: list[tuple[int, str, str, str, str]] = []
+    stale = 0
+    for key, count in incoming.items():
+        old = stored.get(key)
+        if old is not None:
+            if count.calculated_at_ns < parse_ns(old.calculated_at):
+                stale += 1
+                seen.append((pass_id, source, *key))
+                continue
+            if _same(old, count):
+                seen.append((pass_id, source, *key))
+                continue
+        writes.append(count)
+        entries.append(NewChange(
+            kind=KIND_UPDATED, source=source, catalog_object_id=key[0], location_id=key[1],
+            state=key[2], old=None if old is None else old.value(), new=count_value(count),
+        ))
+    seqs = await changelog.append(conn, entries, recorded_at)
+    if writes:
+        await conn.executemany(_UPSERT, [
+            (source, c.catalog_object_id, c.location_id, c.state, c.catalog_object_type, c.quantity,
+             c.calculated_at, seq, pass_id)
+            for c, seq in zip(writes, seqs, strict=True)
+        ])
+    if seen:
+        await conn.executemany(_MARK_SEEN, seen)
+    return ApplyResult(changes=len(writes), unchanged=len(seen) - stale, stale=stale,
+                       last_seq=seqs[-1] if seqs else None)
+
+
+async def remove_unseen(conn: aiosqlite.Connection, source: str, *, pass_id: int,
+                        location_id: str | None, recorded_at: str) -> int:
+    """Delete rows of ``source`` (one location, or all) not seen by full pass ``pass_id``; log each."""
+    sql = "DELETE FROM inventory_counts WHERE source = ? AND seen_pass != ?"
+    params: list[Any] = [source, pass_id]
+    if location_id is not None:
+        sql += " AND location_id = ?"
+        params.append(location_id)
+    return await _delete_logged(conn, source, sql, params, recorded_at)
+
+
+async def remove_outside(conn: aiosqlite.Connection, source: str, *, location_ids: Sequence[str],
+                         recorded_at: str) -> int:
+    """Delete rows of ``source`` at locations no longer configured; log each."""
+    marks = ",".join("?" for _ in location_ids)
+    sql = f"DELETE FROM inventory_counts WHERE source = ? AND location_id NOT IN ({marks})"
+    return await _delete_logged(conn, source, sql, [source, *location_ids], recorded_at)
+
+
+async def _delete_logged(conn: aiosqlite.Connection, source: str, sql: str, params: list[Any],
+                         recorded_at: str) -> int:
+    sql += " RETURNING catalog_object_id, location_id, state, catalog_object_type, quantity, calculated_at"
+    async with conn.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    entries = [
+        NewChange(kind=KIND_REMOVED, source=source, catalog_object_id=r[0], location_id=r[1],
+                  state=r[2], old=Stored(r[3], r[4], r[5]).value(), new=None)
+        for r in sorted(rows, key=lambda r: (r[1], r[0], r[2]))
+    ]
+    await changelog.append(conn, entries, recorded_at)
+    return len(entries)
+
+
+async def total(conn: aiosqlite.Connection, source: str | None = None) -> int:
+    """Number of mirrored counts (for one source, or all)."""
+    sql = "SELECT COUNT(*) FROM inventory_counts"
+    params: list[str] = []
+    if source is not None:
+        sql += " WHERE source = ?"
+        params.append(source)
+    async with conn.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,107 @@
+"""The schema, as ordered migrations keyed by ``PRAGMA user_version``.
+
+Each migration runs in its own transaction together with the ``user_version`` bump, so a crash leaves the
+database at one version or the next, never between. A database newer than this code is refused.
+Tables and columns marked "contract" in docs/schema.md are read by other tools: change them only by adding
+a migration and documenting it.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from syncd.errors import SchemaTooNew
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: mirror, change log, sync bookkeeping.
+    """
+    CREATE TABLE inventory_counts (
+        source              TEXT    NOT NULL,
+        catalog_object_id   TEXT    NOT NULL,
+        location_id         TEXT    NOT NULL,
+        state               TEXT    NOT NULL,
+        catalog_object_type TEXT,
+        quantity            TEXT    NOT NULL,
+        calculated_at       TEXT    NOT NULL,
+        seq                 INTEGER NOT NULL,
+        seen_pass           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (source, catalog_object_id, location_id, state)
+    ) WITHOUT ROWID;
+    CREATE INDEX inventory_counts_by_location ON inventory_counts (source, location_id);
+
+    CREATE TABLE changes (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        recorded_at       TEXT    NOT NULL,
+        kind              TEXT    NOT NULL,
+        source            TEXT    NOT NULL,
+        catalog_object_id TEXT,
+        location_id       TEXT,
+        state             TEXT,
+        job_id            INTEGER,
+        old               TEXT,
+        new               TEXT
+    );
+
+    CREATE TABLE passes (
+        pass_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        source      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        started_at  TEXT    NOT NULL,
+        finished_at TEXT,
+        outcome     TEXT    NOT NULL DEFAULT 'running',
+        pages       INTEGER NOT NULL DEFAULT 0,
+        counts      INTEGER NOT NULL DEFAULT 0,
+        changes     INTEGER NOT NULL DEFAULT 0,
+        removed     INTEGER NOT NULL DEFAULT 0,
+        error       TEXT
+    );
+
+    CREATE TABLE sync_state (
+        source           TEXT NOT NULL,
+        partition        TEXT NOT NULL,
+        watermark        TEXT,
+        last_pass_id     INTEGER,
+        last_started_at  TEXT,
+        last_finished_at TEXT,
+        last_outcome     TEXT,
+        last_success_at  TEXT,
+        last_full_at     TEXT,
+        pages            INTEGER NOT NULL DEFAULT 0,
+        counts_seen      INTEGER NOT NULL DEFAULT 0,
+        changes          INTEGER NOT NULL DEFAULT 0,
+        error            TEXT,
+        PRIMARY KEY (source, partition)
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before. Refuses a newer database."""
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {found} is newer than this syncd supports ({SCHEMA_VERSION})",
+            op="store.migrate",
+            hint="upgrade syncd, or point it at another database",
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript would COMMIT on its own; run statement by statement inside our transaction.
+            for statement in _statements(MIGRATIONS[version - 1]):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,104 @@
+"""Sync bookkeeping: one row per (source, partition) in ``sync_state``, one row per pass in ``passes``.
+
+The watermark of a partition moves only when a pass has read that partition's last page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+PASS_RUNNING = "running"
+PASS_OK = "ok"
+PASS_FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """The persisted state of one partition (a cursor chain, e.g. one location)."""
+
+    source: str
+    partition: str
+    watermark: str | None
+    last_outcome: str | None
+    last_success_at: str | None
+    last_full_at: str | None
+    last_finished_at: str | None
+    error: str | None
+
+
+_STATE_COLUMNS = (
+    "source, partition, watermark, last_outcome, last_success_at, last_full_at, last_finished_at, error"
+)
+
+
+async def partitions(conn: aiosqlite.Connection, source: str | None = None) -> list[PartitionState]:
+    """Every partition's state (of one source, or all), ordered by source and partition."""
+    sql = f"SELECT {_STATE_COLUMNS} FROM sync_state"
+    params: tuple[Any, ...] = ()
+    if source is not None:
+        sql += " WHERE source = ?"
+        params = (source,)
+    async with conn.execute(sql + " ORDER BY source, partition", params) as cur:
+        rows = await cur.fetchall()
+    return [PartitionState(*row) for row in rows]
+
+
+async def begin_pass(conn: aiosqlite.Connection, source: str, kind: str, started_at: str) -> int:
+    """Record a pass as running; return its id. Passes left 'running' by a crash stay visible."""
+    async with conn.execute(
+        "INSERT INTO passes (source, kind, started_at) VALUES (?, ?, ?) RETURNING pass_id",
+        (source, kind, started_at),
+    ) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def finish_pass(conn: aiosqlite.Connection, pass_id: int, *, outcome: str, finished_at: str,
+                      pages: int, counts: int, changes: int, removed: int,
+                      error: str | None) -> None:
+    """Record how a pass ended."""
+    await conn.execute(
+        "UPDATE passes SET finished_at = ?, outcome = ?, pages = ?, counts = ?, changes = ?,"
+        " removed = ?, error = ? WHERE pass_id = ?",
+        (finished_at, outcome, pages, counts, changes, removed, error, pass_id),
+    )
+
+
+async def record_partition(conn: aiosqlite.Connection, state: PartitionState, *, pass_id: int,
+                           started_at: str, pages: int, counts_seen: int, changes: int) -> None:
+    """Upsert one partition's state after its chain ended (successfully or not)."""
+    await conn.execute(
+        "INSERT INTO sync_state (source, partition, watermark, last_pass_id, last_started_at,"
+        " last_finished_at, last_outcome, last_success_at, last_full_at, pages, counts_seen, changes,"
+        " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (source, partition) DO UPDATE SET watermark = excluded.watermark,"
+        " last_pass_id = excluded.last_pass_id, last_started_at = excluded.last_started_at,"
+        " last_finished_at = excluded.last_finished_at, last_outcome = excluded.last_outcome,"
+        " last_success_at = excluded.last_success_at, last_full_at = excluded.last_full_at,"
+        " pages = excluded.pages, counts_seen = excluded.counts_seen, changes = excluded.changes,"
+        " error = excluded.error",
+        (state.source, state.partition, state.watermark, pass_id, started_at, state.last_finished_at,
+         state.last_outcome, state.last_success_at, state.last_full_at, pages, counts_seen, changes,
+         state.error),
+    )
+
+
+async def recent_passes(conn: aiosqlite.Connection, source: str | None = None,
+                        limit: int = 10) -> list[dict[str, Any]]:
+    """The newest passes, newest first, as dicts (for status output)."""
+    sql = ("SELECT pass_id, source, kind, started_at, finished_at, outcome, pages, counts, changes,"
+           " removed, error FROM passes")
+    params: list[Any] = []
+    if source is not None:
+        sql += " WHERE source = ?"
+        params.append(source)
+    sql += " ORDER BY pass_id DESC LIMIT ?"
+    params.append(limit)
+    async with conn.execute(sql, params) as cur:
+        cols = [d[0] for d in cur.description]
+        rows = await cur.fetchall()
+    return [dict(zip(cols, row, strict=True)) for row in rows]

@@ -1,0 +1,118 @@
+"""When passes run: coalesced pokes (debounce + maximum delay) and the periodic safety-net pass.
+
+A burst of pokes (e.g. 1,000 webhooks in a second) collapses into one or two passes: after the first poke
+the trigger waits until pokes stop for ``debounce`` seconds, but never longer than ``max_delay`` after the
+first poke. With no poke at all a pass still runs every ``interval`` seconds, measured from the start of the
+previous pass so the schedule does not drift. A poke that arrives while a pass runs schedules another pass
+right after it, because that pass may have started before the change was visible upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from syncd.backoff import full_jitter
+from syncd.model import PassSummary
+from syncd.timeutil import now_ns
+
+log = structlog.get_logger("syncd.trigger")
+
+PassFn = Callable[[], Awaitable[PassSummary]]
+DoneFn = Callable[[int, PassSummary], Awaitable[None]]
+
+
+class SyncTrigger:
+    """Owns the loop that decides when ``run_pass`` is called."""
+
+    def __init__(self, run_pass: PassFn, *, interval: float, debounce: float, max_delay: float,
+                 retry_initial: float = 1.0, retry_max: float | None = None,
+                 on_pass_done: DoneFn | None = None) -> None:
+        self._run_pass = run_pass
+        self.interval = interval
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max if retry_max is not None else interval
+        self._on_pass_done = on_pass_done
+        self._poked = asyncio.Event()
+        self._first_poke: float | None = None
+        self._last_poke = 0.0
+        self._failures = 0
+        self.passes = 0
+
+    def poke(self) -> None:
+        """Ask for a pass soon. Cheap and safe to call thousands of times a second."""
+        now = time.monotonic()
+        self._last_poke = now
+        if self._first_poke is None:
+            self._first_poke = now
+        self._poked.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run passes until ``stop`` is set. A failing pass is retried with backoff, never fatal."""
+        next_due = time.monotonic()
+        while not stop.is_set():
+            await self._wait(next_due, stop)
+            if stop.is_set():
+                return
+            await self._debounce(stop)
+            started = time.monotonic()
+            ok = await self._one_pass()
+            next_due = started + self.interval if ok else time.monotonic() + full_jitter(
+                self._failures - 1, initial=self._retry_initial, factor=2.0, cap=self._retry_max)
+
+    async def _wait(self, due: float, stop: asyncio.Event) -> None:
+        """Sleep until ``due``, a poke, or stop."""
+        timeout = due - time.monotonic()
+        if timeout <= 0 or self._poked.is_set():
+            return
+        waiters = [asyncio.ensure_future(self._poked.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            for w in waiters:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+
+    async def _debounce(self, stop: asyncio.Event) -> None:
+        """If poked: wait for a quiet gap of ``debounce``, at most ``max_delay`` after the first poke."""
+        if self._first_poke is None:
+            return
+        deadline = self._first_poke + self.max_delay
+        while not stop.is_set():
+            now = time.monotonic()
+            quiet_at = min(self._last_poke + self.debounce, deadline)
+            if now >= quiet_at:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), quiet_at - now)
+
+    async def _one_pass(self) -> bool:
+        # Clear before starting: pokes that arrive during the pass schedule the next one.
+        self._poked.clear()
+        self._first_poke = None
+        started_ns = now_ns()
+        self.passes += 1
+        try:
+            summary = await self._run_pass()
+        except Exception as exc:  # the loop must survive anything a pass throws
+            self._failures += 1
+            log.error("sync_pass_crashed", error=str(exc), error_type=type(exc).__name__,
+                      failures=self._failures)
+            return False
+        if summary.ok:
+            if self._failures:
+                log.info("sync_recovered", failures=self._failures)
+            self._failures = 0
+            if self._on_pass_done is not None:
+                await self._on_pass_done(started_ns, summary)
+            return True
+        self._failures += 1
+        return False

@@ -1,0 +1,74 @@
+"""Small builders and checks shared by tests."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from syncd.model import InventoryCount
+
+
+def count(item: str = "ITEM1", location: str = "LOC1", quantity: str = "5",
+          at: str = "2026-01-01T00:00:00Z", state: str = "IN_STOCK",
+          object_type: str | None = "ITEM_VARIATION") -> InventoryCount:
+    """An InventoryCount built through the same parser the upstream adapter uses."""
+    return InventoryCount.from_api({
+        "catalog_object_id": item, "location_id": location, "state": state,
+        "catalog_object_type": object_type, "quantity": quantity, "calculated_at": at,
+    })
+
+
+def mirror(path: Path, source: str = "square") -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The mirror as stored, read through a separate read-only connection like another tool would."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT catalog_object_id, location_id, state, quantity, calculated_at,"
+            " catalog_object_type, seq FROM inventory_counts WHERE source = ?", (source,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(r[0], r[1], r[2]): {"quantity": r[3], "calculated_at": r[4],
+                                 "catalog_object_type": r[5], "seq": r[6]} for r in rows}
+
+
+def changes(path: Path) -> list[dict[str, Any]]:
+    """Every change-log entry, in seq order, with old/new decoded."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT seq, kind, source, catalog_object_id, location_id, state, old, new"
+            " FROM changes ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    return [{"seq": r[0], "kind": r[1], "source": r[2], "key": (r[3], r[4], r[5]),
+             "old": orjson.loads(r[6]) if r[6] else None,
+             "new": orjson.loads(r[7]) if r[7] else None} for r in rows]
+
+
+def replay(entries: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Rebuild a mirror from change-log entries (count.* kinds only), as a consumer would."""
+    state: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in entries:
+        if e["kind"] == "count.updated":
+            state[e["key"]] = {**e["new"], "seq": e["seq"]}
+        elif e["kind"] == "count.removed":
+            state.pop(e["key"], None)
+    return state
+
+
+def assert_log_invariants(path: Path, source: str = "square") -> None:
+    """Seq strictly increases, no entry repeats its predecessor's value for a key, and replaying the
+    log from seq 0 reproduces the mirror exactly (values and last-touching seq)."""
+    entries = changes(path)
+    seqs = [e["seq"] for e in entries]
+    assert seqs == sorted(set(seqs)), "seq must strictly increase"
+    last: dict[tuple[str, str, str], Any] = {}
+    for e in entries:
+        if e["kind"].startswith("count."):
+            assert last.get(e["key"], object()) != e["new"], f"duplicate change entry {e}"
+            last[e["key"]] = e["new"]
+    assert replay([e for e in entries if e["source"] == source]) == mirror(path, source)

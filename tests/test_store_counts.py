@@ -1,0 +1,116 @@
+"""The mirror and the change log: a change entry exists exactly when a stored value changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from syncd.model import InventoryCount
+from syncd.store import Store
+from syncd.store import counts as counts_store
+from syncd.store.counts import ApplyResult
+from tests.helpers import assert_log_invariants, changes, count, mirror
+
+
+async def apply(store: Store, page: list[InventoryCount], pass_id: int = 1) -> ApplyResult:
+    async def work(conn: aiosqlite.Connection) -> ApplyResult:
+        return await counts_store.apply_page(conn, "square", page, pass_id=pass_id,
+                                             recorded_at="2026-01-01T00:00:00.000000Z")
+    return await store.write(work)
+
+
+async def test_first_sight_is_a_change_with_old_null(store: Store, db_path: Path) -> None:
+    """A count never seen before is stored and logged once, with old = null."""
+    result = await apply(store, [count()])
+    assert result.changes == 1
+    [entry] = changes(db_path)
+    assert entry["kind"] == "count.updated" and entry["old"] is None
+    assert entry["new"] == {"quantity": "5", "calculated_at": "2026-01-01T00:00:00Z",
+                            "catalog_object_type": "ITEM_VARIATION"}
+    assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["seq"] == entry["seq"]
+
+
+async def test_reapplying_same_data_logs_nothing(store: Store, db_path: Path) -> None:
+    """Equal data applied again changes nothing and logs nothing."""
+    page = [count(item=f"I{i}") for i in range(50)]
+    await apply(store, page)
+    result = await apply(store, page)
+    assert (result.changes, result.unchanged) == (0, 50)
+    assert len(changes(db_path)) == 50
+
+
+async def test_values_compared_as_values_not_strings(store: Store, db_path: Path) -> None:
+    """'10' vs '10.00' and 'Z' vs '+00:00' are the same value: no change, and the stored text stays."""
+    await apply(store, [count(quantity="10", at="2026-01-01T00:00:00Z")])
+    result = await apply(store, [count(quantity="10.00", at="2026-01-01T01:00:00.000+01:00")])
+    assert result.changes == 0
+    assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["quantity"] == "10"
+    assert len(changes(db_path)) == 1
+
+
+async def test_older_count_never_overwrites_newer(store: Store, db_path: Path) -> None:
+    """A stale (older calculated_at) row is ignored, even with a different quantity."""
+    await apply(store, [count(quantity="7", at="2026-01-02T00:00:00Z")])
+    result = await apply(store, [count(quantity="3", at="2026-01-01T00:00:00Z")])
+    assert (result.changes, result.stale) == (0, 1)
+    assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["quantity"] == "7"
+
+
+async def test_newer_count_updates_with_old_and_new(store: Store, db_path: Path) -> None:
+    """A newer value replaces the stored one; the entry carries both."""
+    await apply(store, [count(quantity="7", at="2026-01-01T00:00:00Z")])
+    await apply(store, [count(quantity="6", at="2026-01-01T00:00:01Z")])
+    entries = changes(db_path)
+    assert [e["seq"] for e in entries] == [1, 2]
+    assert entries[1]["old"]["quantity"] == "7" and entries[1]["new"]["quantity"] == "6"
+    assert_log_invariants(db_path)
+
+
+async def test_duplicates_within_a_page_collapse_to_newest(store: Store, db_path: Path) -> None:
+    """The same key twice in one page yields one change: the newest."""
+    result = await apply(store, [count(quantity="1", at="2026-01-01T00:00:00Z"),
+                                 count(quantity="2", at="2026-01-01T00:00:05Z")])
+    assert result.changes == 1
+    assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["quantity"] == "2"
+
+
+async def test_unknown_states_are_stored(store: Store, db_path: Path) -> None:
+    """A state Square adds later is stored like any other."""
+    await apply(store, [count(state="SOMETHING_NEW")])
+    assert ("ITEM1", "LOC1", "SOMETHING_NEW") in mirror(db_path)
+
+
+async def test_remove_unseen_logs_removals(store: Store, db_path: Path) -> None:
+    """Rows not stamped by a full pass are removed with a count.removed entry; replay still matches."""
+    await apply(store, [count(item="A"), count(item="B"), count(item="C")], pass_id=1)
+    await apply(store, [count(item="A"), count(item="C")], pass_id=2)
+    removed = await store.write(lambda conn: counts_store.remove_unseen(
+        conn, "square", pass_id=2, location_id=None, recorded_at="2026-01-01T00:00:00Z"))
+    assert removed == 1
+    assert set(mirror(db_path)) == {("A", "LOC1", "IN_STOCK"), ("C", "LOC1", "IN_STOCK")}
+    last = changes(db_path)[-1]
+    assert last["kind"] == "count.removed" and last["key"][0] == "B" and last["new"] is None
+    assert_log_invariants(db_path)
+
+
+async def test_seq_never_reused_after_newest_entries_deleted(store: Store, db_path: Path) -> None:
+    """Deleting the newest entries (e.g. retention) never lets their seq be handed out again."""
+    await apply(store, [count(item="A"), count(item="B")])
+    await store.write(lambda conn: conn.execute("DELETE FROM changes"))
+    await apply(store, [count(item="C")])
+    assert [e["seq"] for e in changes(db_path)] == [3]
+
+
+async def test_failed_unit_of_work_rolls_back(store: Store, db_path: Path) -> None:
+    """An error inside a unit of work leaves neither mirror rows nor change entries behind."""
+
+    async def broken(conn: aiosqlite.Connection) -> None:
+        await counts_store.apply_page(conn, "square", [count()], pass_id=1, recorded_at="x")
+        raise RuntimeError("boom")
+
+    try:
+        await store.write(broken)
+    except RuntimeError:
+        pass
+    assert mirror(db_path) == {} and changes(db_path) == []

@@ -1,0 +1,240 @@
+"""The sync engine against the built-in simulator over real HTTP on loopback, into real SQLite files."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from syncd.model import PassSummary
+from syncd.simulator import Simulator, SimulatorConfig, serve
+from syncd.store import Store
+from syncd.sync.engine import EngineOptions, SyncEngine
+from syncd.upstream.http import RetryPolicy
+from syncd.upstream.square import SquareCounts, SquareOptions
+from tests.fakes.square_scripted import Reply, count, run_scripted
+from tests.helpers import assert_log_invariants, changes, mirror
+
+FAST_RETRY = RetryPolicy(max_retries=3, backoff_initial=0.001, backoff_max=0.01)
+
+
+@dataclass
+class Rig:
+    """A simulator, a store and an engine wired together."""
+
+    sim: Simulator
+    store: Store
+    engine: SyncEngine
+    db_path: Path
+
+    def upstream_state(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return {(r["catalog_object_id"], r["location_id"], r["state"]): r
+                for r in self.sim.snapshot()}
+
+    def assert_mirror_equals_upstream(self) -> None:
+        got = {k: (v["quantity"], v["calculated_at"]) for k, v in mirror(self.db_path).items()}
+        want = {k: (v["quantity"], v["calculated_at"]) for k, v in self.upstream_state().items()}
+        assert got == want
+
+
+@asynccontextmanager
+async def rig(db_path: Path, *, sim_config: SimulatorConfig | None = None, page_limit: int = 100,
+              locations: tuple[str, ...] | None = None, overlap: float = 1.0,
+              on_page: Callable[[PassSummary], None] | None = None,
+              policy: RetryPolicy = FAST_RETRY) -> AsyncIterator[Rig]:
+    async with serve(sim_config or SimulatorConfig(locations=3, items=40)) as (sim, url):
+        store = await Store.open(db_path)
+        session = aiohttp.ClientSession()
+        try:
+            partitions = tuple(sim.location_ids) if locations is None else locations
+            upstream = SquareCounts(session, SquareOptions(
+                base_url=url, access_token=None, api_version="2025-08-20", page_limit=page_limit,
+                policy=policy))
+            engine = SyncEngine(store, upstream, EngineOptions(
+                source="square", location_ids=partitions, overlap=overlap, clock_margin=0.0,
+                partition_concurrency=4), on_page=on_page)
+            yield Rig(sim, store, engine, db_path)
+        finally:
+            await session.close()
+            await store.aclose()
+
+
+async def test_full_sync_equals_upstream(db_path: Path) -> None:
+    """The first pass is full, mirrors the upstream exactly, and logs one change per count."""
+    async with rig(db_path) as r:
+        summary = await r.engine.run_pass()
+        assert summary.ok and summary.kind == "full"
+        r.assert_mirror_equals_upstream()
+        assert len(changes(db_path)) == r.sim.count_total() == 120
+        assert_log_invariants(db_path)
+
+
+async def test_incremental_after_k_mutations_logs_exactly_k(db_path: Path) -> None:
+    """After K upstream mutations, an incremental pass logs exactly K count.updated entries."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        before = len(changes(db_path))
+        mutated = r.sim.mutate(17)
+        summary = await r.engine.run_pass()
+        assert summary.kind == "incremental" and summary.ok
+        new = changes(db_path)[before:]
+        assert len(new) == 17
+        assert {e["key"] for e in new} == {
+            (m["catalog_object_id"], m["location_id"], m["state"]) for m in mutated}
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+async def test_quiet_pass_logs_nothing(db_path: Path) -> None:
+    """With no upstream change, further passes (which overlap the watermark) log nothing."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        before = len(changes(db_path))
+        for _ in range(3):
+            assert (await r.engine.run_pass()).changes == 0
+        assert len(changes(db_path)) == before
+
+
+async def test_equal_calculated_at_across_page_boundaries(db_path: Path) -> None:
+    """Many counts sharing one calculated_at, split over small pages, are each applied once."""
+    async with rig(db_path, page_limit=3) as r:
+        await r.engine.run_pass()
+        before = len(changes(db_path))
+        r.sim.mutate(11, same_instant=True)
+        await r.engine.run_pass()
+        assert len(changes(db_path)) - before == 11
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+async def test_short_non_final_pages_are_followed(db_path: Path) -> None:
+    """A page shorter than the limit that still carries a cursor is not the end."""
+    async with rig(db_path, sim_config=SimulatorConfig(locations=2, items=60, short_pages=True),
+                   page_limit=25) as r:
+        await r.engine.run_pass()
+        r.assert_mirror_equals_upstream()
+
+
+async def test_stale_row_never_overwrites_newer(db_path: Path) -> None:
+    """An out-of-order (older) row from upstream leaves the newer mirrored value and logs nothing."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        row = r.sim.snapshot()[0]
+        key = (row["catalog_object_id"], row["location_id"], row["state"])
+        r.sim.set_count(*key, quantity="999", calculated_at="2001-01-01T00:00:00Z")
+        before = len(changes(db_path))
+        await r.engine.run_pass(full=True)
+        assert mirror(db_path)[key]["quantity"] == row["quantity"]
+        assert len(changes(db_path)) == before
+
+
+async def test_vanished_counts_removed_by_full_pass(db_path: Path) -> None:
+    """A full pass removes counts that vanished upstream, one count.removed entry each."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        gone = r.sim.remove(5)
+        summary = await r.engine.run_pass(full=True)
+        assert summary.removed == 5
+        removed = [e for e in changes(db_path) if e["kind"] == "count.removed"]
+        assert {e["key"] for e in removed} == {
+            (g["catalog_object_id"], g["location_id"], g["state"]) for g in gone}
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+async def test_unpartitioned_pass_uses_one_chain(db_path: Path) -> None:
+    """With no locations configured there is one partition '*' covering every location."""
+    async with rig(db_path, locations=()) as r:
+        summary = await r.engine.run_pass()
+        assert summary.partitions == ["*"]
+        r.assert_mirror_equals_upstream()
+
+
+async def test_429_with_retry_after_then_success(db_path: Path) -> None:
+    """A 429 with Retry-After is waited out and the pass succeeds."""
+    async with rig(db_path) as r:
+        r.sim.fail_next(429, times=1, retry_after=0)
+        summary = await r.engine.run_pass()
+        assert summary.ok
+        r.assert_mirror_equals_upstream()
+
+
+async def test_500s_then_success(db_path: Path) -> None:
+    """Transient 500s are retried and the pass succeeds."""
+    async with rig(db_path) as r:
+        r.sim.fail_next(500, times=2)
+        assert (await r.engine.run_pass()).ok
+        r.assert_mirror_equals_upstream()
+
+
+def watermarks(db_path: Path) -> dict[str, str | None]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return dict(conn.execute("SELECT partition, watermark FROM sync_state").fetchall())
+    finally:
+        conn.close()
+
+
+async def test_failure_midway_keeps_watermark_and_repairs_without_duplicates(db_path: Path) -> None:
+    """A pass that fails after some pages leaves the watermark; the next one repairs, no duplicates."""
+    holder: dict[str, Simulator] = {}
+    armed = [True]
+
+    def fail_after_first_page(summary: PassSummary) -> None:
+        if summary.kind == "incremental" and summary.pages == 1 and armed[0]:
+            armed[0] = False
+            holder["sim"].fail_next(503, times=50)
+
+    async with rig(db_path, page_limit=5, on_page=fail_after_first_page, locations=()) as r:
+        holder["sim"] = r.sim
+        await r.engine.run_pass()
+        marks = watermarks(db_path)
+        before = len(changes(db_path))
+        r.sim.mutate(20)
+        failed = await r.engine.run_pass()
+        assert not failed.ok and failed.pages == 1
+        assert watermarks(db_path) == marks
+        r.sim.faults.clear()
+        repaired = await r.engine.run_pass()
+        assert repaired.ok
+        assert len(changes(db_path)) - before == 20
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        (Reply(raw=b'{"counts": [', headers={}), "not JSON"),
+        (Reply(body={"counts": [count(quantity="lots")]}), "quantity"),
+        (Reply(body={"counts": [{"catalog_object_id": "X", "state": "IN_STOCK",
+                                 "quantity": "1", "calculated_at": "2026-01-01T00:00:00Z"}]}),
+         "location_id"),
+    ],
+)
+async def test_malformed_page_fails_pass_cleanly(db_path: Path, reply: Reply, problem: str) -> None:
+    """A malformed page fails the pass with a named problem; watermark and mirror stay as they were."""
+    good = Reply(body={"counts": [count(obj="A", calculated_at="2026-01-01T00:00:00Z")]})
+    async with run_scripted([good, good, reply]) as server:
+        store = await Store.open(db_path)
+        session = aiohttp.ClientSession()
+        try:
+            engine = SyncEngine(store, SquareCounts(session, SquareOptions(
+                base_url=server.url, access_token="t", api_version="2025-08-20",
+                policy=FAST_RETRY)), EngineOptions(source="square", clock_margin=0.0))
+            assert (await engine.run_pass()).ok  # full pass: listing + catch-up chain
+            marks = watermarks(db_path)
+            failed = await engine.run_pass()
+            assert not failed.ok and failed.error is not None
+            assert problem in failed.error
+            assert watermarks(db_path) == marks
+            assert len(mirror(db_path)) == 1 and len(changes(db_path)) == 1
+        finally:
+            await session.close()
+            await store.aclose()
