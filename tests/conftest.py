@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from syncd.config import Settings, load_settings
+from syncd.daemon import Daemon
 from syncd.store import Store
 
 
@@ -24,3 +29,48 @@ async def fixture_store(db_path: Path) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.aclose()
+
+
+@pytest.fixture(name="make_settings")
+def fixture_make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with fast defaults for tests; keyword groups override sections, e.g.
+    ``make_settings(square={"base_url": url})``. Never reads the real environment."""
+
+    def make(**sections: Any) -> Settings:
+        base: dict[str, Any] = {
+            "database": str(tmp_path / "syncd.db"),
+            "shutdown_timeout": 5,
+            "square": {"poll_interval": 30, "overlap": 1, "clock_margin": 0,
+                       "retry_backoff_initial": 0.001, "retry_backoff_max": 0.01,
+                       "max_retries": 3, "request_timeout": 5},
+            "webhooks": {"debounce": 0.02, "max_delay": 0.1},
+            "http": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0"},
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        return load_settings(None, env={}, overrides=base)
+
+    return make
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings, base_url: str) -> AsyncIterator[Daemon]:
+    """A Daemon serving in this event loop until the block ends (stopped the way SIGTERM would)."""
+    daemon = Daemon(settings, base_url=base_url)
+    task = asyncio.create_task(daemon.serve())
+    try:
+        async with asyncio.timeout(10):
+            ready = asyncio.create_task(daemon.ready.wait())
+            done, _ = await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                ready.cancel()
+                task.result()
+        yield daemon
+    finally:
+        daemon.handle_exit()
+        async with asyncio.timeout(15):
+            await task

@@ -276,12 +276,12 @@ class Simulator:
                             0,
                         )
                     )
-        recs = [r for r in self._recs if r is not None]
-        self._all = _Index(sorted(r.pos for r in recs))
-        for location in self.location_ids:
-            self._by_location[location] = _Index(
-                sorted(r.pos for r in recs if r.location_id == location)
-            )
+        buckets: dict[str, list[int]] = {location: [] for location in self.location_ids}
+        for r in self._recs:
+            assert r is not None
+            buckets[r.location_id].append(r.pos)
+        self._all = _Index(sorted(p for bucket in buckets.values() for p in bucket))
+        self._by_location = {location: _Index(sorted(b)) for location, b in buckets.items()}
 
     def _add(self, rec: Count) -> None:
         """Register a new record (not its positions)."""

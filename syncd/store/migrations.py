@@ -73,6 +73,47 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, partition)
     );
     """,
+    # 2: webhook inbox (issue 3).
+    """
+    CREATE TABLE webhook_events (
+        event_id     TEXT    PRIMARY KEY,
+        source       TEXT    NOT NULL,
+        type         TEXT    NOT NULL,
+        merchant_id  TEXT,
+        created_at   TEXT,
+        received_at  TEXT    NOT NULL,
+        received_ns  INTEGER NOT NULL,
+        body         BLOB    NOT NULL,
+        processed_at TEXT
+    );
+    CREATE INDEX webhook_events_unprocessed ON webhook_events (source, received_ns)
+        WHERE processed_at IS NULL;
+    CREATE INDEX webhook_events_processed ON webhook_events (processed_at)
+        WHERE processed_at IS NOT NULL;
+    """,
+    # 3: tracked upstream jobs (issue 4).
+    """
+    CREATE TABLE jobs (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider           TEXT    NOT NULL,
+        job_id             TEXT    NOT NULL,
+        params             TEXT    NOT NULL DEFAULT '{}',
+        label              TEXT,
+        state              TEXT    NOT NULL DEFAULT 'pending',
+        vendor_status      TEXT,
+        registered_at      TEXT    NOT NULL,
+        updated_at         TEXT    NOT NULL,
+        finished_at        TEXT,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_poll_ns       INTEGER NOT NULL,
+        not_found_since_ns INTEGER,
+        last_error         TEXT,
+        progress           TEXT,
+        result             TEXT,
+        UNIQUE (provider, job_id)
+    );
+    CREATE INDEX jobs_due ON jobs (next_poll_ns) WHERE finished_at IS NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
