@@ -18,15 +18,17 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
+from aiohttp import web
 
 from syncd import __version__
-from syncd.config import Settings
+from syncd.config import Settings, TcpAddress, parse_listen
 from syncd.model import PassSummary
 from syncd.store import Store
 from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
 from syncd.sync.trigger import PassFn, SyncTrigger
 from syncd.upstream.http import RetryPolicy, make_session
 from syncd.upstream.square import SquareCounts, SquareOptions
+from syncd.web.app import Listener, build_admin_app, build_public_app, run_server
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -114,6 +116,8 @@ class Daemon:
         self.components: Components | None = None
         self.trigger: SyncTrigger | None = None
         self.ready = asyncio.Event()
+        self.public_url: str | None = None
+        self.admin_url: str | None = None
 
     def handle_exit(self) -> None:
         """What the first SIGTERM/SIGINT calls; tests call it directly."""
@@ -133,20 +137,37 @@ class Daemon:
                 retry_max=settings.square.poll_interval,
             )
             self.trigger = trigger
-            log.info("daemon_started", version=__version__, database=str(settings.database),
-                     source=settings.square.name, upstream=self._base_url or settings.square.base_url)
-            self.ready.set()
-            loop_task = asyncio.create_task(trigger.run(self.stop_event), name="sync-trigger")
-            try:
-                await self.stop_event.wait()
-                log.info("daemon_stopping", step="sync_trigger")
-                await _bounded(loop_task, settings.shutdown_timeout)
-            finally:
-                if not loop_task.done():
-                    loop_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop_task
+            public, admin = self._build_apps(components)
+            async with AsyncExitStack() as servers:
+                self.public_url = await servers.enter_async_context(run_server(
+                    public, listener_for(settings.http.listen), shutdown_timeout=1.0))
+                self.admin_url = await servers.enter_async_context(run_server(
+                    admin, listener_for(settings.admin.listen), shutdown_timeout=1.0))
+                log.info("daemon_started", version=__version__, database=str(settings.database),
+                         source=settings.square.name,
+                         upstream=self._base_url or settings.square.base_url,
+                         public_url=self.public_url, admin_url=self.admin_url)
+                self.ready.set()
+                loop_task = asyncio.create_task(trigger.run(self.stop_event), name="sync-trigger")
+                try:
+                    await self.stop_event.wait()
+                    log.info("daemon_stopping", step="sync_trigger")
+                    await _bounded(loop_task, settings.shutdown_timeout)
+                finally:
+                    if not loop_task.done():
+                        loop_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await loop_task
+                log.info("daemon_stopping", step="listeners")
         log.info("daemon_stopped")
+
+    def _build_apps(self, components: Components) -> tuple[web.Application, web.Application]:
+        """The public (webhooks, health) and admin (control plane) applications with their routes."""
+        settings = self.settings
+        public = build_public_app(client_max_size=settings.http.max_body_bytes)
+        token = settings.admin.token.get_secret_value() if settings.admin.token else None
+        admin = build_admin_app(token=token)
+        return public, admin
 
     @staticmethod
     def _run_pass(engine: SyncEngine) -> PassFn:
@@ -154,6 +175,14 @@ class Daemon:
             return await engine.run_pass()
 
         return run
+
+
+def listener_for(value: str) -> Listener:
+    """A config listen address (already validated) as a server Listener."""
+    address = parse_listen(value, allow_unix=True)
+    if isinstance(address, TcpAddress):
+        return Listener(host=address.host, port=address.port)
+    return Listener(path=address.path)
 
 
 async def _bounded(task: asyncio.Task[None], timeout: float) -> None:
