@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DB ?= syncd-demo.db
 
-.PHONY: run test lint fmt typecheck bench soak clean
+.PHONY: run test system-packages lint fmt typecheck bench soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,8 +21,13 @@ run: $(STAMP)
 	$(BIN)/syncd run --simulate --database $(DEMO_DB)
 
 ## test: set up and run the whole suite
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -n 2 -q
+
+# systemd-analyze checks the shipped unit in the tests, and the publishing tests run a real
+# redis-server; installs Debian's systemd and redis-server packages if missing.
+system-packages:
+	@sh scripts/ensure-system-packages.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench

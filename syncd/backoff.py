@@ -9,8 +9,14 @@ from email.utils import parsedate_to_datetime
 from syncd.timeutil import NS_PER_S, now_ns
 
 
-def full_jitter(attempt: int, *, initial: float, factor: float, cap: float,
-                rand: Callable[[], float] = random.random) -> float:
+def full_jitter(
+    attempt: int,
+    *,
+    initial: float,
+    factor: float,
+    cap: float,
+    rand: Callable[[], float] = random.random,
+) -> float:
     """Delay before retry number ``attempt`` (0-based): uniform in [0, min(cap, initial * factor**attempt)].
 
     Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads retries of many clients

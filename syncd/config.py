@@ -53,6 +53,8 @@ __all__ = [
     "TcpAddress",
     "UnixAddress",
     "WebhookSettings",
+    "config_error",
+    "default_database",
     "describe_settings",
     "load_settings",
     "parse_listen",
@@ -108,15 +110,21 @@ def parse_listen(value: str, *, allow_unix: bool = False) -> TcpAddress | UnixAd
 # --- field validators (messages are what operators read) -----------------------------------------
 
 
-def _http_url(value: str) -> str:
+def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+    return value
 
 
-def _optional_http_url(value: str | None) -> str | None:
-    return None if value is None else _http_url(value)
+def _base_url(value: str) -> str:
+    """A base URL loses its trailing slash, so that callers can append ``/v2/...``."""
+    return _check_http_url(value).rstrip("/")
+
+
+def _exact_url(value: str | None) -> str | None:
+    """Kept byte for byte: the webhook signature covers the notification URL as registered."""
+    return None if value is None else _check_http_url(value)
 
 
 def _source_name(value: str) -> str:
@@ -181,10 +189,10 @@ def _expand_user(value: Path) -> Path:
     return value.expanduser()
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
-Seconds = Annotated[float, Field(ge=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
 Factor = Annotated[float, Field(ge=1)]
 ProviderName = Annotated[str, AfterValidator(_provider_name)]
 UserPath = Annotated[Path, AfterValidator(_expand_user)]
@@ -207,7 +215,7 @@ class SquareSettings(BaseModel):
         default="square",
         description="Source name stored with every mirrored row and change ([a-z0-9_-]+).",
     )
-    base_url: HttpUrl = Field(
+    base_url: BaseUrl = Field(
         default="https://connect.squareup.com",
         description="Base URL of the upstream API (http or https); the simulator's URL in tests.",
     )
@@ -233,15 +241,15 @@ class SquareSettings(BaseModel):
     page_limit: int = Field(
         default=1000, ge=1, le=1000, description="Counts requested per page (1..1000)."
     )
-    overlap: Seconds = Field(
+    overlap: NonNegative = Field(
         default=120,
         description="Seconds a pass re-reads before its stored watermark, to catch late updates.",
     )
-    clock_margin: Seconds = Field(
+    clock_margin: NonNegative = Field(
         default=2,
         description="Seconds subtracted from the upstream Date header to form the next watermark.",
     )
-    poll_interval: PositiveSeconds = Field(
+    poll_interval: Positive = Field(
         default=60, description="Seconds between safety-net passes when no webhook triggers one."
     )
     partition_concurrency: int = Field(
@@ -250,32 +258,39 @@ class SquareSettings(BaseModel):
         le=64,
         description="Partitions (locations) synced in parallel in one pass (1..64).",
     )
-    full_resync_interval: PositiveSeconds = Field(
+    full_resync_interval: Positive = Field(
         default=86400, description="Seconds between full resyncs that ignore the watermark."
     )
-    full_resync_after: PositiveSeconds = Field(
+    full_resync_after: Positive = Field(
         default=21600,
         description="Partitions whose last good pass is older than this (seconds) resync in full.",
     )
-    request_timeout: PositiveSeconds = Field(
+    request_timeout: Positive = Field(
         default=30, description="Seconds one upstream request may take in total."
     )
-    connect_timeout: PositiveSeconds = Field(
+    connect_timeout: Positive = Field(
         default=10, description="Seconds allowed to open an upstream connection."
     )
     max_retries: int = Field(
         default=5, ge=0, le=20, description="Retries of a retryable upstream failure (0..20)."
     )
-    retry_backoff_initial: Seconds = Field(
+    cursor_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Times a cursor chain is read again from its start when the upstream declares "
+        "its cursor invalid or expired, before the pass fails (0..100).",
+    )
+    retry_backoff_initial: NonNegative = Field(
         default=0.5, description="First retry delay, in seconds."
     )
     retry_backoff_factor: Factor = Field(
         default=2, description="Multiplier applied to each next delay."
     )
-    retry_backoff_max: Seconds = Field(
+    retry_backoff_max: NonNegative = Field(
         default=30, description="Cap on one retry delay, in seconds."
     )
-    notification_url: Annotated[str | None, AfterValidator(_optional_http_url)] = Field(
+    notification_url: Annotated[str | None, AfterValidator(_exact_url)] = Field(
         default=None,
         description="Webhook URL exactly as registered upstream; it is part of the signed payload.",
     )
@@ -298,7 +313,7 @@ class HttpSettings(BaseModel):
         ge=1,
         description="Largest webhook body accepted, in bytes; larger gets 413.",
     )
-    ready_max_staleness: PositiveSeconds = Field(
+    ready_max_staleness: Positive = Field(
         default=600,
         description="/readyz fails when the last good pass is older than this (seconds).",
     )
@@ -316,16 +331,16 @@ class WebhookSettings(BaseModel):
 
     model_config = _SECTION
 
-    debounce: Seconds = Field(
+    debounce: NonNegative = Field(
         default=0.2, description="Seconds to wait for more webhooks before starting a pass."
     )
-    max_delay: Seconds = Field(
+    max_delay: NonNegative = Field(
         default=1.0, description="Most seconds between the first pending webhook and its pass."
     )
-    group_commit_window: Seconds = Field(
+    group_commit_window: NonNegative = Field(
         default=0.002, description="Seconds webhook inserts wait to share one commit."
     )
-    retain_days: Seconds = Field(
+    retain_days: NonNegative = Field(
         default=7,
         description="Days processed webhook events are kept (deduplication) before pruning.",
     )
@@ -357,15 +372,19 @@ class JobProviderSettings(BaseModel):
     model_config = _SECTION
 
     dialect: Dialect = Field(description="Job API dialect this provider speaks.")
-    base_url: HttpUrl = Field(description="Base URL of the provider's job API.")
+    base_url: BaseUrl = Field(description="Base URL of the provider's job API.")
     token: OptionalSecret = Field(
         default=None, description="Bearer token for the provider (secret)."
     )
     path: str | None = Field(
-        default=None, description="Job status path template; the dialect's default when unset."
+        default=None,
+        description="Job status path template ({job_id} or the dialect's own name for the id,"
+        " other {placeholders} from params); the dialect's default when unset.",
     )
     params: dict[str, str] = Field(
-        default_factory=dict, description="Extra query parameters sent with every poll."
+        default_factory=dict,
+        description="Default path parameters (e.g. businessUnitId; a job's own params win); keys"
+        " the path does not use are sent as query parameters.",
     )
     concurrency: int = Field(
         default=4, ge=1, description="Polls in flight at once for this provider."
@@ -380,19 +399,19 @@ class JobsSettings(BaseModel):
 
     model_config = _SECTION
 
-    backoff_initial: Seconds = Field(
+    backoff_initial: NonNegative = Field(
         default=1, description="First delay between polls of a job, seconds."
     )
     backoff_factor: Factor = Field(
         default=2, description="Multiplier applied to each next poll delay."
     )
-    backoff_max: Seconds = Field(
+    backoff_max: NonNegative = Field(
         default=300, description="Cap on the delay between polls, seconds."
     )
-    deadline: PositiveSeconds = Field(
+    deadline: Positive = Field(
         default=86400, description="Seconds after registration when an unfinished job is given up."
     )
-    not_found_grace: Seconds = Field(
+    not_found_grace: NonNegative = Field(
         default=300, description="Seconds a new job may answer 404 before that counts as a failure."
     )
     download_dir: UserPath = Field(
@@ -412,11 +431,14 @@ class ChangelogSettings(BaseModel):
 
     model_config = _SECTION
 
-    retain_days: Seconds = Field(
+    retain_days: NonNegative = Field(
         default=0, description="Days of changes to keep; 0 keeps them forever."
     )
     retain_max_rows: int = Field(
         default=0, ge=0, description="Most change rows kept; 0 is unlimited."
+    )
+    prune_interval: Positive = Field(
+        default=600, description="Seconds between retention rounds (when a limit is set)."
     )
 
 
@@ -437,6 +459,15 @@ class RedisSettings(BaseModel):
         default=0, ge=0, description="Approximate stream MAXLEN; 0 means no trimming."
     )
     batch_size: int = Field(default=500, ge=1, description="Changes sent per round trip.")
+    timeout: Positive = Field(
+        default=5, description="Seconds to connect to Redis, and to wait for each reply."
+    )
+    retry_backoff_initial: Positive = Field(
+        default=0.5, description="First delay before retrying after a Redis failure, in seconds."
+    )
+    retry_backoff_max: Positive = Field(
+        default=30, description="Cap on the delay between retries while Redis fails, in seconds."
+    )
 
 
 class PublishSettings(BaseModel):
@@ -478,7 +509,7 @@ class Settings(BaseSettings):
         description="SQLite database file: the mirror, the change log and sync state.",
         json_schema_extra={"doc_default": "$STATE_DIRECTORY/syncd.db, else ./syncd.db"},
     )
-    shutdown_timeout: Seconds = Field(
+    shutdown_timeout: NonNegative = Field(
         default=10, description="Seconds a graceful shutdown may take before tasks are cancelled."
     )
     square: SquareSettings = Field(default_factory=SquareSettings, description="The upstream.")
@@ -641,13 +672,14 @@ def _secrets_data(directory: Path, key: str) -> dict[str, Any]:
         raise ConfigError([(key, str(directory), "is not a directory")])
     items: list[tuple[list[str], str]] = []
     for entry in sorted(directory.iterdir()):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
+        segments = entry.name.replace(ENV_DELIMITER, ".").split(".")
+        if segments[0].lower() not in Settings.model_fields or not entry.is_file():
+            continue  # not ours (another credential, a hidden file, a directory): never read it
         try:
             content = entry.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([(key, str(entry), f"cannot read secret file: {exc}")]) from exc
-        items.append((entry.name.replace(ENV_DELIMITER, ".").split("."), content))
+        items.append((segments, content))
     return _nest(items, lines_as_list=True)
 
 
@@ -664,9 +696,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         message = re.sub(r"\s*\(at .*\)$", "", str(exc))
         location = f"{path}:{where.group(1)}" if where else str(path)
-        column = f", column {where.group(2)}" if where else ""
+        at = f" at line {where.group(1)}, column {where.group(2)}" if where else ""
         raise ConfigError(
-            [("config_file", location, f"TOML syntax error{column}: {message}")]
+            [("config_file", location, f"TOML syntax error{at}: {message}")]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([("config_file", str(path), f"cannot read: {exc}")]) from None

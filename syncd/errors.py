@@ -15,8 +15,9 @@ class SyncdError(Exception):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, op: str | None = None, hint: str | None = None,
-                 **context: Any) -> None:
+    def __init__(
+        self, message: str, *, op: str | None = None, hint: str | None = None, **context: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.op = op
@@ -37,7 +38,9 @@ class SyncdError(Exception):
 class ConfigError(SyncdError):
     """Configuration is invalid. ``problems`` lists (key, value, why) for every bad key."""
 
-    def __init__(self, problems: Sequence[tuple[str, str, str]], *, hint: str | None = None) -> None:
+    def __init__(
+        self, problems: Sequence[tuple[str, str, str]], *, hint: str | None = None
+    ) -> None:
         self.problems = list(problems)
         lines = [f"{key}: {why} (got {value})" for key, value, why in self.problems]
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines), op="config", hint=hint)
@@ -81,10 +84,18 @@ class UpstreamError(SyncdError):
     objects (Square's ``errors`` array, a job API's ``errors[]``), ``retryable`` whether a retry can help.
     """
 
-    def __init__(self, message: str, *, status: int | None = None,
-                 vendor_errors: Sequence[Mapping[str, Any]] = (), retryable: bool = False,
-                 retry_after: float | None = None, op: str | None = None,
-                 hint: str | None = None, **context: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        vendor_errors: Sequence[Mapping[str, Any]] = (),
+        retryable: bool = False,
+        retry_after: float | None = None,
+        op: str | None = None,
+        hint: str | None = None,
+        **context: Any,
+    ) -> None:
         super().__init__(message, op=op, hint=hint, status=status, **context)
         self.status = status
         self.vendor_errors = [dict(e) for e in vendor_errors]
@@ -108,3 +119,18 @@ class SignatureError(SyncdError):
 
 class JobProviderError(SyncdError):
     """A job provider is misconfigured or a registration is invalid."""
+
+
+class JobNotFound(SyncdError):
+    """No tracked job has the id (or ``provider:job_id``) asked for."""
+
+
+class DownloadRefused(SyncdError):
+    """A job's result download was refused: foreign host, path traversal, or over the size limit."""
+
+
+class PublishError(SyncdError):
+    """Publishing the change log to a stream failed (issue 7): the target is unreachable or refused
+    the batch, or the stream is not where the relay expects it. The relay reconciles and retries."""
+
+    retryable = True

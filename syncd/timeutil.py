@@ -21,27 +21,52 @@ class TimestampError(ValueError):
     """Not an RFC 3339 timestamp."""
 
 
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm; no datetime)."""
+    year -= month <= 2
+    era = (year if year >= 0 else year - 399) // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def parse_ns(text: str) -> int:
-    """Parse an RFC 3339 timestamp into integer nanoseconds since the Unix epoch (UTC)."""
+    """Parse an RFC 3339 timestamp into integer nanoseconds since the Unix epoch (UTC).
+
+    Exact to the nanosecond; a leap second (``:60``) is read as the last instant of ``:59``. This runs
+    for every count synced, so it does integer arithmetic instead of building datetimes.
+    """
     m = _RFC3339.match(text) if isinstance(text, str) else None
     if m is None:
         raise TimestampError(f"not an RFC 3339 timestamp: {text!r}")
-    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    frac = m.group(7) or ""
-    offset = m.group(8)
-    try:
-        if second == 60:  # leap second: clamp, as datetime cannot hold it
-            second = 59
-        base = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError as exc:
-        raise TimestampError(f"not a valid date/time: {text!r}") from exc
-    ns = int(base.timestamp()) * NS_PER_S + (int(frac.ljust(9, "0")) if frac else 0)
+    y, mo, d, hh, mi, ss, frac, offset = m.groups()
+    year, month, day = int(y), int(mo), int(d)
+    hour, minute, second = int(hh), int(mi), int(ss)
+    if not (
+        1 <= month <= 12
+        and 1 <= day <= _DAYS_IN_MONTH[month - 1]
+        and hour < 24
+        and minute < 60
+        and second <= 60
+    ):
+        raise TimestampError(f"not a valid date/time: {text!r}")
+    if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        raise TimestampError(f"not a valid date/time: {text!r}")
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
+    ns = (seconds + min(second, 59)) * NS_PER_S
+    if frac:
+        ns += int(frac) * 10 ** (9 - len(frac))
+    if second == 60:
+        ns += NS_PER_S - 1 - (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
     if offset not in ("Z", "z"):
-        sign = 1 if offset[0] == "+" else -1
-        hh, mm = int(offset[1:3]), int(offset[4:6])
-        if hh > 23 or mm > 59:
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
             raise TimestampError(f"bad UTC offset in {text!r}")
-        ns -= sign * (hh * 3600 + mm * 60) * NS_PER_S
+        ns -= (1 if offset[0] == "+" else -1) * (oh * 3600 + om * 60) * NS_PER_S
     return ns
 
 

@@ -11,14 +11,25 @@ import orjson
 from syncd.model import InventoryCount
 
 
-def count(item: str = "ITEM1", location: str = "LOC1", quantity: str = "5",
-          at: str = "2026-01-01T00:00:00Z", state: str = "IN_STOCK",
-          object_type: str | None = "ITEM_VARIATION") -> InventoryCount:
+def count(
+    item: str = "ITEM1",
+    location: str = "LOC1",
+    quantity: str = "5",
+    at: str = "2026-01-01T00:00:00Z",
+    state: str = "IN_STOCK",
+    object_type: str | None = "ITEM_VARIATION",
+) -> InventoryCount:
     """An InventoryCount built through the same parser the upstream adapter uses."""
-    return InventoryCount.from_api({
-        "catalog_object_id": item, "location_id": location, "state": state,
-        "catalog_object_type": object_type, "quantity": quantity, "calculated_at": at,
-    })
+    return InventoryCount.from_api(
+        {
+            "catalog_object_id": item,
+            "location_id": location,
+            "state": state,
+            "catalog_object_type": object_type,
+            "quantity": quantity,
+            "calculated_at": at,
+        }
+    )
 
 
 def mirror(path: Path, source: str = "square") -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -27,12 +38,20 @@ def mirror(path: Path, source: str = "square") -> dict[tuple[str, str, str], dic
     try:
         rows = conn.execute(
             "SELECT catalog_object_id, location_id, state, quantity, calculated_at,"
-            " catalog_object_type, seq FROM inventory_counts WHERE source = ?", (source,)
+            " catalog_object_type, seq FROM inventory_counts WHERE source = ?",
+            (source,),
         ).fetchall()
     finally:
         conn.close()
-    return {(r[0], r[1], r[2]): {"quantity": r[3], "calculated_at": r[4],
-                                 "catalog_object_type": r[5], "seq": r[6]} for r in rows}
+    return {
+        (r[0], r[1], r[2]): {
+            "quantity": r[3],
+            "calculated_at": r[4],
+            "catalog_object_type": r[5],
+            "seq": r[6],
+        }
+        for r in rows
+    }
 
 
 def changes(path: Path) -> list[dict[str, Any]]:
@@ -41,12 +60,21 @@ def changes(path: Path) -> list[dict[str, Any]]:
     try:
         rows = conn.execute(
             "SELECT seq, kind, source, catalog_object_id, location_id, state, old, new"
-            " FROM changes ORDER BY seq").fetchall()
+            " FROM changes ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
-    return [{"seq": r[0], "kind": r[1], "source": r[2], "key": (r[3], r[4], r[5]),
-             "old": orjson.loads(r[6]) if r[6] else None,
-             "new": orjson.loads(r[7]) if r[7] else None} for r in rows]
+    return [
+        {
+            "seq": r[0],
+            "kind": r[1],
+            "source": r[2],
+            "key": (r[3], r[4], r[5]),
+            "old": orjson.loads(r[6]) if r[6] else None,
+            "new": orjson.loads(r[7]) if r[7] else None,
+        }
+        for r in rows
+    ]
 
 
 def replay(entries: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:

@@ -12,20 +12,27 @@ from tests.helpers import assert_log_invariants, mirror
 
 
 async def test_daemon_syncs_periodically_and_stops_cleanly(
-        make_settings: Callable[..., Settings]) -> None:
+    make_settings: Callable[..., Settings],
+) -> None:
     """The daemon runs a first (full) pass at start, then one every poll_interval, then stops on
     request with the store closed and the log consistent."""
     settings = make_settings(square={"poll_interval": 0.05})
-    async with serve(SimulatorConfig(locations=2, items=30)) as (sim, url):
-        async with running_daemon(settings, url) as daemon:
-            assert daemon.trigger is not None
-            async with asyncio.timeout(5):
-                while daemon.trigger.passes < 1 or len(mirror(settings.database)) < 60:
-                    await asyncio.sleep(0.01)
-            changed = sim.mutate(5)
-            async with asyncio.timeout(5):
-                while any(mirror(settings.database)[(c["catalog_object_id"], c["location_id"],
-                                                     c["state"])]["quantity"] != c["quantity"]
-                          for c in changed):
-                    await asyncio.sleep(0.01)
+    async with (
+        serve(SimulatorConfig(locations=2, items=30)) as (sim, url),
+        running_daemon(settings, url) as daemon,
+    ):
+        assert daemon.trigger is not None
+        async with asyncio.timeout(5):
+            while daemon.trigger.passes < 1 or len(mirror(settings.database)) < 60:
+                await asyncio.sleep(0.01)
+        changed = sim.mutate(5)
+        async with asyncio.timeout(5):
+            while any(
+                mirror(settings.database)[(c["catalog_object_id"], c["location_id"], c["state"])][
+                    "quantity"
+                ]
+                != c["quantity"]
+                for c in changed
+            ):
+                await asyncio.sleep(0.01)
     assert_log_invariants(settings.database)

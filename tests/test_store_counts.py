@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import aiosqlite
@@ -13,10 +14,19 @@ from syncd.store.counts import ApplyResult
 from tests.helpers import assert_log_invariants, changes, count, mirror
 
 
-async def apply(store: Store, page: list[InventoryCount], pass_id: int = 1) -> ApplyResult:
+async def apply(
+    store: Store, page: list[InventoryCount], pass_id: int = 1, mark_seen: bool = False
+) -> ApplyResult:
     async def work(conn: aiosqlite.Connection) -> ApplyResult:
-        return await counts_store.apply_page(conn, "square", page, pass_id=pass_id,
-                                             recorded_at="2026-01-01T00:00:00.000000Z")
+        return await counts_store.apply_page(
+            conn,
+            "square",
+            page,
+            pass_id=pass_id,
+            recorded_at="2026-01-01T00:00:00.000000Z",
+            mark_seen=mark_seen,
+        )
+
     return await store.write(work)
 
 
@@ -25,9 +35,13 @@ async def test_first_sight_is_a_change_with_old_null(store: Store, db_path: Path
     result = await apply(store, [count()])
     assert result.changes == 1
     [entry] = changes(db_path)
-    assert entry["kind"] == "count.updated" and entry["old"] is None
-    assert entry["new"] == {"quantity": "5", "calculated_at": "2026-01-01T00:00:00Z",
-                            "catalog_object_type": "ITEM_VARIATION"}
+    assert entry["kind"] == "count.updated"
+    assert entry["old"] is None
+    assert entry["new"] == {
+        "quantity": "5",
+        "calculated_at": "2026-01-01T00:00:00Z",
+        "catalog_object_type": "ITEM_VARIATION",
+    }
     assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["seq"] == entry["seq"]
 
 
@@ -63,14 +77,20 @@ async def test_newer_count_updates_with_old_and_new(store: Store, db_path: Path)
     await apply(store, [count(quantity="6", at="2026-01-01T00:00:01Z")])
     entries = changes(db_path)
     assert [e["seq"] for e in entries] == [1, 2]
-    assert entries[1]["old"]["quantity"] == "7" and entries[1]["new"]["quantity"] == "6"
+    assert entries[1]["old"]["quantity"] == "7"
+    assert entries[1]["new"]["quantity"] == "6"
     assert_log_invariants(db_path)
 
 
 async def test_duplicates_within_a_page_collapse_to_newest(store: Store, db_path: Path) -> None:
     """The same key twice in one page yields one change: the newest."""
-    result = await apply(store, [count(quantity="1", at="2026-01-01T00:00:00Z"),
-                                 count(quantity="2", at="2026-01-01T00:00:05Z")])
+    result = await apply(
+        store,
+        [
+            count(quantity="1", at="2026-01-01T00:00:00Z"),
+            count(quantity="2", at="2026-01-01T00:00:05Z"),
+        ],
+    )
     assert result.changes == 1
     assert mirror(db_path)[("ITEM1", "LOC1", "IN_STOCK")]["quantity"] == "2"
 
@@ -84,13 +104,18 @@ async def test_unknown_states_are_stored(store: Store, db_path: Path) -> None:
 async def test_remove_unseen_logs_removals(store: Store, db_path: Path) -> None:
     """Rows not stamped by a full pass are removed with a count.removed entry; replay still matches."""
     await apply(store, [count(item="A"), count(item="B"), count(item="C")], pass_id=1)
-    await apply(store, [count(item="A"), count(item="C")], pass_id=2)
-    removed = await store.write(lambda conn: counts_store.remove_unseen(
-        conn, "square", pass_id=2, location_id=None, recorded_at="2026-01-01T00:00:00Z"))
+    await apply(store, [count(item="A"), count(item="C")], pass_id=2, mark_seen=True)
+    removed = await store.write(
+        lambda conn: counts_store.remove_unseen(
+            conn, "square", pass_id=2, location_id=None, recorded_at="2026-01-01T00:00:00Z"
+        )
+    )
     assert removed == 1
     assert set(mirror(db_path)) == {("A", "LOC1", "IN_STOCK"), ("C", "LOC1", "IN_STOCK")}
     last = changes(db_path)[-1]
-    assert last["kind"] == "count.removed" and last["key"][0] == "B" and last["new"] is None
+    assert last["kind"] == "count.removed"
+    assert last["key"][0] == "B"
+    assert last["new"] is None
     assert_log_invariants(db_path)
 
 
@@ -109,8 +134,7 @@ async def test_failed_unit_of_work_rolls_back(store: Store, db_path: Path) -> No
         await counts_store.apply_page(conn, "square", [count()], pass_id=1, recorded_at="x")
         raise RuntimeError("boom")
 
-    try:
+    with contextlib.suppress(RuntimeError):
         await store.write(broken)
-    except RuntimeError:
-        pass
-    assert mirror(db_path) == {} and changes(db_path) == []
+    assert mirror(db_path) == {}
+    assert changes(db_path) == []

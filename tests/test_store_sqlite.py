@@ -29,8 +29,11 @@ async def test_open_sets_wal_full_and_schema_version(store: Store, db_path: Path
 async def test_reopen_is_idempotent(db_path: Path) -> None:
     """Opening an up-to-date database runs no migration and keeps the data."""
     store = await Store.open(db_path)
-    await store.write(lambda c: c.execute(
-        "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'x')"))
+    await store.write(
+        lambda c: c.execute(
+            "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'x')"
+        )
+    )
     await store.aclose()
     store = await Store.open(db_path)
     rows = await store.read(lambda c: c.execute_fetchall("SELECT COUNT(*) FROM passes"))
@@ -77,11 +80,13 @@ async def test_cancellation_does_not_split_a_unit_of_work(store: Store, db_path:
 
     async def work(conn: aiosqlite.Connection) -> None:
         await conn.execute(
-            "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'a')")
+            "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'a')"
+        )
         started.set()
         await asyncio.sleep(0.05)
         await conn.execute(
-            "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'b')")
+            "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', 'b')"
+        )
 
     task = asyncio.create_task(store.write(work))
     await started.wait()

@@ -1,7 +1,8 @@
 """The command line: parse, dispatch to one module per subcommand, and turn errors into exit codes.
 
 Exit codes: 0 success; 1 the operation failed (a pass failed, the upstream refused, the database is
-unusable); 2 bad usage or invalid configuration; 130 interrupted. This is the one place that maps a
+unusable); 2 bad usage or invalid configuration; 3 a change-log gap (the entries asked for were pruned:
+re-read the mirror); 4 another syncd holds the database; 130 interrupted. This is the one place that maps a
 ``SyncdError`` to a message, an optional ``Try:`` hint and an exit code.
 """
 
@@ -12,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from syncd import __version__
-from syncd.cli import changes, config_cmd, counts, run, simulate, status, sync
-from syncd.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
-from syncd.errors import ConfigError, SyncdError
+from syncd.cli import changes, config_cmd, counts, jobs, run, simulate, status, sync
+from syncd.cli.common import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
+from syncd.errors import AlreadyRunning, ChangelogGap, ConfigError, JobProviderError, SyncdError
 
-COMMANDS = (run, sync, status, counts, changes, config_cmd, simulate)
+COMMANDS = (run, sync, status, counts, changes, jobs, config_cmd, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except (ConfigError, JobProviderError) as exc:  # bad config, or a bad job registration
         _report(exc)
         return EXIT_USAGE
+    except ChangelogGap as exc:
+        _report(exc)
+        return EXIT_GAP
+    except AlreadyRunning as exc:
+        _report(exc)
+        return EXIT_LOCKED
     except SyncdError as exc:
         _report(exc)
         return EXIT_FAILURE

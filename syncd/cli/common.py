@@ -14,19 +14,33 @@ from syncd.logs import configure_logging
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_GAP = 3  # the change log was pruned past the reader: re-read the mirror
+EXIT_LOCKED = 4  # another syncd holds the database
 EXIT_INTERRUPTED = 130
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every subcommand takes."""
-    parser.add_argument("--config", type=Path, metavar="PATH",
-                        help="TOML config file (default: $SYNCD_CONFIG, else built-in defaults)")
-    parser.add_argument("--database", type=Path, metavar="PATH",
-                        help="SQLite database path (overrides config `database`)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="override config `log.level`")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"],
-                        help="override config `log.format`")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML config file (default: $SYNCD_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--database",
+        type=Path,
+        metavar="PATH",
+        help="SQLite database path (overrides config `database`)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override config `log.level`",
+    )
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "console"], help="override config `log.format`"
+    )
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -46,12 +60,16 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def setup_logging(settings: Settings, *, to_stdout: bool = False) -> None:
     """Logs go to stderr so stdout stays clean for data, except for the daemon (journald reads stdout)."""
-    configure_logging(settings.log.level, settings.log.format,
-                      stream=sys.stdout if to_stdout else sys.stderr)
+    configure_logging(
+        settings.log.level, settings.log.format, stream=sys.stdout if to_stdout else sys.stderr
+    )
 
 
 def require_database(path: Path) -> None:
     """Read-only commands need an existing database; say so plainly instead of creating one."""
     if not path.exists():
-        raise StoreError(f"no database at {path}", op="store.open_ro",
-                         hint="run `syncd sync` or `syncd run` first, or pass --database / --config")
+        raise StoreError(
+            f"no database at {path}",
+            op="store.open_ro",
+            hint="run `syncd sync` or `syncd run` first, or pass --database / --config",
+        )

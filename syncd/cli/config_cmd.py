@@ -15,7 +15,9 @@ from syncd.config import redacted
 def register(sub: Any) -> None:
     parser = sub.add_parser("config", help="inspect configuration")
     inner = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = inner.add_parser("check", help="validate config; print the effective config (secrets redacted)")
+    check = inner.add_parser(
+        "check", help="validate config; print the effective config (secrets redacted)"
+    )
     add_common(check)
     check.set_defaults(handler=handle)
 

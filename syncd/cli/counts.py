@@ -36,15 +36,20 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.write(f"{'LOCATION':<16} {'ITEM':<28} {'STATE':<20} {'QUANTITY':>14}  CALCULATED_AT\n")
     for r in rows:
-        out.write(f"{r['location_id']:<16} {r['catalog_object_id']:<28} {r['state']:<20}"
-                  f" {r['quantity']:>14}  {r['calculated_at']}\n")
+        out.write(
+            f"{r['location_id']:<16} {r['catalog_object_id']:<28} {r['state']:<20}"
+            f" {r['quantity']:>14}  {r['calculated_at']}\n"
+        )
     return EXIT_OK
 
 
 async def _read(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     store = await Store.open(path, readonly=True)
     try:
-        return await store.read(lambda conn: queries.list_counts(
-            conn, location_id=args.location, catalog_object_id=args.item, limit=args.limit))
+        return await store.read(
+            lambda conn: queries.list_counts(
+                conn, location_id=args.location, catalog_object_id=args.item, limit=args.limit
+            )
+        )
     finally:
         await store.aclose()

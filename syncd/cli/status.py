@@ -1,4 +1,10 @@
-"""`syncd status [--json]`: watermarks, last passes, row and change counts, read from the database."""
+"""`syncd status [--json]`: is the daemon up, and how is it doing, read from the database.
+
+Up/down comes from the instance lock (a running syncd holds ``<db>.lock``); the rest from one read
+snapshot: the last pass per source and its age, each partition's watermark lag, the webhook backlog,
+jobs by state (when there are any), the retained change-log range, each named consumer's offset
+and how far each publishing target (Redis Streams, issue 7) is behind the head.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from typing import Any
 import orjson
 
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
-from syncd.store import Store, queries
+from syncd.store import Store, outbox, queries
+from syncd.store.lock import probe
+from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
 
 
 def register(sub: Any) -> None:
@@ -25,8 +33,11 @@ def handle(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings)
     require_database(settings.database)
+    daemon = probe(settings.database)
     data = asyncio.run(_read(settings.database))
     data["database"] = str(settings.database)
+    data["daemon"] = {"running": daemon.running, "pid": daemon.pid}
+    annotate(data, now_ns())
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -37,20 +48,80 @@ def handle(args: argparse.Namespace) -> int:
 async def _read(path: Path) -> dict[str, Any]:
     store = await Store.open(path, readonly=True)
     try:
-        return await store.read(queries.status)
+        return await store.read(_snapshot)
     finally:
         await store.aclose()
+
+
+async def _snapshot(conn: Any) -> dict[str, Any]:
+    data = await queries.status(conn)
+    data["publish"] = await outbox.all_offsets(conn)
+    return data
+
+
+def _age(then: str | None, now: int) -> float | None:
+    return None if then is None else round((now - parse_ns(then)) / NS_PER_S, 3)
+
+
+def annotate(data: dict[str, Any], now: int) -> None:
+    """Add what depends on the time of asking: ages, lags and consumer offsets behind the head."""
+    data["now"] = now_rfc3339()
+    for last in data["last_pass"].values():
+        last["age_s"] = _age(last["finished_at"] or last["started_at"], now)
+    for p in data["partitions"]:
+        p["lag_s"] = _age(p["watermark"], now)
+    head = data["changes"]["head_seq"]
+    for c in data["consumers"]:
+        c["behind"] = max(0, head - c["acked_seq"])
+    for p in data.get("publish", []):
+        p["behind"] = max(0, head - p["published_seq"])
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def _up_line(daemon: dict[str, Any]) -> str:
+    if daemon["running"] is None:
+        return "unknown (cannot read the lock file; run as a member of group syncd)"
+    if daemon["running"]:
+        return f"up (pid {daemon['pid']})" if daemon["pid"] else "up"
+    return "down (no syncd holds this database)"
 
 
 def render(data: dict[str, Any]) -> str:
     """Human-readable status."""
     ch = data["changes"]
     lines = [
+        f"syncd      {_up_line(data['daemon'])}",
         f"database   {data['database']}",
         f"counts     {data['counts']}",
         f"changes    {ch['entries']} entries, head seq {ch['head_seq']}, oldest {ch['oldest_seq']}",
-        "partitions",
     ]
+    for source, last in data["last_pass"].items():
+        lines.append(f"last pass  {source}: #{last['pass_id']} {last['kind']} {last['outcome']},"
+                     f" {_seconds(last['age_s'])} ago, {last['changes']} changes"
+                     + (f"  error: {last['error']}" if last["error"] else ""))
+    lag = ", ".join(f"{p['source']}/{p['partition']} {_seconds(p['lag_s'])}"
+                    for p in data["partitions"])
+    lines.append(f"lag        {lag or '-'}  (now - watermark)")
+    backlog = ", ".join(f"{source} {n}" for source, n in data["backlog"].items())
+    lines.append(f"backlog    {backlog or '0'} webhook events waiting for a pass")
+    if data["jobs"]:
+        lines.append("jobs       " + ", ".join(f"{state} {n}" for state, n in data["jobs"].items()))
+    for c in data["consumers"]:
+        lines.append(f"consumer   {c['name']}: acked seq {c['acked_seq']} ({c['behind']} behind),"
+                     f" at {c['updated_at']}")
+    for p in data.get("publish", []):
+        lines.append(f"publish    {p['target']} {p['stream']}: published seq {p['published_seq']}"
+                     f" ({p['behind']} behind), at {p['updated_at']}")
+    lines.append("partitions")
     for p in data["partitions"]:
         lines.append(f"  {p['source']}/{p['partition']}: {p['last_outcome'] or '-'}"
                      f"  watermark {p['watermark'] or '-'}  last success {p['last_success_at'] or '-'}"

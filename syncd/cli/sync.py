@@ -18,10 +18,16 @@ from syncd.timeutil import NS_PER_S
 def register(sub: Any) -> None:
     parser = sub.add_parser("sync", help="run one sync pass and exit (0 = ok, 1 = failed)")
     add_common(parser)
-    parser.add_argument("--full", action="store_true",
-                        help="full pass: re-read everything and remove counts that vanished upstream")
-    parser.add_argument("--base-url", metavar="URL",
-                        help="override square.base_url (e.g. a running `syncd simulate`)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="full pass: re-read everything and remove counts that vanished upstream",
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="override square.base_url (e.g. a running `syncd simulate`)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -39,8 +45,10 @@ class Progress:
             return
         self._last = now
         rate = summary.counts / max(now - self.t0, 1e-6)
-        sys.stderr.write(f"\rpages {summary.pages}  counts {summary.counts}  "
-                         f"changes {summary.changes}  {rate:,.0f} counts/s ")
+        sys.stderr.write(
+            f"\rpages {summary.pages}  counts {summary.counts}  "
+            f"changes {summary.changes}  {rate:,.0f} counts/s "
+        )
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -75,7 +83,9 @@ def describe(summary: PassSummary) -> str:
     seconds = ((summary.finished_ns or summary.started_ns) - summary.started_ns) / NS_PER_S
     rate = summary.counts / seconds if seconds > 0 else 0.0
     head = "ok" if summary.ok else "FAILED"
-    line = (f"{head}: {summary.kind} pass {summary.pass_id} of {summary.source}: {summary.pages} pages,"
-            f" {summary.counts} counts, {summary.changes} changes, {summary.removed} removed"
-            f" in {seconds:.2f}s ({rate:,.0f} counts/s)")
+    line = (
+        f"{head}: {summary.kind} pass {summary.pass_id} of {summary.source}: {summary.pages} pages,"
+        f" {summary.counts} counts, {summary.changes} changes, {summary.removed} removed"
+        f" in {seconds:.2f}s ({rate:,.0f} counts/s)"
+    )
     return line if summary.ok else f"{line}: {summary.error}"

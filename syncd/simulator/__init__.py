@@ -23,6 +23,7 @@ from syncd.simulator.catalog import (
     SimulatorConfig,
     format_calculated_at,
 )
+from syncd.simulator.webhooks import WebhookSender, WebhookTarget
 
 __all__ = [
     "BATCH_RETRIEVE_PATH",
@@ -33,6 +34,8 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "SquareError",
+    "WebhookSender",
+    "WebhookTarget",
     "answer",
     "build_app",
     "format_calculated_at",
@@ -73,9 +76,7 @@ async def serve(
         await runner.cleanup()
 
 
-async def run_forever(
-    config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *, stop: asyncio.Event
-) -> None:
+async def run_forever(config: SimulatorConfig, host: str, port: int, stop: asyncio.Event) -> None:
     """``syncd simulate``: serve until ``stop`` is set, logging the URL to point the daemon at."""
     async with serve(config, host, port) as (sim, url):
         log.info(

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from syncd.model import UNTRACKED_STATES
-from syncd.simulator.catalog import FAULTS, INVENTORY_STATES, KID_BITS, Simulator
+from syncd.simulator.catalog import FAULTS, INVENTORY_STATES, Simulator
 from syncd.timeutil import TimestampError, parse_ns
 
 INVALID_REQUEST = "INVALID_REQUEST_ERROR"
@@ -108,7 +108,7 @@ class Query:
                 norm(self.object_ids),
                 norm(self.location_ids),
                 norm(self.states),
-                self.updated_after_ns,
+                None if self.updated_after_ns is None else str(self.updated_after_ns),
             ]
         )
         return hashlib.sha256(raw).hexdigest()[:16]
@@ -229,11 +229,8 @@ class Cursor:
     issued: float  # Simulator.monotonic() at issue
 
     def encode(self) -> str:
-        pos = (
-            None
-            if self.position is None
-            else [self.position >> KID_BITS, self.position & ((1 << KID_BITS) - 1)]
-        )
+        # A decimal string: instants past 2262 overflow the 64-bit integers orjson writes.
+        pos = None if self.position is None else str(self.position)
         raw = orjson.dumps(
             {
                 "v": _CURSOR_VERSION,
@@ -252,7 +249,7 @@ class Cursor:
         try:
             data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
             pos = data["p"]
-            position = None if pos is None else int(pos[0]) << KID_BITS | int(pos[1])
+            position = None if pos is None else int(pos)
             if data["v"] != _CURSOR_VERSION:
                 raise ValueError("cursor version")
             return cls(str(data["i"]), str(data["q"]), int(data["s"]), position, float(data["t"]))

@@ -1,7 +1,7 @@
 """The simulator's aiohttp application.
 
-The batch-retrieve route, the ``/_sim/`` control routes, and the background mutation task (owned by
-the app's ``cleanup_ctx``).
+The batch-retrieve route, the ``/_sim/`` control routes, and the background tasks (mutations and
+webhook delivery, owned by the app's ``cleanup_ctx``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from syncd.simulator.api import SquareError, answer, check_headers, error, parse_request
 from syncd.simulator.catalog import Simulator
+from syncd.simulator.webhooks import WebhookTarget
 
 BATCH_RETRIEVE_PATH = "/v2/inventory/counts/batch-retrieve"
 SIMULATOR_KEY = web.AppKey("simulator", Simulator)
@@ -160,6 +161,27 @@ async def _sim_counts(request: web.Request) -> web.Response:
     return _json({"counts": request.app[SIMULATOR_KEY].snapshot()})
 
 
+async def _sim_webhooks(request: web.Request) -> web.Response:
+    """``{"url": ..., "signature_key": ..., "notification_url": ...}`` sets where signed webhooks go
+    after each change; ``{"url": null}`` stops them. Answers the sender's stats."""
+    body = await _control_body(request)
+    sender = request.app[SIMULATOR_KEY].webhooks
+    if body.get("url") is None:
+        sender.target = None
+    else:
+        try:
+            sender.target = WebhookTarget(
+                url=str(body["url"]),
+                signature_key=str(body["signature_key"]),
+                notification_url=str(body["notification_url"])
+                if body.get("notification_url")
+                else None,
+            )
+        except KeyError as exc:
+            return _bad(f"missing {exc}")
+    return _json(sender.stats())
+
+
 async def _sim_stats(request: web.Request) -> web.Response:
     return _json(request.app[SIMULATOR_KEY].stats())
 
@@ -208,6 +230,12 @@ async def _mutations(app: web.Application) -> AsyncIterator[None]:
                 raise
 
 
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: deliver the simulator's webhooks (if it has a target) for the app's lifetime."""
+    async with app[SIMULATOR_KEY].webhooks.running():
+        yield
+
+
 def build_app(sim: Simulator) -> web.Application:
     """The fake Square upstream over ``sim``: batch-retrieve plus the ``/_sim/`` control routes."""
     app = web.Application(middlewares=[_square_envelope])
@@ -219,5 +247,7 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_post("/_sim/fail", _sim_fail)
     app.router.add_get("/_sim/counts", _sim_counts)
     app.router.add_get("/_sim/stats", _sim_stats)
+    app.router.add_post("/_sim/webhooks", _sim_webhooks)
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_mutations)
     return app

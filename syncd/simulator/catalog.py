@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import orjson
 
 from syncd.model import UNTRACKED_STATES, parse_quantity
+from syncd.simulator.webhooks import WebhookSender, WebhookTarget
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
 
 # InventoryState, as the OpenAPI document lists it.
@@ -94,6 +95,7 @@ class SimulatorConfig:
     cursor_ttl: float | None = None  # seconds; older cursors answer 400 INVALID_CURSOR
     short_pages: bool = False  # sometimes answer fewer rows than `limit` yet still send a cursor
     omit_empty_counts: bool = True  # like Square (proto3 JSON), an empty page has no "counts" key
+    webhook: WebhookTarget | None = None  # set: signed webhooks after each change (see webhooks.py)
 
     def __post_init__(self) -> None:
         problems = []
@@ -242,6 +244,8 @@ class Simulator:
         self.removals = 0
         self.seq = 0  # bumped by every change; cursors remember where their chain began
         self.faults: deque[tuple[int, float | None]] = deque()  # scripted (status, retry_after)
+        # One signed inventory.count.updated webhook per changed count, while the app runs.
+        self.webhooks = WebhookSender(self.config.webhook)
         self._rng = random.Random(self.config.seed)
         self._recs: list[Count | None] = []
         self._by_key: dict[Key, int] = {}
@@ -356,6 +360,7 @@ class Simulator:
             self._change(rec, quantity, shared if shared is not None else self._next_ns())
             out.append(rec.api())
         self.mutations += len(out)
+        self.webhooks.notify(out)
         return out
 
     def set_count(
@@ -392,7 +397,9 @@ class Simulator:
             self._change(found, quantity, ns)
             rec = found
         self.mutations += 1
-        return rec.api()
+        row = rec.api()
+        self.webhooks.notify([row])
+        return row
 
     def remove(self, n: int) -> list[Row]:
         """Make ``n`` random counts vanish upstream; returns them as they last were."""
@@ -523,6 +530,8 @@ class Simulator:
             "mutations": self.mutations,
             "removals": self.removals,
             "seq": self.seq,
+            "index_entries": len(self._all.pos),  # live + not yet compacted stale entries
+            "webhooks": self.webhooks.stats(),
         }
 
 

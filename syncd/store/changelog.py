@@ -1,12 +1,19 @@
 """The change log (table ``changes``): the only code that inserts into it, and the ways to read it.
 
-Sequence numbers are allocated here, explicitly, inside the caller's write transaction: the writer holds
-the database's write lock, so ``head + 1 .. head + n`` are ours, and the AUTOINCREMENT high-water mark
-(``sqlite_sequence``) guarantees a seq is never reused, even after the newest entries are pruned.
+Sequence numbers are allocated here, explicitly, inside the caller's write transaction: the writer
+holds the database's write lock, so ``head + 1 .. head + n`` are ours, and the AUTOINCREMENT
+high-water mark (``sqlite_sequence``) guarantees a seq is never reused, even after the newest
+entries are pruned. Seqs are therefore contiguous: the only holes are at the front, where retention
+pruned, and a reader asking for entries from inside that hole gets
+:class:`~syncd.errors.ChangelogGap` (``read_after_checked``).
+
+The daemon's own commits move a :class:`HeadSignal`, which wakes in-process readers (the admin API's
+long-poll and SSE streams) without polling SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +21,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from syncd.errors import ChangelogGap
 from syncd.model import Change
+from syncd.store.sqlite import current_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,28 +58,63 @@ async def high_water(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def append(conn: aiosqlite.Connection, entries: Sequence[NewChange],
-                 recorded_at: str) -> list[int]:
+Row = tuple[str, str, str | None, str | None, str | None, int | None, str | None, str | None]
+"""An entry before it has a seq: kind, source, catalog_object_id, location_id, state, job_id, old JSON,
+new JSON."""
+
+
+async def append(
+    conn: aiosqlite.Connection, entries: Sequence[NewChange], recorded_at: str
+) -> list[int]:
     """Append entries in order inside the current transaction; return their seqs."""
-    if not entries:
+    return await append_rows(
+        conn,
+        [
+            (
+                e.kind,
+                e.source,
+                e.catalog_object_id,
+                e.location_id,
+                e.state,
+                e.job_id,
+                _json(e.old),
+                _json(e.new),
+            )
+            for e in entries
+        ],
+        recorded_at,
+    )
+
+
+async def append_rows(
+    conn: aiosqlite.Connection, rows: Sequence[Row], recorded_at: str
+) -> list[int]:
+    """``append`` for callers that already hold encoded rows (the sync hot path)."""
+    if not rows:
         return []
     base = await high_water(conn)
-    seqs = list(range(base + 1, base + 1 + len(entries)))
+    seqs = list(range(base + 1, base + 1 + len(rows)))
     await conn.executemany(
-        _INSERT,
-        [
-            (seq, recorded_at, e.kind, e.source, e.catalog_object_id, e.location_id, e.state,
-             e.job_id, _json(e.old), _json(e.new))
-            for seq, e in zip(seqs, entries, strict=True)
-        ],
+        _INSERT, [(seq, recorded_at, *row) for seq, row in zip(seqs, rows, strict=True)]
     )
+    unit = current_unit()
+    if unit is not None:  # announced once the transaction commits (the Store's on_commit hook)
+        unit.changelog_head = seqs[-1]
+        for row in rows:
+            unit.changes_by_kind[row[0]] = unit.changes_by_kind.get(row[0], 0) + 1
     return seqs
 
 
 def _row_to_change(row: Sequence[Any]) -> Change:
     return Change(
-        seq=row[0], recorded_at=row[1], kind=row[2], source=row[3], catalog_object_id=row[4],
-        location_id=row[5], state=row[6], job_id=row[7],
+        seq=row[0],
+        recorded_at=row[1],
+        kind=row[2],
+        source=row[3],
+        catalog_object_id=row[4],
+        location_id=row[5],
+        state=row[6],
+        job_id=row[7],
         old=orjson.loads(row[8]) if row[8] is not None else None,
         new=orjson.loads(row[9]) if row[9] is not None else None,
     )
@@ -97,3 +141,50 @@ async def oldest(conn: aiosqlite.Connection) -> int | None:
     async with conn.execute("SELECT MIN(seq) FROM changes") as cur:
         row = await cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+async def retained_from(conn: aiosqlite.Connection) -> int:
+    """The first seq a reader can still get: the oldest kept, or the next one if none is kept."""
+    first = await oldest(conn)
+    return first if first is not None else await high_water(conn) + 1
+
+
+async def check_retained(conn: aiosqlite.Connection, after: int) -> None:
+    """Raise ChangelogGap when entries with seq > ``after`` were pruned."""
+    first = await retained_from(conn)
+    if after + 1 < first:
+        raise ChangelogGap(after, first)
+
+
+async def read_after_checked(conn: aiosqlite.Connection, after: int, limit: int) -> list[Change]:
+    """Like ``read_after``, but raise ChangelogGap instead of silently skipping pruned entries."""
+    entries = await read_after(conn, after, limit)
+    if not entries or entries[0].seq != after + 1:  # seqs are contiguous: only then can a gap exist
+        await check_retained(conn, after)
+    return entries
+
+
+class HeadSignal:
+    """The newest committed seq, and a way to wait for it to move.
+
+    The store publishes to it after each commit that appended entries; waiters (long-poll, SSE) wake
+    at once, in-process, instead of polling SQLite.
+    """
+
+    def __init__(self, head: int = 0) -> None:
+        self.head = head
+        self._moved = asyncio.Event()
+
+    def publish(self, head: int) -> None:
+        """Record a new head and wake every waiter (a head that does not move is ignored)."""
+        if head <= self.head:
+            return
+        self.head = head
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def wait_past(self, seq: int) -> int:
+        """Return the head as soon as it is greater than ``seq`` (at once if it already is)."""
+        while self.head <= seq:
+            await self._moved.wait()
+        return self.head

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from syncd.model import InventoryCount, parse_quantity
 from syncd.store import changelog
@@ -27,7 +28,7 @@ _KEY_CHUNK = 300  # rows per lookup query: 3 bound params each, well under SQLit
 _UPSERT = (
     "INSERT INTO inventory_counts (source, catalog_object_id, location_id, state,"
     " catalog_object_type, quantity, calculated_at, seq, seen_pass) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (source, catalog_object_id, location_id, state) DO UPDATE SET"
+    " ON CONFLICT (source, location_id, catalog_object_id, state) DO UPDATE SET"
     " catalog_object_type = excluded.catalog_object_type, quantity = excluded.quantity,"
     " calculated_at = excluded.calculated_at, seq = excluded.seq, seen_pass = excluded.seen_pass"
 )
@@ -89,7 +90,7 @@ async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> 
     """The stored rows for ``keys`` (missing keys are absent from the result)."""
     found: dict[Key, Stored] = {}
     for start in range(0, len(keys), _KEY_CHUNK):
-        chunk = keys[start:start + _KEY_CHUNK]
+        chunk = keys[start : start + _KEY_CHUNK]
         values = ",".join("(?,?,?)" for _ in chunk)
         params: list[str] = []
         for key in chunk:
@@ -104,8 +105,9 @@ async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> 
             " AND c.state = k.column3"
         )
         async with conn.execute(sql, params) as cur:
-            async for row in cur:
-                found[(row[0], row[1], row[2])] = Stored(row[3], row[4], row[5])
+            rows = await cur.fetchall()  # one thread hop; iterating the cursor costs one per row
+        for row in rows:
+            found[(row[0], row[1], row[2])] = Stored(row[3], row[4], row[5])
     return found
 
 
@@ -117,50 +119,85 @@ def _same(stored: Stored, count: InventoryCount) -> bool:
     )
 
 
-async def apply_page(conn: aiosqlite.Connection, source: str, counts: Sequence[InventoryCount], *,
-                     pass_id: int, recorded_at: str) -> ApplyResult:
+async def apply_page(
+    conn: aiosqlite.Connection,
+    source: str,
+    counts: Sequence[InventoryCount],
+    *,
+    pass_id: int,
+    recorded_at: str,
+    mark_seen: bool = False,
+) -> ApplyResult:
     """Apply one page inside the caller's transaction; append one change per real change.
 
-    Every row seen is stamped with ``pass_id`` (``seen_pass``) so a full pass can find the rows that
-    vanished upstream.
+    Rows written carry ``pass_id`` in ``seen_pass``; with ``mark_seen`` (full passes) unchanged rows are
+    stamped too, so the pass can then find the rows that vanished upstream. This is the hot path of
+    every sync: it builds the change rows as plain tuples and touches SQLite in four statements.
     """
     incoming = _newest_per_key(counts)
-    keys = list(incoming)
-    stored = await load(conn, source, keys)
-    entries: list[NewChange] = []
+    stored = await load(conn, source, list(incoming))
+    changes: list[changelog.Row] = []
     writes: list[InventoryCount] = []
     seen: list[tuple[int, str, str, str, str]] = []
     stale = 0
+    dumps = orjson.dumps
     for key, count in incoming.items():
         old = stored.get(key)
         if old is not None:
-            if count.calculated_at_ns < parse_ns(old.calculated_at):
-                stale += 1
-                seen.append((pass_id, source, *key))
-                continue
-            if _same(old, count):
-                seen.append((pass_id, source, *key))
+            is_stale = count.calculated_at_ns < parse_ns(old.calculated_at)
+            if is_stale or _same(old, count):
+                stale += is_stale
+                if mark_seen:
+                    seen.append((pass_id, source, *key))
                 continue
         writes.append(count)
-        entries.append(NewChange(
-            kind=KIND_UPDATED, source=source, catalog_object_id=key[0], location_id=key[1],
-            state=key[2], old=None if old is None else old.value(), new=count_value(count),
-        ))
-    seqs = await changelog.append(conn, entries, recorded_at)
+        changes.append(
+            (
+                KIND_UPDATED,
+                source,
+                key[0],
+                key[1],
+                key[2],
+                None,
+                None if old is None else dumps(old.value()).decode(),
+                dumps(count_value(count)).decode(),
+            )
+        )
+    seqs = await changelog.append_rows(conn, changes, recorded_at)
     if writes:
-        await conn.executemany(_UPSERT, [
-            (source, c.catalog_object_id, c.location_id, c.state, c.catalog_object_type, c.quantity,
-             c.calculated_at, seq, pass_id)
-            for c, seq in zip(writes, seqs, strict=True)
-        ])
+        await conn.executemany(
+            _UPSERT,
+            [
+                (
+                    source,
+                    c.catalog_object_id,
+                    c.location_id,
+                    c.state,
+                    c.catalog_object_type,
+                    c.quantity,
+                    c.calculated_at,
+                    seq,
+                    pass_id,
+                )
+                for c, seq in zip(writes, seqs, strict=True)
+            ],
+        )
     if seen:
         await conn.executemany(_MARK_SEEN, seen)
-    return ApplyResult(changes=len(writes), unchanged=len(seen) - stale, stale=stale,
-                       last_seq=seqs[-1] if seqs else None)
+    unchanged = len(incoming) - len(writes) - stale
+    return ApplyResult(
+        changes=len(writes), unchanged=unchanged, stale=stale, last_seq=seqs[-1] if seqs else None
+    )
 
 
-async def remove_unseen(conn: aiosqlite.Connection, source: str, *, pass_id: int,
-                        location_id: str | None, recorded_at: str) -> int:
+async def remove_unseen(
+    conn: aiosqlite.Connection,
+    source: str,
+    *,
+    pass_id: int,
+    location_id: str | None,
+    recorded_at: str,
+) -> int:
     """Delete rows of ``source`` (one location, or all) not seen by full pass ``pass_id``; log each."""
     sql = "DELETE FROM inventory_counts WHERE source = ? AND seen_pass != ?"
     params: list[Any] = [source, pass_id]
@@ -170,22 +207,31 @@ async def remove_unseen(conn: aiosqlite.Connection, source: str, *, pass_id: int
     return await _delete_logged(conn, source, sql, params, recorded_at)
 
 
-async def remove_outside(conn: aiosqlite.Connection, source: str, *, location_ids: Sequence[str],
-                         recorded_at: str) -> int:
+async def remove_outside(
+    conn: aiosqlite.Connection, source: str, *, location_ids: Sequence[str], recorded_at: str
+) -> int:
     """Delete rows of ``source`` at locations no longer configured; log each."""
     marks = ",".join("?" for _ in location_ids)
     sql = f"DELETE FROM inventory_counts WHERE source = ? AND location_id NOT IN ({marks})"
     return await _delete_logged(conn, source, sql, [source, *location_ids], recorded_at)
 
 
-async def _delete_logged(conn: aiosqlite.Connection, source: str, sql: str, params: list[Any],
-                         recorded_at: str) -> int:
+async def _delete_logged(
+    conn: aiosqlite.Connection, source: str, sql: str, params: list[Any], recorded_at: str
+) -> int:
     sql += " RETURNING catalog_object_id, location_id, state, catalog_object_type, quantity, calculated_at"
     async with conn.execute(sql, params) as cur:
         rows = await cur.fetchall()
     entries = [
-        NewChange(kind=KIND_REMOVED, source=source, catalog_object_id=r[0], location_id=r[1],
-                  state=r[2], old=Stored(r[3], r[4], r[5]).value(), new=None)
+        NewChange(
+            kind=KIND_REMOVED,
+            source=source,
+            catalog_object_id=r[0],
+            location_id=r[1],
+            state=r[2],
+            old=Stored(r[3], r[4], r[5]).value(),
+            new=None,
+        )
         for r in sorted(rows, key=lambda r: (r[1], r[0], r[2]))
     ]
     await changelog.append(conn, entries, recorded_at)

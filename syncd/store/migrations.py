@@ -25,9 +25,10 @@ MIGRATIONS: tuple[str, ...] = (
         calculated_at       TEXT    NOT NULL,
         seq                 INTEGER NOT NULL,
         seen_pass           INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (source, catalog_object_id, location_id, state)
+        -- Location first: a location's rows are contiguous, so per-location reads and the
+        -- removal sweep of a full pass need no secondary index (one less B-tree to write).
+        PRIMARY KEY (source, location_id, catalog_object_id, state)
     ) WITHOUT ROWID;
-    CREATE INDEX inventory_counts_by_location ON inventory_counts (source, location_id);
 
     CREATE TABLE changes (
         seq               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,7 +92,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_events_processed ON webhook_events (processed_at)
         WHERE processed_at IS NOT NULL;
     """,
-    # 3: tracked upstream jobs (issue 4).
+    # 3: tracked upstream jobs (issue 4). JSON columns: params, messages, failures, progress, result.
     """
     CREATE TABLE jobs (
         id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -101,18 +102,42 @@ MIGRATIONS: tuple[str, ...] = (
         label              TEXT,
         state              TEXT    NOT NULL DEFAULT 'pending',
         vendor_status      TEXT,
+        job_type           TEXT,
         registered_at      TEXT    NOT NULL,
+        registered_ns      INTEGER NOT NULL,
         updated_at         TEXT    NOT NULL,
         finished_at        TEXT,
         attempts           INTEGER NOT NULL DEFAULT 0,
+        polls              INTEGER NOT NULL DEFAULT 0,
         next_poll_ns       INTEGER NOT NULL,
         not_found_since_ns INTEGER,
         last_error         TEXT,
+        messages           TEXT    NOT NULL DEFAULT '[]',
+        failures           TEXT    NOT NULL DEFAULT '[]',
         progress           TEXT,
         result             TEXT,
         UNIQUE (provider, job_id)
     );
     CREATE INDEX jobs_due ON jobs (next_poll_ns) WHERE finished_at IS NULL;
+    CREATE INDEX jobs_by_state ON jobs (state, id);
+    """,
+    # 4: named change-log consumers and their acknowledged offsets (issue 5).
+    """
+    CREATE TABLE consumers (
+        name       TEXT    PRIMARY KEY,
+        acked_seq  INTEGER NOT NULL,
+        updated_at TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 5: how far the change log is published to each target's stream (issue 7).
+    """
+    CREATE TABLE publish_offsets (
+        target        TEXT    NOT NULL,
+        stream        TEXT    NOT NULL,
+        published_seq INTEGER NOT NULL,
+        updated_at    TEXT    NOT NULL,
+        PRIMARY KEY (target, stream)
+    ) WITHOUT ROWID;
     """,
 )
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiosqlite
 
-from syncd.store import changelog, sync_state
+from syncd.store import changelog, consumers, sync_state
 from syncd.store import counts as counts_store
 
 
@@ -22,29 +22,110 @@ async def status(conn: aiosqlite.Connection) -> dict[str, Any]:
             "oldest_seq": await changelog.oldest(conn),
         },
         "partitions": [
-            {"source": p.source, "partition": p.partition, "watermark": p.watermark,
-             "last_outcome": p.last_outcome, "last_success_at": p.last_success_at,
-             "last_full_at": p.last_full_at, "last_finished_at": p.last_finished_at,
-             "error": p.error}
+            {
+                "source": p.source,
+                "partition": p.partition,
+                "watermark": p.watermark,
+                "last_outcome": p.last_outcome,
+                "last_success_at": p.last_success_at,
+                "last_full_at": p.last_full_at,
+                "last_finished_at": p.last_finished_at,
+                "error": p.error,
+            }
             for p in await sync_state.partitions(conn)
         ],
         "recent_passes": await sync_state.recent_passes(conn, limit=5),
+        **await service_state(conn),
     }
 
 
-async def list_counts(conn: aiosqlite.Connection, *, source: str | None = None,
-                      location_id: str | None = None, catalog_object_id: str | None = None,
-                      limit: int | None = None) -> list[dict[str, Any]]:
+async def _tables(conn: aiosqlite.Connection) -> set[str]:
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+        return {str(r[0]) for r in await cur.fetchall()}
+
+
+async def _pairs(conn: aiosqlite.Connection, sql: str) -> dict[str, int]:
+    async with conn.execute(sql) as cur:
+        return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
+async def service_state(conn: aiosqlite.Connection) -> dict[str, Any]:
+    """What an operator watches (``syncd status``, /metrics): the last pass per source, the webhook
+    inbox backlog, jobs by state, the retained change-log range and each consumer's offset.
+
+    Tables a database does not have yet (an older schema, read while the daemon migrates) read as
+    empty rather than failing.
+    """
+    tables = await _tables(conn)
+    async with conn.execute(
+        "SELECT p.source, p.pass_id, p.kind, p.outcome, p.started_at, p.finished_at, p.changes,"
+        " p.error, (SELECT MAX(finished_at) FROM passes AS ok WHERE ok.source = p.source"
+        " AND ok.outcome = 'ok') FROM passes AS p WHERE p.pass_id IN"
+        " (SELECT MAX(pass_id) FROM passes GROUP BY source) ORDER BY p.source"
+    ) as cur:
+        last_pass = {
+            r[0]: {
+                "pass_id": r[1],
+                "kind": r[2],
+                "outcome": r[3],
+                "started_at": r[4],
+                "finished_at": r[5],
+                "changes": r[6],
+                "error": r[7],
+                "last_ok_at": r[8],
+            }
+            for r in await cur.fetchall()
+        }
+    backlog = (
+        await _pairs(
+            conn,
+            "SELECT source, COUNT(*) FROM webhook_events WHERE processed_at IS NULL"
+            " GROUP BY source ORDER BY source",
+        )
+        if "webhook_events" in tables
+        else {}
+    )
+    jobs = (
+        await _pairs(conn, "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+        if "jobs" in tables
+        else {}
+    )
+    readers = await consumers.all_consumers(conn) if "consumers" in tables else []
+    return {
+        "last_pass": last_pass,
+        "backlog": backlog,
+        "jobs": jobs,
+        "changelog": {
+            "high_water": await changelog.high_water(conn),
+            "retained_from": await changelog.retained_from(conn),
+        },
+        "consumers": readers,
+    }
+
+
+async def list_counts(
+    conn: aiosqlite.Connection,
+    *,
+    source: str | None = None,
+    location_id: str | None = None,
+    catalog_object_id: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Mirrored counts matching the filters, ordered by key."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("source", source), ("location_id", location_id),
-                          ("catalog_object_id", catalog_object_id)):
+    for column, value in (
+        ("source", source),
+        ("location_id", location_id),
+        ("catalog_object_id", catalog_object_id),
+    ):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
-    sql = ("SELECT source, catalog_object_id, location_id, state, catalog_object_type, quantity,"
-           " calculated_at, seq FROM inventory_counts")
+    sql = (
+        "SELECT source, catalog_object_id, location_id, state, catalog_object_type, quantity,"
+        " calculated_at, seq FROM inventory_counts"
+    )
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY source, catalog_object_id, location_id, state"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,12 +33,17 @@ WRITER_PRAGMAS = (
     "PRAGMA foreign_keys = ON",
     "PRAGMA temp_store = MEMORY",
     "PRAGMA cache_size = -16000",
+    # Checkpoint the WAL every ~64 MB instead of every ~4 MB: fewer, larger checkpoints cost far less
+    # fsync time per page applied (measured: ~48k -> ~70k counts/s applied). The WAL file is truncated
+    # back to that size after a checkpoint.
+    "PRAGMA wal_autocheckpoint = 16000",
+    "PRAGMA journal_size_limit = 67108864",
 )
 
 
 async def connect_writer(path: Path) -> aiosqlite.Connection:
     """Open the read-write connection with the durability settings syncd promises."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     try:
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         for pragma in WRITER_PRAGMAS:
@@ -48,25 +55,51 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
 
 async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open a read-only connection (``mode=ro``), as any other tool on the host would."""
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    uri = f"{path.absolute().as_uri()}?mode=ro"
     try:
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
         raise StoreError(
-            f"cannot open database read-only: {exc}", op="store.open_ro", path=str(path),
+            f"cannot open database read-only: {exc}",
+            op="store.open_ro",
+            path=str(path),
             hint="is the path right, and has syncd created it yet?",
         ) from exc
     return conn
 
 
-class Writer:
-    """The single writer: serialises units of work, each in one IMMEDIATE transaction."""
+@dataclass(slots=True)
+class Unit:
+    """What one unit of work did that others hear about once it has committed (never on rollback):
+    the change-log head it moved to and the entries it appended, by kind."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    changelog_head: int | None = None
+    changes_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+_UNIT: ContextVar[Unit | None] = ContextVar("syncd_store_unit", default=None)
+
+
+def current_unit() -> Unit | None:
+    """The unit of work running in this task, or None outside ``Writer.run``."""
+    return _UNIT.get()
+
+
+class Writer:
+    """The single writer: serialises units of work, each in one IMMEDIATE transaction.
+
+    ``on_commit`` runs after each COMMIT with the unit's :class:`Unit` record, inside the shielded
+    transaction task, so a caller cancelled mid-unit cannot make it miss a commit.
+    """
+
+    def __init__(
+        self, conn: aiosqlite.Connection, *, on_commit: Callable[[Unit], None] | None = None
+    ) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._closed = False
+        self._on_commit = on_commit
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -89,19 +122,47 @@ class Writer:
                 await asyncio.wait([task])
             raise
 
-    async def _transaction(self, conn: aiosqlite.Connection,
-                           work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _transaction(
+        self, conn: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]
+    ) -> T:
         async with self._lock:
             if self._closed:
                 raise StoreClosed("store is closed", op="store.write")
             await conn.execute("BEGIN IMMEDIATE")
+            # This runs in its own task (see run), so the unit record is this transaction's alone.
+            unit = Unit()
+            _UNIT.set(unit)
             try:
                 result = await work(conn)
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
+            if self._on_commit is not None:
+                self._on_commit(unit)
             return result
+
+    async def run_statement(self, sql: str, params: tuple[object, ...]) -> int:
+        """One data-changing statement as a unit of work of its own; returns how many rows it
+        changed.
+
+        SQLite runs a lone statement in its own implicit transaction (the connection is in
+        autocommit mode), so this commits exactly like ``run`` (same fsync) but costs one round
+        trip to the connection's thread instead of three, and no extra task. Under load each round
+        trip and each task hop waits for the GIL or a turn of the event loop, which is what
+        dominated the webhook inbox's commit latency (issue 3); for the same reason there is no
+        ``RETURNING`` here: each returned row is one more wait.
+
+        Cancellation cannot split it: once handed to the connection's thread the statement runs to
+        its commit even if the caller stops waiting, and the thread runs operations in order, so
+        the next unit's ``BEGIN`` comes after it.
+        """
+        conn = self.conn
+        async with self._lock:
+            if self._closed:
+                raise StoreClosed("store is closed", op="store.write")
+            cursor = await conn.execute(sql, params)
+            return int(cursor.rowcount)
 
     async def aclose(self) -> None:
         """Wait for the unit in progress, then close. Idempotent."""

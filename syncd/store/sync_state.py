@@ -29,9 +29,7 @@ class PartitionState:
     error: str | None
 
 
-_STATE_COLUMNS = (
-    "source, partition, watermark, last_outcome, last_success_at, last_full_at, last_finished_at, error"
-)
+_STATE_COLUMNS = "source, partition, watermark, last_outcome, last_success_at, last_full_at, last_finished_at, error"
 
 
 async def partitions(conn: aiosqlite.Connection, source: str | None = None) -> list[PartitionState]:
@@ -57,9 +55,18 @@ async def begin_pass(conn: aiosqlite.Connection, source: str, kind: str, started
     return int(row[0])
 
 
-async def finish_pass(conn: aiosqlite.Connection, pass_id: int, *, outcome: str, finished_at: str,
-                      pages: int, counts: int, changes: int, removed: int,
-                      error: str | None) -> None:
+async def finish_pass(
+    conn: aiosqlite.Connection,
+    pass_id: int,
+    *,
+    outcome: str,
+    finished_at: str,
+    pages: int,
+    counts: int,
+    changes: int,
+    removed: int,
+    error: str | None,
+) -> None:
     """Record how a pass ended."""
     await conn.execute(
         "UPDATE passes SET finished_at = ?, outcome = ?, pages = ?, counts = ?, changes = ?,"
@@ -68,8 +75,16 @@ async def finish_pass(conn: aiosqlite.Connection, pass_id: int, *, outcome: str,
     )
 
 
-async def record_partition(conn: aiosqlite.Connection, state: PartitionState, *, pass_id: int,
-                           started_at: str, pages: int, counts_seen: int, changes: int) -> None:
+async def record_partition(
+    conn: aiosqlite.Connection,
+    state: PartitionState,
+    *,
+    pass_id: int,
+    started_at: str,
+    pages: int,
+    counts_seen: int,
+    changes: int,
+) -> None:
     """Upsert one partition's state after its chain ended (successfully or not)."""
     await conn.execute(
         "INSERT INTO sync_state (source, partition, watermark, last_pass_id, last_started_at,"
@@ -81,17 +96,32 @@ async def record_partition(conn: aiosqlite.Connection, state: PartitionState, *,
         " last_success_at = excluded.last_success_at, last_full_at = excluded.last_full_at,"
         " pages = excluded.pages, counts_seen = excluded.counts_seen, changes = excluded.changes,"
         " error = excluded.error",
-        (state.source, state.partition, state.watermark, pass_id, started_at, state.last_finished_at,
-         state.last_outcome, state.last_success_at, state.last_full_at, pages, counts_seen, changes,
-         state.error),
+        (
+            state.source,
+            state.partition,
+            state.watermark,
+            pass_id,
+            started_at,
+            state.last_finished_at,
+            state.last_outcome,
+            state.last_success_at,
+            state.last_full_at,
+            pages,
+            counts_seen,
+            changes,
+            state.error,
+        ),
     )
 
 
-async def recent_passes(conn: aiosqlite.Connection, source: str | None = None,
-                        limit: int = 10) -> list[dict[str, Any]]:
+async def recent_passes(
+    conn: aiosqlite.Connection, source: str | None = None, limit: int = 10
+) -> list[dict[str, Any]]:
     """The newest passes, newest first, as dicts (for status output)."""
-    sql = ("SELECT pass_id, source, kind, started_at, finished_at, outcome, pages, counts, changes,"
-           " removed, error FROM passes")
+    sql = (
+        "SELECT pass_id, source, kind, started_at, finished_at, outcome, pages, counts, changes,"
+        " removed, error FROM passes"
+    )
     params: list[Any] = []
     if source is not None:
         sql += " WHERE source = ?"

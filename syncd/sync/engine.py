@@ -11,18 +11,19 @@ nothing). A full pass also removes rows that vanished upstream (``count.removed`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import aiosqlite
 import structlog
 
-from syncd.errors import SyncdError
-from syncd.model import InventoryCount, PassSummary
-from syncd.store import Store
+from syncd.errors import SyncdError, UpstreamError
+from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES
+from syncd.model import InventoryCount, Page, PassSummary
+from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
-from syncd.store import sync_state
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
 from syncd.sync.ports import CountsSource
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
@@ -44,6 +45,7 @@ class EngineOptions:
     partition_concurrency: int = 4
     full_resync_interval: float = 86_400.0
     full_resync_after: float = 21_600.0
+    cursor_restarts: int = 3
 
 
 @dataclass(slots=True)
@@ -64,8 +66,15 @@ ProgressFn = Callable[[PassSummary], None]
 class SyncEngine:
     """Runs passes for one source. Passes never overlap: a second caller waits for the first."""
 
-    def __init__(self, store: Store, upstream: CountsSource, options: EngineOptions, *,
-                 clock: Callable[[], int] = now_ns, on_page: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        upstream: CountsSource,
+        options: EngineOptions,
+        *,
+        clock: Callable[[], int] = now_ns,
+        on_page: ProgressFn | None = None,
+    ) -> None:
         self._store = store
         self._upstream = upstream
         self.options = options
@@ -73,6 +82,7 @@ class SyncEngine:
         self._on_page = on_page
         self._lock = asyncio.Lock()
         self.last_summary: PassSummary | None = None
+        self._records: list[tuple[PartitionState, _Chain]] = []
 
     @property
     def partitions(self) -> tuple[str, ...]:
@@ -82,7 +92,8 @@ class SyncEngine:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide."""
         async with self._lock:
             states = await self._store.read(
-                lambda conn: sync_state.partitions(conn, self.options.source))
+                lambda conn: sync_state.partitions(conn, self.options.source)
+            )
             by_name = {s.partition: s for s in states}
             kind_full = self._wants_full(by_name) if full is None else full
             return await self._run(by_name, kind_full)
@@ -96,7 +107,8 @@ class SyncEngine:
             if now - parse_ns(state.last_full_at) > self.options.full_resync_interval * NS_PER_S:
                 return True
             if state.last_success_at is None or (
-                    now - parse_ns(state.last_success_at) > self.options.full_resync_after * NS_PER_S):
+                now - parse_ns(state.last_success_at) > self.options.full_resync_after * NS_PER_S
+            ):
                 return True
         return False
 
@@ -105,49 +117,92 @@ class SyncEngine:
         started_at = now_rfc3339()
         kind = "full" if full else "incremental"
         pass_id = await self._store.write(
-            lambda conn: sync_state.begin_pass(conn, source, kind, started_at))
-        summary = PassSummary(source=source, pass_id=pass_id, kind=kind, started_ns=self._clock(),
-                              partitions=list(self.partitions))
+            lambda conn: sync_state.begin_pass(conn, source, kind, started_at)
+        )
+        summary = PassSummary(
+            source=source,
+            pass_id=pass_id,
+            kind=kind,
+            started_ns=self._clock(),
+            partitions=list(self.partitions),
+        )
         t0 = time.perf_counter()
         bound = structlog.contextvars.bound_contextvars(source=source, pass_id=pass_id)
         outcome = PASS_INTERRUPTED
         with bound:
             try:
-                errors = await self._run_partitions(states, summary, full, started_at)
+                errors = await self._run_partitions(states, summary, full)
                 if full and not errors and self.options.location_ids:
                     summary.removed += await self._store.write(
                         lambda conn: counts_store.remove_outside(
-                            conn, source, location_ids=self.options.location_ids,
-                            recorded_at=now_rfc3339()))
+                            conn,
+                            source,
+                            location_ids=self.options.location_ids,
+                            recorded_at=now_rfc3339(),
+                        )
+                    )
                 summary.error = "; ".join(errors) if errors else None
                 outcome = PASS_FAILED if errors else PASS_OK
             finally:
                 summary.finished_ns = self._clock()
-                await asyncio.shield(self._finish(summary, outcome))
+                await asyncio.shield(self._finish(summary, outcome, started_at))
+                elapsed = time.perf_counter() - t0
+                SYNC_PASSES.labels(source=source, kind=kind, outcome=outcome).inc()
+                SYNC_PASS_SECONDS.labels(source=source, kind=kind).observe(elapsed)
                 log.info(
-                    "sync_pass", kind=kind, outcome=outcome, pages=summary.pages,
-                    counts=summary.counts, changes=summary.changes, removed=summary.removed,
-                    skipped=summary.skipped, duration_ms=round((time.perf_counter() - t0) * 1000, 1),
+                    "sync_pass",
+                    kind=kind,
+                    outcome=outcome,
+                    pages=summary.pages,
+                    counts=summary.counts,
+                    changes=summary.changes,
+                    removed=summary.removed,
+                    skipped=summary.skipped,
+                    duration_ms=round(elapsed * 1000, 1),
                     error=summary.error,
                 )
         self.last_summary = summary
         return summary
 
-    async def _finish(self, summary: PassSummary, outcome: str) -> None:
-        await self._store.write(lambda conn: sync_state.finish_pass(
-            conn, summary.pass_id, outcome=outcome, finished_at=now_rfc3339(), pages=summary.pages,
-            counts=summary.counts, changes=summary.changes, removed=summary.removed,
-            error=summary.error))
+    async def _finish(self, summary: PassSummary, outcome: str, started_at: str) -> None:
+        """Record every partition's new state and the pass's end in one transaction."""
+        records, self._records = self._records, []
 
-    async def _run_partitions(self, states: dict[str, PartitionState], summary: PassSummary,
-                              full: bool, started_at: str) -> list[str]:
+        async def work(conn: aiosqlite.Connection) -> None:
+            for state, chain in records:
+                await sync_state.record_partition(
+                    conn,
+                    state,
+                    pass_id=summary.pass_id,
+                    started_at=started_at,
+                    pages=chain.pages,
+                    counts_seen=chain.counts,
+                    changes=chain.changes,
+                )
+            await sync_state.finish_pass(
+                conn,
+                summary.pass_id,
+                outcome=outcome,
+                finished_at=now_rfc3339(),
+                pages=summary.pages,
+                counts=summary.counts,
+                changes=summary.changes,
+                removed=summary.removed,
+                error=summary.error,
+            )
+
+        await self._store.write(work)
+
+    async def _run_partitions(
+        self, states: dict[str, PartitionState], summary: PassSummary, full: bool
+    ) -> list[str]:
         """Run every partition's chain, bounded; return the errors of the partitions that failed."""
         gate = asyncio.Semaphore(self.options.partition_concurrency)
         errors: list[str] = []
 
         async def one(name: str) -> None:
             async with gate:
-                error = await self._partition(name, states.get(name), summary, full, started_at)
+                error = await self._partition(name, states.get(name), summary, full)
                 if error is not None:
                     errors.append(f"{name}: {error}")
 
@@ -156,8 +211,13 @@ class SyncEngine:
                 group.create_task(one(name))
         return errors
 
-    async def _partition(self, name: str, state: PartitionState | None, summary: PassSummary,
-                         full: bool, started_at: str) -> str | None:
+    async def _partition(
+        self,
+        name: str,
+        state: PartitionState | None,
+        summary: PassSummary,
+        full: bool,
+    ) -> str | None:
         """One partition's chain(s). Returns None on success or the error text; the watermark and the
         partition's outcome are recorded either way."""
         source = self.options.source
@@ -166,30 +226,47 @@ class SyncEngine:
         locations = None if name == ALL_LOCATIONS else [name]
         overlap_ns = int(self.options.overlap * NS_PER_S)
         try:
-            after = None if full or base.watermark is None else format_ns(
-                parse_ns(base.watermark) - overlap_ns)
+            after = (
+                None
+                if full or base.watermark is None
+                else format_ns(parse_ns(base.watermark) - overlap_ns)
+            )
             await self._read_chain(chain, summary, locations, after)
             if full:
                 # Rows that changed while the listing ran moved to its front and may have been missed:
                 # read them again so they count as seen before anything unseen is removed.
                 assert chain.signpost_ns is not None
-                await self._read_chain(chain, summary, locations,
-                                       format_ns(chain.signpost_ns - overlap_ns))
-                chain.removed = await self._store.write(lambda conn: counts_store.remove_unseen(
-                    conn, source, pass_id=summary.pass_id,
-                    location_id=None if name == ALL_LOCATIONS else name,
-                    recorded_at=now_rfc3339()))
+                await self._read_chain(
+                    chain, summary, locations, format_ns(chain.signpost_ns - overlap_ns)
+                )
+                chain.removed = await self._store.write(
+                    lambda conn: counts_store.remove_unseen(
+                        conn,
+                        source,
+                        pass_id=summary.pass_id,
+                        location_id=None if name == ALL_LOCATIONS else name,
+                        recorded_at=now_rfc3339(),
+                    )
+                )
                 summary.removed += chain.removed
         except SyncdError as exc:
-            log.warning("sync_partition_failed", partition=name, pages=chain.pages,
-                        **exc.fields())
-            await self._record(base, summary.pass_id, started_at, chain, error=exc.message,
-                               watermark=base.watermark, full=False)
+            log.warning("sync_partition_failed", partition=name, pages=chain.pages, **exc.fields())
+            self._record(
+                base,
+                chain,
+                error=exc.message,
+                watermark=base.watermark,
+                full=False,
+            )
             return exc.message
         finished = now_rfc3339()
-        await self._record(replace(base, last_success_at=finished), summary.pass_id, started_at,
-                           chain, error=None, watermark=self._next_watermark(base, chain, full),
-                           full=full)
+        self._record(
+            replace(base, last_success_at=finished),
+            chain,
+            error=None,
+            watermark=self._next_watermark(base, chain, full),
+            full=full,
+        )
         return None
 
     def _next_watermark(self, state: PartitionState, chain: _Chain, full: bool) -> str | None:
@@ -206,39 +283,71 @@ class SyncEngine:
             candidate = max(candidate, parse_ns(state.watermark))
         return format_ns(candidate)
 
-    async def _record(self, base: PartitionState, pass_id: int, started_at: str, chain: _Chain, *,
-                      error: str | None, watermark: str | None, full: bool) -> None:
+    def _record(
+        self,
+        base: PartitionState,
+        chain: _Chain,
+        *,
+        error: str | None,
+        watermark: str | None,
+        full: bool,
+    ) -> None:
         finished = now_rfc3339()
         state = replace(
-            base, watermark=watermark, last_outcome=PASS_FAILED if error else PASS_OK,
-            last_finished_at=finished, error=error,
+            base,
+            watermark=watermark,
+            last_outcome=PASS_FAILED if error else PASS_OK,
+            last_finished_at=finished,
+            error=error,
             last_full_at=finished if full else base.last_full_at,
         )
-        await self._store.write(lambda conn: sync_state.record_partition(
-            conn, state, pass_id=pass_id, started_at=started_at, pages=chain.pages,
-            counts_seen=chain.counts, changes=chain.changes))
+        # Written with the pass's end (one transaction, one fsync for the whole pass).
+        self._records.append((state, chain))
 
-    async def _read_chain(self, chain: _Chain, summary: PassSummary,
-                          locations: Sequence[str] | None, updated_after: str | None) -> None:
+    async def _read_chain(
+        self,
+        chain: _Chain,
+        summary: PassSummary,
+        locations: Sequence[str] | None,
+        updated_after: str | None,
+    ) -> None:
         margin_ns = int(self.options.clock_margin * NS_PER_S)
-        async for page in self._upstream.pages(location_ids=locations, updated_after=updated_after):
-            if chain.signpost_ns is None:
-                chain.signpost_ns = (page.server_date_ns or self._clock()) - margin_ns
-            await self._apply(page.counts, chain, summary)
-            summary.skipped += page.skipped
-            if self._on_page is not None:
-                self._on_page(summary)
+        for restart in range(self.options.cursor_restarts + 1):
+            pages = self._upstream.pages(location_ids=locations, updated_after=updated_after)
+            try:
+                async for page in prefetch(pages):
+                    if chain.signpost_ns is None:
+                        chain.signpost_ns = (page.server_date_ns or self._clock()) - margin_ns
+                    await self._apply(page.counts, chain, summary)
+                    summary.skipped += page.skipped
+                    if self._on_page is not None:
+                        self._on_page(summary)
+                break
+            except UpstreamError as exc:
+                # An expired or invalid cursor cannot be resumed: read the chain again from its
+                # start. Pages already applied are re-read as unchanged and log nothing.
+                if not exc.context.get("cursor_invalid") or restart == self.options.cursor_restarts:
+                    raise
+                log.warning(
+                    "sync_chain_restarted",
+                    reason="invalid_cursor",
+                    restart=restart + 1,
+                    pages=chain.pages,
+                )
         if chain.signpost_ns is None:  # pragma: no cover - a chain always yields at least one page
             chain.signpost_ns = self._clock() - margin_ns
 
-    async def _apply(self, page: Sequence[InventoryCount], chain: _Chain,
-                     summary: PassSummary) -> None:
+    async def _apply(
+        self, page: Sequence[InventoryCount], chain: _Chain, summary: PassSummary
+    ) -> None:
         source, pass_id = self.options.source, summary.pass_id
+        full = summary.kind == "full"
         recorded_at = now_rfc3339()
 
         async def work(conn: aiosqlite.Connection) -> counts_store.ApplyResult:
-            return await counts_store.apply_page(conn, source, page, pass_id=pass_id,
-                                                 recorded_at=recorded_at)
+            return await counts_store.apply_page(
+                conn, source, page, pass_id=pass_id, recorded_at=recorded_at, mark_seen=full
+            )
 
         result = await self._store.write(work)
         if page:
@@ -250,4 +359,33 @@ class SyncEngine:
         summary.pages += 1
         summary.counts += len(page)
         summary.changes += result.changes
+        SYNC_PAGES.labels(source=source).inc()
+        SYNC_COUNTS.labels(source=source).inc(len(page))
         log.debug("sync_page", rows=len(page), changes=result.changes, stale=result.stale)
+
+
+async def prefetch(pages: AsyncIterator[Page]) -> AsyncIterator[Page]:
+    """Yield ``pages`` in order while fetching the next one in the background.
+
+    The next page's HTTP round trip and JSON parsing overlap the current page's SQLite transaction
+    (which runs in the database thread), so neither waits for the other. At most two pages per chain
+    are in memory. An upstream error surfaces when the page that failed would have been yielded.
+    """
+    iterator = aiter(pages)
+    pending: asyncio.Task[Page] | None = asyncio.ensure_future(anext(iterator))
+    try:
+        while pending is not None:
+            try:
+                page = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            yield page
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

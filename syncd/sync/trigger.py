@@ -5,6 +5,10 @@ the trigger waits until pokes stop for ``debounce`` seconds, but never longer th
 first poke. With no poke at all a pass still runs every ``interval`` seconds, measured from the start of the
 previous pass so the schedule does not drift. A poke that arrives while a pass runs schedules another pass
 right after it, because that pass may have started before the change was visible upstream.
+``on_pass_done(started_ns, summary)`` runs after each successful pass with the wall-clock time the pass
+started, so the webhook inbox can mark what that pass covered.
+Setting ``stop`` also interrupts a pass in progress between two units of work (its page transaction in
+flight commits, its watermarks stay), so a shutdown never waits for a long pass to finish.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from syncd.backoff import full_jitter
+from syncd.metrics import SYNC_POKES
 from syncd.model import PassSummary
 from syncd.timeutil import now_ns
 
@@ -44,13 +49,23 @@ class SyncTrigger:
         self._last_poke = 0.0
         self._failures = 0
         self.passes = 0
+        # For readiness (/readyz): monotonic time the last successful pass finished, and the error
+        # of the last failed one (None after a success).
+        self.last_success: float | None = None
+        self.last_error: str | None = None
 
     def poke(self) -> None:
         """Ask for a pass soon. Cheap and safe to call thousands of times a second."""
         now = time.monotonic()
+        SYNC_POKES.inc()
         self._last_poke = now
         if self._first_poke is None:
             self._first_poke = now
+        self._poked.set()
+
+    def run_soon(self) -> None:
+        """Ask for a pass as soon as the loop is free, without debouncing (e.g. at start, for webhook
+        events a crash left unprocessed)."""
         self._poked.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,7 +77,7 @@ class SyncTrigger:
                 return
             await self._debounce(stop)
             started = time.monotonic()
-            ok = await self._one_pass()
+            ok = await self._one_pass(stop)
             next_due = started + self.interval if ok else time.monotonic() + full_jitter(
                 self._failures - 1, initial=self._retry_initial, factor=2.0, cap=self._retry_max)
 
@@ -94,16 +109,19 @@ class SyncTrigger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), quiet_at - now)
 
-    async def _one_pass(self) -> bool:
+    async def _one_pass(self, stop: asyncio.Event) -> bool:
         # Clear before starting: pokes that arrive during the pass schedule the next one.
         self._poked.clear()
         self._first_poke = None
         started_ns = now_ns()
         self.passes += 1
         try:
-            summary = await self._run_pass()
+            summary = await _unless_stopped(self._run_pass(), stop)
+            if summary is None:
+                return False
         except Exception as exc:  # the loop must survive anything a pass throws
             self._failures += 1
+            self.last_error = str(exc) or type(exc).__name__
             log.error("sync_pass_crashed", error=str(exc), error_type=type(exc).__name__,
                       failures=self._failures)
             return False
@@ -111,8 +129,37 @@ class SyncTrigger:
             if self._failures:
                 log.info("sync_recovered", failures=self._failures)
             self._failures = 0
+            self.last_success = time.monotonic()
+            self.last_error = None
             if self._on_pass_done is not None:
-                await self._on_pass_done(started_ns, summary)
+                try:
+                    await self._on_pass_done(started_ns, summary)
+                except Exception as exc:  # bookkeeping after a pass must not stop the loop
+                    log.error("sync_pass_done_hook_failed", error=str(exc),
+                              error_type=type(exc).__name__)
             return True
         self._failures += 1
+        self.last_error = summary.error
         return False
+
+
+async def _unless_stopped(pass_run: Awaitable[PassSummary],
+                          stop: asyncio.Event) -> PassSummary | None:
+    """Run a pass to its end, or until ``stop``: then cancel it and return None.
+
+    Cancellation lands between units of work: the page transaction in flight still commits, and the
+    interrupted pass leaves its partitions' watermarks where they were, so the next run repairs.
+    """
+    task = asyncio.ensure_future(pass_run)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()

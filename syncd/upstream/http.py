@@ -22,6 +22,7 @@ import structlog
 
 from syncd.backoff import full_jitter, parse_retry_after
 from syncd.errors import UpstreamDataError, UpstreamError
+from syncd.metrics import UPSTREAM_REQUESTS, UPSTREAM_RETRIES
 
 log = structlog.get_logger(__name__)
 
@@ -186,6 +187,7 @@ async def request_json(
             backoff_s=round(delay, 3),
             error=outcome.error,
         )
+        UPSTREAM_RETRIES.labels(op=op).inc()
         if on_retry is not None:
             on_retry(info)
         await sleep(delay)
@@ -209,11 +211,14 @@ async def _attempt(
             raw = await resp.read()
             status, resp_headers = resp.status, resp.headers
     except _FATAL_CLIENT_ERRORS as exc:
+        UPSTREAM_REQUESTS.labels(op=op, status="error").inc()
         raise UpstreamError(
             f"{op}: {_describe(exc)}", op=op, path=path, retryable=False, attempts=1
         ) from exc
     except _NETWORK_ERRORS as exc:
+        UPSTREAM_REQUESTS.labels(op=op, status="error").inc()
         return _Failure(None, _describe(exc), [], None, exc)
+    UPSTREAM_REQUESTS.labels(op=op, status=str(status)).inc()
     if 200 <= status < 300:
         body = _decode_ok(raw, status, op=op, path=path)
         return JsonResponse(status, resp_headers, body, time.monotonic() - started)

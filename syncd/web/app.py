@@ -8,6 +8,7 @@ no input produces a traceback in a response.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -69,6 +70,20 @@ def bearer_auth(token: str | None) -> Middleware:
             if not hmac.compare_digest(given, expected):
                 return error_response(401, "unauthorized", "missing or wrong bearer token",
                                       {"WWW-Authenticate": 'Bearer realm="syncd-admin"'})
+        return await handler(request)
+
+    return check
+
+
+def refuse_while(draining: asyncio.Event, *, retry_after: int = 5) -> Middleware:
+    """Middleware answering 503 (with ``Retry-After``) once ``draining`` is set: during a graceful
+    stop the public listener stays up but takes no new work, so senders retry elsewhere or later."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if draining.is_set():
+            return error_response(503, "unavailable", "syncd is shutting down; retry later",
+                                  {"Retry-After": str(retry_after)})
         return await handler(request)
 
     return check

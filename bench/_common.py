@@ -1,0 +1,93 @@
+"""Helpers shared by the benchmark scripts: free ports, a simulator subprocess, child runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def simulator(
+    *, locations: int, items: int, page_delay: float = 0.0, timeout: float = 120.0
+) -> Iterator[str]:
+    """Run `syncd simulate` in its own process (its memory is not syncd's); yield its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "syncd",
+        "simulate",
+        "--port",
+        str(port),
+        "--locations",
+        str(locations),
+        "--items",
+        str(items),
+        "--page-delay",
+        str(page_delay),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_sim/stats", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("simulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def sim_post(url: str, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(  # noqa: S310 - loopback http URL built by this script
+        f"{url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+def run_child(script: Path, *args: str) -> dict[str, Any]:
+    """Run one measurement in a fresh process (so peak RSS is its own) and return its JSON line."""
+    out = subprocess.run(
+        [sys.executable, str(script), "--child", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

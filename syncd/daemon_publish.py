@@ -1,0 +1,67 @@
+"""Wiring of change-log publishing (issue 7): ``[publish.redis]`` -> Redis target + relay.
+
+Split from ``daemon.py`` like ``daemon_jobs``: edge code that reads ``Settings`` and hands the relay
+core plain parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from syncd import __version__
+from syncd.config import Settings
+from syncd.publish.redis_target import RedisStreamTarget
+from syncd.publish.relay import Relay, RelayOptions
+from syncd.store import Store
+
+log = structlog.get_logger("syncd.daemon")
+
+
+def stream_key(settings: Settings) -> str:
+    """The stream for this daemon's change log: the template with ``{source}`` = ``square.name``.
+
+    One stream per database: job entries go there too, so the stream keeps the log's one order.
+    """
+    return settings.publish.redis.stream.replace("{source}", settings.square.name)
+
+
+def relay_options(settings: Settings) -> RelayOptions:
+    """Map ``[publish.redis]`` onto the relay's plain parameters."""
+    conf = settings.publish.redis
+    return RelayOptions(
+        stream=stream_key(settings), batch_size=conf.batch_size,
+        backoff_initial=conf.retry_backoff_initial, backoff_max=conf.retry_backoff_max,
+        stop_drain_timeout=min(2.0, settings.shutdown_timeout / 2))
+
+
+@dataclass(slots=True)
+class Publisher:
+    """The relay and its target; ``run`` is a daemon task, ``aclose`` closes the connection."""
+
+    relay: Relay
+    target: RedisStreamTarget
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.relay.run(stop)
+
+    async def aclose(self) -> None:
+        """Close the Redis connection (after the relay stopped). Idempotent."""
+        await self.target.aclose()
+        log.info("component_closed", component="publish_redis")
+
+
+def open_publisher(settings: Settings, store: Store) -> Publisher | None:
+    """The Redis Streams relay, or None when ``publish.redis.url`` is unset. Connects lazily, so
+    the daemon starts (and syncs) while Redis is down."""
+    conf = settings.publish.redis
+    if conf.url is None:
+        return None
+    target = RedisStreamTarget.from_url(conf.url.get_secret_value(), maxlen=conf.maxlen,
+                                        timeout=conf.timeout, client_name=f"syncd/{__version__}")
+    options = relay_options(settings)
+    log.info("publish_configured", target=target.name, stream=options.stream,
+             maxlen=conf.maxlen, batch_size=conf.batch_size)
+    return Publisher(Relay(store, target, options), target)

@@ -1,0 +1,151 @@
+"""SIGHUP: re-read the configuration, log what changed, and apply what can change while running.
+
+Each running component registers the keys it can take live and how to apply them (log level, pass
+intervals, debounce, engine limits, retention, ...). Every other changed key (listen addresses, the
+database, credentials, the upstream URL, log format, ...) is logged as ``restart_required`` and
+keeps its running value until the next start. A reload that fails validation changes nothing:
+``config_reload_failed`` lists every bad key, and the daemon runs on as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from syncd.config import Settings, redacted
+from syncd.errors import ConfigError
+from syncd.logs import set_level
+from syncd.metrics import CONFIG_RELOADS
+from syncd.store.retention import ChangelogPruner, RetentionPolicy
+from syncd.sync.engine import SyncEngine
+from syncd.sync.trigger import SyncTrigger
+
+log = structlog.get_logger("syncd.reload")
+
+Applier = Callable[[Settings], None]
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"square": {"page_limit": 5}}`` -> ``{"square.page_limit": 5}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """Dotted keys whose value differs (secrets compared by value, never shown)."""
+    before, after = flatten(old.model_dump()), flatten(new.model_dump())
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+class Reloader:
+    """Loads the configuration again and hands it to the components that registered for its keys."""
+
+    def __init__(self, load: Callable[[], Settings], running: Settings) -> None:
+        self._load = load
+        self._started = running
+        self.current = running
+        self._appliers: list[tuple[frozenset[str], Applier]] = []
+
+    def add(self, keys: Iterable[str], apply: Applier) -> None:
+        """Call ``apply(new_settings)`` when any of ``keys`` changes on a reload."""
+        self._appliers.append((frozenset(keys), apply))
+
+    @property
+    def live_keys(self) -> frozenset[str]:
+        return frozenset().union(*(keys for keys, _ in self._appliers))
+
+    def reload(self) -> Settings | None:
+        """Re-read and apply; return the new settings, or None when they were invalid."""
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            CONFIG_RELOADS.labels(outcome="failed").inc()
+            log.error(
+                "config_reload_failed",
+                problems=[list(p) for p in exc.problems],
+                hint="fix the file and send SIGHUP again; the running configuration stays",
+            )
+            return None
+        live = self.live_keys
+        changed = changed_keys(self.current, new)
+        applied = [k for k in changed if k in live]
+        for keys, apply in self._appliers:
+            if keys.intersection(applied):
+                apply(new)
+        restart = [k for k in changed_keys(self._started, new) if k not in live]
+        shown_old, shown_new = flatten(redacted(self.current)), flatten(redacted(new))
+        CONFIG_RELOADS.labels(outcome="ok").inc()
+        log.info(
+            "config_reloaded",
+            changed={k: [shown_old.get(k), shown_new.get(k)] for k in changed},
+            applied=applied,
+            restart_required=restart,
+        )
+        self.current = new
+        return new
+
+
+def logging_keys() -> tuple[set[str], Applier]:
+    """The log level changes live; the format needs a restart."""
+    return {"log.level"}, lambda s: set_level(s.log.level)
+
+
+def trigger_keys(trigger: SyncTrigger) -> tuple[set[str], Applier]:
+    """The pass schedule: interval between passes, webhook debounce and maximum delay. A new
+    interval starts a pass at once, and the new schedule from there (rather than after the wait the
+    old interval had set)."""
+
+    def apply(s: Settings) -> None:
+        if trigger.interval != s.square.poll_interval:
+            trigger.interval = s.square.poll_interval
+            trigger.run_soon()
+        trigger.debounce = s.webhooks.debounce
+        trigger.max_delay = s.webhooks.max_delay
+
+    return {"square.poll_interval", "webhooks.debounce", "webhooks.max_delay"}, apply
+
+
+def engine_keys(engine: SyncEngine) -> tuple[set[str], Applier]:
+    """The engine's limits and windows; the next pass uses them (the source and locations do not
+    change live: they decide which partitions exist)."""
+
+    def apply(s: Settings) -> None:
+        sq = s.square
+        engine.options = replace(
+            engine.options,
+            overlap=sq.overlap,
+            clock_margin=sq.clock_margin,
+            partition_concurrency=sq.partition_concurrency,
+            full_resync_interval=sq.full_resync_interval,
+            full_resync_after=sq.full_resync_after,
+        )
+
+    keys = {
+        "square.overlap",
+        "square.clock_margin",
+        "square.partition_concurrency",
+        "square.full_resync_interval",
+        "square.full_resync_after",
+    }
+    return keys, apply
+
+
+def pruner_keys(pruner: ChangelogPruner) -> tuple[set[str], Applier]:
+    """Change-log retention: limits apply at the next round, the interval after the current wait."""
+
+    def apply(s: Settings) -> None:
+        pruner.policy = RetentionPolicy(
+            days=s.changelog.retain_days, max_rows=s.changelog.retain_max_rows
+        )
+        pruner.interval = s.changelog.prune_interval
+
+    return {"changelog.retain_days", "changelog.retain_max_rows", "changelog.prune_interval"}, apply

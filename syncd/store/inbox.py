@@ -1,0 +1,328 @@
+"""The webhook inbox (``webhook_events``): insert once by event_id, group commit, mark processed,
+prune.
+
+An accepted webhook is committed here before it is answered, so a crash between the answer and the
+sync pass loses nothing: a row stays unprocessed until a pass that started after the row was
+received has completed (issue 3). Concurrent webhooks share transactions (group commit):
+:class:`Inbox` collects the rows that arrive within ``window`` seconds of an idle writer (or while
+the previous batch commits) and writes them with one INSERT statement, its own transaction; each
+caller waits for its own batch's commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import orjson
+import structlog
+
+from syncd import metrics
+from syncd.errors import StoreClosed, SyncdError
+from syncd.store import Store
+from syncd.timeutil import NS_PER_S, format_ns, now_ns
+
+log = structlog.get_logger("syncd.inbox")
+
+# SQLite's default limit on bound parameters is 999 (older builds) or 32766; stay under the former.
+_MAX_VARIABLES = 500
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """One accepted webhook as stored. ``actionable=False`` (a type syncd does not act on) is stored
+    already processed, so it neither triggers a pass at start nor waits for one."""
+
+    event_id: str
+    source: str
+    type: str
+    merchant_id: str | None
+    created_at: str | None
+    received_ns: int
+    body: bytes
+    actionable: bool = True
+
+
+# One statement for a whole batch: the rows travel as one JSON array of arrays (json_each keeps
+# their order, so the first of two copies of an event_id wins). Alone, the statement is its own
+# transaction (see Store.write_statement).
+_INSERT_BATCH = """
+INSERT INTO webhook_events (event_id, source, type, merchant_id, created_at, received_at,
+                            received_ns, body, processed_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, CAST(value ->> 7 AS BLOB), value ->> 8
+FROM json_each(?) WHERE true
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+def insert_batch(events: Sequence[InboxEvent]) -> tuple[str, tuple[object, ...]]:
+    """The statement (and its one parameter) that stores the events not stored yet.
+
+    Bodies are JSON (the handler parsed them), hence valid UTF-8: they travel as JSON strings and
+    are stored as the exact same bytes.
+    """
+    rows = []
+    for e in events:
+        received_at = format_ns(e.received_ns)
+        rows.append(
+            (
+                e.event_id,
+                e.source,
+                e.type,
+                e.merchant_id,
+                e.created_at,
+                received_at,
+                e.received_ns,
+                e.body.decode(),
+                None if e.actionable else received_at,
+            )
+        )
+    return _INSERT_BATCH, (orjson.dumps(rows),)
+
+
+async def stored_receipts(conn: aiosqlite.Connection, event_ids: Sequence[str]) -> dict[str, int]:
+    """``received_ns`` of the stored copy of each of these events (those stored at all)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(event_ids), _MAX_VARIABLES):
+        chunk = list(event_ids[start : start + _MAX_VARIABLES])
+        marks = ",".join("?" * len(chunk))
+        for event_id, received_ns in await conn.execute_fetchall(
+            f"SELECT event_id, received_ns FROM webhook_events WHERE event_id IN ({marks})", chunk
+        ):
+            found[str(event_id)] = int(received_ns)
+    return found
+
+
+def new_flags(events: Sequence[InboxEvent], stored: Mapping[str, int] | None) -> list[bool]:
+    """Per event, in order: was it stored by this batch (not a repeat of an event stored before,
+    nor of one earlier in the batch)? ``stored=None`` means the batch inserted one row per distinct
+    event_id, so each first copy is new; otherwise ``stored`` maps event_id -> stored received_ns,
+    and a copy is new when the stored row is its own (same receipt instant)."""
+    flags = []
+    seen: set[str] = set()
+    for e in events:
+        first = e.event_id not in seen
+        seen.add(e.event_id)
+        flags.append(first and (stored is None or stored.get(e.event_id) == e.received_ns))
+    return flags
+
+
+async def mark_processed(
+    conn: aiosqlite.Connection, source: str, started_ns: int, processed_at: str
+) -> int:
+    """Mark processed the rows of ``source`` received before a pass that started at ``started_ns``
+    (and has completed). Returns how many rows were marked."""
+    cur = await conn.execute(
+        "UPDATE webhook_events SET processed_at = ?"
+        " WHERE source = ? AND processed_at IS NULL AND received_ns < ?",
+        (processed_at, source, started_ns),
+    )
+    return cur.rowcount
+
+
+async def unprocessed(
+    conn: aiosqlite.Connection, source: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Rows still waiting for a pass, oldest first (without their bodies)."""
+    sql = (
+        "SELECT event_id, source, type, merchant_id, created_at, received_at, received_ns"
+        " FROM webhook_events WHERE processed_at IS NULL"
+    )
+    params: list[Any] = []
+    if source is not None:
+        sql += " AND source = ?"
+        params.append(source)
+    sql += " ORDER BY received_ns"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    async with conn.execute(sql, params) as cur:
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) async for row in cur]
+
+
+async def count_unprocessed(conn: aiosqlite.Connection, source: str | None = None) -> int:
+    """How many rows are waiting for a pass (of one source, or of all)."""
+    sql = "SELECT COUNT(*) FROM webhook_events WHERE processed_at IS NULL"
+    params: tuple[str, ...] = ()
+    if source is not None:
+        sql += " AND source = ?"
+        params = (source,)
+    async with conn.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def prune(conn: aiosqlite.Connection, processed_before: str) -> int:
+    """Delete processed rows whose ``processed_at`` is older than ``processed_before``."""
+    cur = await conn.execute(
+        "DELETE FROM webhook_events WHERE processed_at IS NOT NULL AND processed_at < ?",
+        (processed_before,),
+    )
+    return cur.rowcount
+
+
+class Inbox:
+    """The group-committing writer of the inbox, plus its maintenance (mark processed, prune).
+
+    Lifecycle: ``start()`` launches the batching task; ``aclose()`` commits what is queued, then
+    stops it (idempotent). ``add`` after ``aclose`` raises :class:`StoreClosed`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window: float,
+        max_batch: int = 1000,
+        max_batch_bytes: int = 8 * 1024 * 1024,
+        clock: Callable[[], int] = now_ns,
+    ) -> None:
+        self._store = store
+        self.window = window
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._clock = clock
+        self._pending: list[tuple[InboxEvent, asyncio.Future[bool]]] = []
+        self._wakeup = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0  # transactions written, for tests and the benchmark
+        self.rows = 0  # events offered (new or repeated)
+
+    async def start(self) -> None:
+        """Start the batching task (owned here, stopped and reaped by ``aclose``)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="webhook-inbox")
+
+    async def add(self, event: InboxEvent) -> bool:
+        """Commit ``event`` (shared with concurrent callers); True if new, False if already stored.
+
+        Returns only after the commit. If the caller is cancelled meanwhile, the event is still
+        committed with its batch.
+        """
+        if self._closing or self._task is None or self._task.done():
+            raise StoreClosed("webhook inbox is not accepting events", op="inbox.add")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            idle = False
+            while not self._pending:
+                if self._closing:
+                    return
+                idle = True
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Wait for company only when the writer was idle; events that queued up while the
+            # previous batch committed go at once (they have waited a commit already).
+            if idle and self.window > 0 and not self._closing:
+                # Let concurrent requests join this batch; aclose() cuts the wait short.
+                self._flush.clear()
+                timer = asyncio.get_running_loop().call_later(self.window, self._flush.set)
+                await self._flush.wait()
+                timer.cancel()
+            # Requests arriving while this batch commits queue up for the next one.
+            taken, size = 0, 0
+            for event, _ in self._pending[: self.max_batch]:
+                taken += 1
+                size += len(event.body)
+                if size >= self.max_batch_bytes:
+                    break  # keeps the statement's one parameter a sane size
+            batch = self._pending[:taken]
+            del self._pending[:taken]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[InboxEvent, asyncio.Future[bool]]]) -> None:
+        events = [event for event, _ in batch]
+        try:
+            sql, params = insert_batch(events)
+            inserted = await self._store.write_statement(sql, params)
+            distinct = list(dict.fromkeys(e.event_id for e in events))
+            stored = None
+            if inserted != len(distinct):  # some were repeats: ask which (rare, so not up front)
+                stored = await self._store.read(lambda conn: stored_receipts(conn, distinct))
+        except Exception as exc:  # each waiting request answers it; the task lives on
+            log.error(
+                "webhook_commit_failed",
+                rows=len(batch),
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.commits += 1
+        self.rows += len(batch)
+        metrics.WEBHOOK_COMMIT_BATCH.observe(len(batch))
+        flags = new_flags(events, stored)
+        for (_, future), new in zip(batch, flags, strict=True):
+            if not future.done():
+                future.set_result(new)
+
+    async def aclose(self) -> None:
+        """Commit what is queued, then stop the batching task. Idempotent."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wakeup.set()
+        self._flush.set()
+        try:
+            await task
+        finally:
+            for _, future in self._pending:  # only if the task died: never leave a caller hanging
+                if not future.done():
+                    future.set_exception(StoreClosed("webhook inbox closed", op="inbox.add"))
+            self._pending.clear()
+
+    async def mark_processed(self, source: str, started_ns: int) -> int:
+        """After a pass of ``source`` that started at ``started_ns`` completed: mark what it
+        covered."""
+        processed_at = format_ns(self._clock())
+        marked = await self._store.write(
+            lambda conn: mark_processed(conn, source, started_ns, processed_at)
+        )
+        if marked:
+            metrics.WEBHOOK_EVENTS_PROCESSED.labels(source).inc(marked)
+        return marked
+
+    async def count_unprocessed(self, source: str | None = None) -> int:
+        """Rows waiting for a pass."""
+        return await self._store.read(lambda conn: count_unprocessed(conn, source))
+
+    async def prune(self, retain_days: float) -> int:
+        """Delete rows processed more than ``retain_days`` ago; return how many."""
+        before = format_ns(self._clock() - int(retain_days * SECONDS_PER_DAY * NS_PER_S))
+        removed = await self._store.write(lambda conn: prune(conn, before))
+        if removed:
+            metrics.WEBHOOK_EVENTS_PRUNED.inc(removed)
+            log.info("webhook_events_pruned", rows=removed, processed_before=before)
+        return removed
+
+    async def prune_forever(
+        self, stop: asyncio.Event, *, retain_days: float, interval: float
+    ) -> None:
+        """Prune now and then every ``interval`` seconds until ``stop``; a failure is logged and
+        retried at the next interval."""
+        while not stop.is_set():
+            try:
+                await self.prune(retain_days)
+            except SyncdError as exc:
+                log.warning("webhook_prune_failed", **exc.fields())
+            except Exception as exc:  # e.g. sqlite3.OperationalError: retried next interval
+                log.warning("webhook_prune_failed", error=str(exc), error_type=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)

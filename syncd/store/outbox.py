@@ -1,0 +1,83 @@
+"""The publish outbox: change-log entries as raw rows for a relay, and each target's published offset
+(table ``publish_offsets``).
+
+The change log is the outbox (issue 7): a relay reads entries after its offset and hands them to a
+stream. Rows come back undecoded (``old``/``new`` stay JSON text), so a relay can embed them in its
+messages without parsing and re-encoding a million payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import aiosqlite
+
+
+class RawChange(NamedTuple):
+    """One change-log entry as stored: ``old`` and ``new`` are JSON text (or None)."""
+
+    seq: int
+    recorded_at: str
+    kind: str
+    source: str
+    catalog_object_id: str | None
+    location_id: str | None
+    state: str | None
+    job_id: int | None
+    old: str | None
+    new: str | None
+
+
+_SELECT = (
+    "SELECT seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id, old, new"
+    " FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+async def read_after(conn: aiosqlite.Connection, after: int, limit: int) -> list[RawChange]:
+    """Up to ``limit`` entries with seq > ``after``, in seq order, undecoded.
+
+    Seqs are contiguous but for the front, where retention pruned: a first seq other than
+    ``after + 1`` means the entries in between are gone.
+    """
+    async with conn.execute(_SELECT, (after, limit)) as cur:
+        rows = await cur.fetchall()
+    return [RawChange._make(r) for r in rows]
+
+
+async def published(conn: aiosqlite.Connection, target: str, stream: str) -> int | None:
+    """The target's published offset for ``stream``, or None if it never published there."""
+    async with conn.execute(
+        "SELECT published_seq FROM publish_offsets WHERE target = ? AND stream = ?",
+        (target, stream),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def record(conn: aiosqlite.Connection, target: str, stream: str, seq: int, at: str) -> None:
+    """Set the target's published offset for ``stream`` (inside the caller's transaction)."""
+    await conn.execute(
+        "INSERT INTO publish_offsets (target, stream, published_seq, updated_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (target, stream) DO UPDATE SET"
+        " published_seq = excluded.published_seq, updated_at = excluded.updated_at",
+        (target, stream, seq, at),
+    )
+
+
+async def all_offsets(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
+    """Every target's offset per stream (empty on a database that predates the table)."""
+    async with conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'publish_offsets'"
+    ) as cur:
+        if await cur.fetchone() is None:
+            return []
+    async with conn.execute(
+        "SELECT target, stream, published_seq, updated_at FROM publish_offsets"
+        " ORDER BY target, stream"
+    ) as cur:
+        rows = await cur.fetchall()
+    return [
+        {"target": r[0], "stream": r[1], "published_seq": int(r[2]), "updated_at": r[3]}
+        for r in rows
+    ]

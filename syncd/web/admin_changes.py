@@ -1,0 +1,187 @@
+"""The change log over the admin API: batches with long-poll, and a Server-Sent Events stream.
+
+``GET /changes?after=SEQ&limit=N&wait=SECONDS`` answers ``{"changes": [...], "next_after": SEQ,
+"head_seq": SEQ}``; with ``wait`` and nothing new yet it holds the request until an entry commits or
+``wait`` runs out. ``GET /changes/stream?after=SEQ`` is a Server-Sent Events stream, one event per
+entry with ``id:`` = seq, so a reconnecting EventSource resumes with ``Last-Event-ID``. A reader
+that asks for entries retention already pruned gets 410 ``changelog_gap`` (or a ``gap`` event
+mid-stream). Waiters wake on the daemon's own commits (the store's HeadSignal), never by polling
+SQLite; they all let go when the daemon starts stopping. Record format: docs/changelog.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from syncd.errors import ChangelogGap
+from syncd.metrics import CHANGE_STREAM_CLIENTS
+from syncd.model import Change
+from syncd.store import Store, changelog
+from syncd.web.app import error_response, json_response
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOptions:
+    """Limits of the change-log endpoints (tests pass tiny ones)."""
+
+    default_limit: int = 100
+    max_limit: int = 1000
+    max_wait: float = 60.0
+    keepalive: float = 15.0
+    stream_batch: int = 500
+
+
+class ChangeFeed:
+    """Reads the change log for HTTP clients and waits for it to grow."""
+
+    def __init__(
+        self, store: Store, stopping: asyncio.Event, options: FeedOptions | None = None
+    ) -> None:
+        self._store = store
+        self._stopping = stopping
+        self.options = options or FeedOptions()
+
+    @property
+    def head(self) -> int:
+        return self._store.changelog_head.head
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def read(self, after: int, limit: int) -> list[Change]:
+        """Entries after ``after`` (at most ``limit``); ChangelogGap when some were pruned."""
+        return await self._store.read(lambda conn: changelog.read_after_checked(conn, after, limit))
+
+    async def wait(self, after: int, within: float) -> bool:
+        """Wait up to ``within`` seconds for an entry after ``after``; False on timeout or stop."""
+        if self._stopping.is_set():
+            return False
+        moved = asyncio.ensure_future(self._store.changelog_head.wait_past(after))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [moved, stopped], timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in (moved, stopped):
+                waiter.cancel()
+            await asyncio.gather(moved, stopped, return_exceptions=True)
+        return moved in done and not moved.cancelled()
+
+
+CHANGE_FEED = web.AppKey("change_feed", ChangeFeed)
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(reason=f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    value = _number(request, name, default, low, high)
+    if value != int(value):
+        raise web.HTTPBadRequest(reason=f"{name} must be a whole number, got {value:g}")
+    return int(value)
+
+
+def gap_response(exc: ChangelogGap) -> web.Response:
+    """410 in the one error envelope: re-read the mirror, then resume at the head."""
+    return error_response(410, "changelog_gap", f"{exc.message}; {exc.hint}")
+
+
+async def list_changes(request: web.Request) -> web.Response:
+    """``GET /changes``: one batch, optionally long-polled."""
+    feed = request.app[CHANGE_FEED]
+    opts = feed.options
+    after = _integer(request, "after", 0, 0, 2**63 - 1)
+    limit = _integer(request, "limit", opts.default_limit, 1, opts.max_limit)
+    wait = _number(request, "wait", 0.0, 0.0, opts.max_wait)
+    try:
+        entries = await feed.read(after, limit)
+        if not entries and wait > 0:
+            with CHANGE_STREAM_CLIENTS.labels(kind="long_poll").track_inprogress():
+                if await feed.wait(after, wait):
+                    entries = await feed.read(after, limit)
+    except ChangelogGap as exc:
+        return gap_response(exc)
+    return json_response(
+        {
+            "changes": [e.to_record() for e in entries],
+            "next_after": entries[-1].seq if entries else after,
+            "head_seq": feed.head,
+        }
+    )
+
+
+def _event(entry: Change) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (entry.seq, orjson.dumps(entry.to_record()))
+
+
+def _gap_event(exc: ChangelogGap) -> bytes:
+    body = {"after": exc.after, "oldest": exc.oldest, "message": exc.message, "hint": exc.hint}
+    return b"event: gap\ndata: %s\n\n" % orjson.dumps(body)
+
+
+def _resume_point(request: web.Request) -> int:
+    """``Last-Event-ID`` (a reconnecting EventSource) wins over ``?after=``."""
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if not last_id:
+        return _integer(request, "after", 0, 0, 2**63 - 1)
+    if not last_id.isdigit():
+        raise web.HTTPBadRequest(reason=f"Last-Event-ID must be a seq, got {last_id!r}")
+    return int(last_id)
+
+
+async def stream_changes(request: web.Request) -> web.StreamResponse:
+    """``GET /changes/stream``: entries as Server-Sent Events until the client or daemon leaves."""
+    feed = request.app[CHANGE_FEED]
+    opts = feed.options
+    after = _resume_point(request)
+    try:
+        entries = await feed.read(after, opts.stream_batch)  # a gap is still a plain 410 here
+    except ChangelogGap as exc:
+        return gap_response(exc)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass events through as they come
+        }
+    )
+    await response.prepare(request)
+    with CHANGE_STREAM_CLIENTS.labels(kind="sse").track_inprogress():
+        try:
+            while not feed.stopping:
+                if entries:
+                    await response.write(b"".join(_event(e) for e in entries))
+                    after = entries[-1].seq
+                elif not await feed.wait(after, opts.keepalive):
+                    if feed.stopping:
+                        break
+                    await response.write(b": keepalive\n\n")  # also how a gone client is noticed
+                entries = await feed.read(after, opts.stream_batch)
+        except ChangelogGap as exc:
+            await response.write(_gap_event(exc))
+        except ConnectionResetError:  # the client went away
+            return response
+    return response
+
+
+def add_change_routes(app: web.Application, feed: ChangeFeed) -> None:
+    """Register the change-log endpoints on the admin app."""
+    app[CHANGE_FEED] = feed
+    app.router.add_get("/changes", list_changes)
+    app.router.add_get("/changes/stream", stream_changes)

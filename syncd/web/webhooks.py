@@ -1,0 +1,227 @@
+"""``POST /webhooks/{source}``: size limit -> verify -> parse -> inbox commit -> poke -> answer.
+
+No business logic lives here. Answers (issue 3): 200 accepted, also for a repeat of an event
+already stored; 401 missing or bad signature (nothing stored; counted and logged without the body);
+400 a body that is not a JSON object with string ``event_id`` and ``type``; 413 a body over the
+limit, refused from its ``Content-Length`` before anything is read, or as soon as a streamed body
+passes the limit; 404 an unknown source; 405 (the router) any method but POST; 503 when the inbox
+cannot commit (the sender retries). An event type syncd does not act on is stored, already
+processed, and answered 200.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+import structlog
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from syncd import metrics
+from syncd.errors import SignatureError
+from syncd.store.inbox import Inbox, InboxEvent
+from syncd.timeutil import now_ns
+from syncd.web.app import error_response, json_response
+from syncd.web.signatures import SIGNATURE_HEADER, SignatureVerifier
+
+log = structlog.get_logger("syncd.webhooks")
+
+WEBHOOK_ROUTE = "/webhooks/{source}"
+INVENTORY_COUNT_UPDATED = "inventory.count.updated"
+# Event types that poke the sync engine; any other type is stored (deduplicated) and ignored.
+ACTED_ON = frozenset({INVENTORY_COUNT_UPDATED})
+MAX_ID_LENGTH = 255  # event_id / type / merchant_id longer than this is not a Square event
+
+# Rejection reasons: the `reason` label of syncd_webhooks_rejected_total and of `webhook_rejected`.
+TOO_LARGE = "too_large"
+MALFORMED = "malformed"
+NOT_CONFIGURED = "not_configured"
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSource:
+    """One webhook source: its name (the path segment), how to verify it, and what to poke.
+
+    ``verifier`` is None when the source has no signature key or notification URL configured: then
+    every webhook for it is refused with 401, since none can be verified.
+    """
+
+    name: str
+    verifier: SignatureVerifier | None
+    poke: Callable[[], None]
+
+
+class _RejectionLog:
+    """Logs the first rejection per reason, then at most one per ``interval`` with the number held
+    back, so a flood of bad requests cannot flood the log."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, source: str, reason: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now < self._next.get(reason, 0.0):
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return
+        self._next[reason] = now + self._interval
+        held = self._held.pop(reason, 0)
+        log.warning("webhook_rejected", source=source, reason=reason, suppressed=held, **fields)
+
+
+class WebhookIngress:
+    """The handler of ``POST /webhooks/{source}`` over the configured sources and the inbox."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, WebhookSource],
+        inbox: Inbox,
+        *,
+        max_body_bytes: int,
+        reject_log_interval: float = 1.0,
+    ) -> None:
+        self._sources = dict(sources)
+        self._inbox = inbox
+        self._max = max_body_bytes
+        self._rejected = _RejectionLog(reject_log_interval)
+
+    def _reject(
+        self,
+        request: web.Request,
+        source: str,
+        reason: str,
+        status: int,
+        message: str,
+        size: int | None,
+    ) -> web.Response:
+        metrics.WEBHOOKS_REJECTED.labels(source, reason).inc()
+        self._rejected(source, reason, status=status, bytes=size, remote=request.remote)
+        code = {
+            400: "bad_request",
+            401: "unauthorized",
+            413: "payload_too_large",
+            503: "unavailable",
+        }[status]
+        return error_response(status, code, message)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        received_ns = now_ns()
+        source = self._sources.get(request.match_info["source"])
+        if source is None:
+            # Not counted per source: the path is caller-chosen (unbounded label values).
+            return error_response(404, "not_found", "no webhook source by that name")
+        name = source.name
+        declared = request.content_length
+        if declared is not None and declared > self._max:
+            return self._reject(
+                request, name, TOO_LARGE, 413, f"body larger than {self._max} bytes", declared
+            )
+        try:
+            body = await self._read(request)
+        except (HttpProcessingError, web.RequestPayloadError, ClientPayloadError, ConnectionError):
+            # Bad chunked or content encoding, or the sender went away mid-body.
+            return self._reject(request, name, MALFORMED, 400, "body could not be read", None)
+        if body is None:
+            return self._reject(
+                request, name, TOO_LARGE, 413, f"body larger than {self._max} bytes", None
+            )
+        if source.verifier is None:
+            return self._reject(
+                request,
+                name,
+                NOT_CONFIGURED,
+                401,
+                "webhooks are not configured for this source",
+                len(body),
+            )
+        try:
+            source.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
+        except SignatureError as exc:
+            reason = str(exc.context.get("reason", "bad_signature"))
+            return self._reject(request, name, reason, 401, exc.message, len(body))
+        event = _parse(body, name, received_ns)
+        if isinstance(event, str):
+            return self._reject(request, name, MALFORMED, 400, event, len(body))
+        try:
+            new = await self._inbox.add(event)
+        except Exception as exc:  # a storage failure is the sender's cue to retry, never a 500
+            log.error(
+                "webhook_not_stored",
+                source=name,
+                event_id=event.event_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            return self._reject(
+                request, name, UNAVAILABLE, 503, "cannot store the event now", len(body)
+            )
+        if new and event.actionable:
+            source.poke()
+        outcome = "new" if new else "duplicate"
+        metrics.WEBHOOKS_ACCEPTED.labels(name, outcome).inc()
+        log.info(
+            "webhook",
+            source=name,
+            event_id=event.event_id,
+            type=event.type,
+            outcome=outcome,
+            acted_on=event.actionable,
+            bytes=len(body),
+            duration_ms=round((time.perf_counter() - t0) * 1000, 2),
+        )
+        return json_response(
+            {"status": "accepted", "event_id": event.event_id, "duplicate": not new}
+        )
+
+    async def _read(self, request: web.Request) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit (the rest is never buffered)."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > self._max:
+                return None
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _short_string(value: object) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
+    """The event to store, or the reason (for the 400 answer) why the body is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "body is not JSON"
+    if not isinstance(data, dict):
+        return "body is not a JSON object"
+    event_id = _short_string(data.get("event_id"))
+    if event_id is None:
+        return "event_id missing or not a string"
+    event_type = _short_string(data.get("type"))
+    if event_type is None:
+        return "type missing or not a string"
+    created_at = data.get("created_at")
+    return InboxEvent(
+        event_id=event_id,
+        source=source,
+        type=event_type,
+        merchant_id=_short_string(data.get("merchant_id")),
+        created_at=created_at if isinstance(created_at, str) and len(created_at) <= 64 else None,
+        received_ns=received_ns,
+        body=body,
+        actionable=event_type in ACTED_ON,
+    )
+
+
+def add_webhook_routes(app: web.Application, ingress: WebhookIngress) -> None:
+    """Register ``POST /webhooks/{source}``; the router answers 405 for other methods."""
+    app.router.add_post(WEBHOOK_ROUTE, ingress.handle)

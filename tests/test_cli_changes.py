@@ -1,0 +1,165 @@
+"""`syncd changes` for other tools: named consumers and --ack, the gap exit code, --follow latency,
+and the richer `syncd status`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+
+from syncd.cli import main
+from syncd.logs import reset_logging
+from syncd.store import Store, changelog
+from syncd.store.changelog import NewChange
+from syncd.store.retention import prune_batch
+from tests.process_kit import ROOT, clean_env
+
+RECORDED = "2026-01-01T00:00:00.000000Z"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """main() configures logging onto the captured stderr; undo it so later tests do not log
+    into a closed stream."""
+    yield
+    reset_logging()
+
+
+def entry(i: int) -> NewChange:
+    """A count.updated entry for item ``i``."""
+    return NewChange(
+        kind="count.updated",
+        source="square",
+        catalog_object_id=f"ITEM{i}",
+        location_id="LOC1",
+        state="IN_STOCK",
+        old=None,
+        new={"quantity": str(i)},
+    )
+
+
+async def fill(db: Path, n: int) -> None:
+    """A migrated database holding ``n`` change-log entries."""
+    store = await Store.open(db)
+    try:
+        await store.write(
+            lambda conn: changelog.append(conn, [entry(i) for i in range(n)], RECORDED)
+        )
+    finally:
+        await store.aclose()
+
+
+def changes(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[int], str]:
+    """Run `syncd changes ARGS` in-process: exit code, printed seqs, stderr."""
+    code = main(["changes", *args])
+    out, err = capsys.readouterr()
+    return code, [orjson.loads(line)["seq"] for line in out.splitlines()], err
+
+
+def test_consumer_resumes_after_what_it_acknowledged(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A named consumer starts at 0, `--ack` records each printed batch, the next run resumes after
+    it; reading without --ack moves nothing; `--ack-seq` sets the offset by hand; `--after` wins over
+    the stored offset; `status` lists the consumer and how far behind the head it is."""
+    asyncio.run(fill(db_path, 10))
+    db = ["--database", str(db_path)]
+    assert changes(capsys, *db, "--consumer", "erp", "--ack", "--limit", "4") == (
+        0,
+        [1, 2, 3, 4],
+        "",
+    )
+    assert changes(capsys, *db, "--consumer", "erp", "--ack", "--limit", "4")[1] == [5, 6, 7, 8]
+    assert changes(capsys, *db, "--consumer", "erp")[1] == [9, 10]
+    assert changes(capsys, *db, "--consumer", "erp")[1] == [9, 10]  # not acknowledged
+    assert changes(capsys, *db, "--consumer", "erp", "--ack-seq", "10") == (0, [], "")
+    assert changes(capsys, *db, "--consumer", "erp")[1] == []
+    assert changes(capsys, *db, "--consumer", "erp", "--after", "8")[1] == [9, 10]
+    assert changes(capsys, *db, "--consumer", "other")[1] == list(range(1, 11))
+
+    assert main(["status", *db, "--json"]) == 0
+    status = orjson.loads(capsys.readouterr()[0])
+    assert [(c["name"], c["acked_seq"], c["behind"]) for c in status["consumers"]] == [
+        ("erp", 10, 0)
+    ]
+    assert status["daemon"] == {"running": False, "pid": None}
+    assert main(["status", *db]) == 0
+    text = capsys.readouterr()[0]
+    assert text.startswith("syncd      down")
+    assert "consumer   erp: acked seq 10 (0 behind)" in text
+
+
+def test_usage_errors_exit_2(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ack without a consumer, a bad consumer name, or --ack-seq mixed with reading options is a
+    usage error (exit 2) with the reason."""
+    asyncio.run(fill(db_path, 1))
+    db = ["--database", str(db_path)]
+    for args, why in (
+        (["--ack"], "need --consumer"),
+        (["--consumer", "a b"], "--consumer NAME"),
+        (["--consumer", "x", "--ack-seq", "1", "--follow"], "without other options"),
+    ):
+        code, _, err = changes(capsys, *db, *args)
+        assert code == 2
+        assert why in err
+
+
+def test_gap_exits_3_with_the_way_out(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader (or consumer) behind what retention kept gets exit code 3, the oldest seq still kept,
+    and the hint to re-read the mirror; from the oldest kept on, reading works."""
+    asyncio.run(fill(db_path, 10))
+
+    async def prune() -> None:
+        store = await Store.open(db_path)
+        try:
+            await store.write(lambda conn: prune_batch(conn, cutoff=None, max_rows=4, batch=100))
+        finally:
+            await store.aclose()
+
+    asyncio.run(prune())
+    db = ["--database", str(db_path)]
+    code, seqs, err = changes(capsys, *db)
+    assert (code, seqs) == (3, [])
+    assert "entries after seq 0 were pruned; oldest kept is 7" in err
+    assert "Try: re-read the mirror" in err
+    assert changes(capsys, *db, "--after", "6")[1] == [7, 8, 9, 10]
+
+
+async def test_follow_prints_a_commit_within_100ms(db_path: Path) -> None:
+    """`syncd changes --follow` (a separate process) prints an entry within 100 ms of its commit,
+    measured from the commit returning to the line arriving, over several commits."""
+    store = await Store.open(db_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        "changes",
+        "--database",
+        str(db_path),
+        "--follow",
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        latencies = []
+        for i in range(6):
+            await asyncio.sleep(0.037 * (i % 3))  # commit at different phases of the check
+            await store.write(partial(changelog.append, entries=[entry(i)], recorded_at=RECORDED))
+            t0 = time.monotonic()
+            async with asyncio.timeout(10 if i == 0 else 2):  # the first includes start-up
+                line = await proc.stdout.readline()
+            latencies.append(time.monotonic() - t0)
+            assert orjson.loads(line)["seq"] == i + 1
+        assert max(latencies[1:]) < 0.1, latencies
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await store.aclose()

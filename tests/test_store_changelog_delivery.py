@@ -1,0 +1,129 @@
+"""Change-log delivery in the store: the in-process head signal, gap detection, retention, consumers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiosqlite
+import pytest
+
+from syncd.errors import ChangelogGap
+from syncd.store import Store, changelog, consumers
+from syncd.store.changelog import NewChange
+from syncd.store.retention import ChangelogPruner, RetentionPolicy, prune_batch
+from syncd.timeutil import NS_PER_S, format_ns, now_ns
+
+
+def entry(i: int) -> NewChange:
+    """A count.updated entry for item ``i``."""
+    return NewChange(
+        kind="count.updated",
+        source="square",
+        catalog_object_id=f"ITEM{i}",
+        location_id="LOC1",
+        state="IN_STOCK",
+        old=None,
+        new={"quantity": str(i)},
+    )
+
+
+async def append(
+    store: Store, n: int, recorded_at: str = "2026-01-01T00:00:00.000000Z"
+) -> list[int]:
+    """Append ``n`` entries in one committed unit; return their seqs."""
+    return await store.write(
+        lambda conn: changelog.append(conn, [entry(i) for i in range(n)], recorded_at)
+    )
+
+
+async def read(store: Store, after: int, limit: int = 100) -> list[int]:
+    """Seqs after ``after``, through the gap-checking read."""
+    return [
+        c.seq
+        for c in await store.read(lambda conn: changelog.read_after_checked(conn, after, limit))
+    ]
+
+
+async def test_head_signal_wakes_waiters_on_commit_only(store: Store) -> None:
+    """A waiter for entries after the head wakes as soon as a unit that appended commits, with the new
+    head; a unit that rolls back wakes nobody."""
+    await append(store, 2)
+    assert store.changelog_head.head == 2
+    waiter = asyncio.create_task(store.changelog_head.wait_past(2))
+
+    async def fail(conn: aiosqlite.Connection) -> None:
+        await changelog.append(conn, [entry(9)], "2026-01-01T00:00:00.000000Z")
+        raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        await store.write(fail)
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await append(store, 3)
+    async with asyncio.timeout(1):
+        assert await waiter == 5  # seq 3 was rolled back, then reused: seqs stay contiguous
+
+
+async def test_gap_after_pruning_is_reported_not_skipped(store: Store) -> None:
+    """After retention keeps the newest 3 of 10 entries, a reader behind them gets ChangelogGap naming
+    the oldest kept seq; a reader at the edge reads on; an emptied log still reports the gap."""
+    await append(store, 10)
+    deleted = await store.write(lambda conn: prune_batch(conn, cutoff=None, max_rows=3, batch=100))
+    assert deleted == 7
+    assert await read(store, 7) == [8, 9, 10]
+    assert await read(store, 10) == []
+    for behind in (0, 5, 6):
+        with pytest.raises(ChangelogGap) as info:
+            await read(store, behind)
+        assert (info.value.after, info.value.oldest) == (behind, 8)
+        assert "re-read the mirror" in (info.value.hint or "")
+    await store.write(lambda conn: prune_batch(conn, cutoff="9999", max_rows=0, batch=100))
+    assert await read(store, 10) == []
+    with pytest.raises(ChangelogGap) as info:
+        await read(store, 9)
+    assert info.value.oldest == 11
+
+
+async def test_retention_by_age_and_rows_in_batches(store: Store) -> None:
+    """The pruner deletes, in batches, every entry older than retain_days and beyond
+    retain_max_rows, from the front only; with no limits set it does nothing."""
+    day = 86_400 * NS_PER_S
+    now = now_ns()
+    await append(store, 5, format_ns(now - 3 * day))
+    await append(store, 5, format_ns(now - 2 * day))
+    await append(store, 5, format_ns(now - 1000))
+    off = ChangelogPruner(store, RetentionPolicy(), interval=60)
+    assert await off.prune_once(now=now) == 0
+    by_age = ChangelogPruner(store, RetentionPolicy(days=2.5), interval=60, batch=2)
+    assert await by_age.prune_once(now=now) == 5
+    assert await read(store, 5) == list(range(6, 16))
+    by_rows = ChangelogPruner(store, RetentionPolicy(days=30, max_rows=4), interval=60, batch=2)
+    assert await by_rows.prune_once(now=now) == 6
+    assert await read(store, 11) == [12, 13, 14, 15]
+    assert by_age.pruned + by_rows.pruned == 11
+
+
+async def test_pruner_loop_prunes_then_stops(store: Store) -> None:
+    """The pruner's loop prunes at once, and returns promptly when asked to stop."""
+    await append(store, 10)
+    pruner = ChangelogPruner(store, RetentionPolicy(max_rows=2), interval=30)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pruner.run(stop))
+    async with asyncio.timeout(2):
+        while pruner.pruned < 8:
+            await asyncio.sleep(0.01)
+    stop.set()
+    async with asyncio.timeout(1):
+        await task
+
+
+async def test_consumer_offsets(store: Store) -> None:
+    """A consumer's offset is absent until acknowledged, then set (forwards or back) and listed."""
+    assert await store.read(lambda conn: consumers.acked(conn, "reporting")) is None
+    await store.write(lambda conn: consumers.ack(conn, "reporting", 7, "2026-01-01T00:00:00Z"))
+    await store.write(lambda conn: consumers.ack(conn, "reporting", 3, "2026-01-02T00:00:00Z"))
+    listed = await store.read(consumers.all_consumers)
+    assert listed == [{"name": "reporting", "acked_seq": 3, "updated_at": "2026-01-02T00:00:00Z"}]
+    assert consumers.valid_name("erp.sync-2")
+    assert not consumers.valid_name("-x")
+    assert not consumers.valid_name("a b")

@@ -1,0 +1,223 @@
+"""The webhook inbox (syncd.store.inbox) on a real SQLite file: insert once, group commit, mark
+processed, prune."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from syncd.errors import StoreClosed
+from syncd.store import Store
+from syncd.store.inbox import Inbox, InboxEvent
+from syncd.timeutil import NS_PER_S, now_ns
+from tests.webhook_kit import inbox_rows
+
+
+def ev(
+    event_id: str,
+    received_ns: int | None = None,
+    *,
+    source: str = "square",
+    actionable: bool = True,
+    type: str = "inventory.count.updated",
+) -> InboxEvent:
+    return InboxEvent(
+        event_id=event_id,
+        source=source,
+        type=type,
+        merchant_id="M1",
+        created_at="2026-01-01T00:00:00Z",
+        received_ns=now_ns() if received_ns is None else received_ns,
+        body=b'{"event_id":"%s"}' % event_id.encode(),
+        actionable=actionable,
+    )
+
+
+async def test_insert_once_by_event_id(store: Store, db_path: Path) -> None:
+    """A repeated event_id is stored once: the first add reports new, repeats report duplicate, and
+    the stored row keeps the first copy."""
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    try:
+        assert await inbox.add(ev("E1")) is True
+        assert await inbox.add(ev("E1")) is False
+        assert await inbox.add(ev("E2")) is True
+    finally:
+        await inbox.aclose()
+    rows = inbox_rows(db_path)
+    assert [r["event_id"] for r in rows] == ["E1", "E2"]
+    assert rows[0]["body"] == b'{"event_id":"E1"}'
+    assert rows[0]["merchant_id"] == "M1"
+    assert all(r["processed_at"] is None for r in rows)
+
+
+async def test_concurrent_adds_share_one_commit(store: Store, db_path: Path) -> None:
+    """200 concurrent adds within the group-commit window share a handful of transactions, each
+    caller learns whether its own event was new, and repeats inside one batch are stored once."""
+    inbox = Inbox(store, window=0.05)
+    await inbox.start()
+    try:
+        ids = [f"E{i}" for i in range(200)] + ["E0", "E1"]
+        results = await asyncio.gather(*(inbox.add(ev(i)) for i in ids))
+    finally:
+        await inbox.aclose()
+    assert results[:200] == [True] * 200
+    assert results[200:] == [False, False]
+    assert inbox.commits <= 3, inbox.commits
+    assert len(inbox_rows(db_path)) == 200
+
+
+async def test_add_returns_only_after_commit(store: Store, db_path: Path) -> None:
+    """When add() returns, the row is visible to another connection: it was committed first."""
+    inbox = Inbox(store, window=0.01)
+    await inbox.start()
+    try:
+        await inbox.add(ev("E1"))
+        assert [r["event_id"] for r in inbox_rows(db_path)] == ["E1"]
+    finally:
+        await inbox.aclose()
+
+
+async def test_cancelled_caller_still_commits(store: Store, db_path: Path) -> None:
+    """A request cancelled while waiting for its batch does not take the event out of the batch."""
+    inbox = Inbox(store, window=0.05)
+    await inbox.start()
+    try:
+        waiting = asyncio.create_task(inbox.add(ev("E1")))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        await inbox.add(ev("E2"))
+    finally:
+        await inbox.aclose()
+    assert {r["event_id"] for r in inbox_rows(db_path)} == {"E1", "E2"}
+
+
+async def test_aclose_commits_what_is_queued_then_refuses(store: Store, db_path: Path) -> None:
+    """aclose() lets queued events land, is idempotent, and later adds raise StoreClosed."""
+    inbox = Inbox(store, window=10)  # a long window: only aclose() flushes this batch
+    await inbox.start()
+    adds = [asyncio.create_task(inbox.add(ev(f"E{i}"))) for i in range(5)]
+    await asyncio.sleep(0.01)
+    await inbox.aclose()
+    await inbox.aclose()
+    assert [t.result() for t in adds] == [True] * 5
+    assert len(inbox_rows(db_path)) == 5
+    with pytest.raises(StoreClosed):
+        await inbox.add(ev("late"))
+
+
+async def test_commit_failure_reaches_every_caller(store: Store) -> None:
+    """If the batch cannot commit (here: the store is closed under it), each waiting caller gets
+    the error and the batching task survives for later batches."""
+    inbox = Inbox(store, window=0.01)
+    await inbox.start()
+    try:
+        await store.aclose()
+        results = await asyncio.gather(
+            inbox.add(ev("E1")), inbox.add(ev("E2")), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreClosed) for r in results)
+        with pytest.raises(StoreClosed):
+            await inbox.add(ev("E3"))
+    finally:
+        await inbox.aclose()
+
+
+async def test_mark_processed_only_rows_received_before_the_pass_started(
+    store: Store, db_path: Path
+) -> None:
+    """A pass that started at T covers rows received before T only, of its own source only; a row
+    received during the pass waits for the next one."""
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    t = now_ns()
+    try:
+        for event in (
+            ev("before", t - 10),
+            ev("during", t + 10),
+            ev("other", t - 10, source="other"),
+        ):
+            await inbox.add(event)
+        assert await inbox.count_unprocessed("square") == 2
+        assert await inbox.mark_processed("square", started_ns=t) == 1
+        assert await inbox.count_unprocessed("square") == 1
+        assert await inbox.count_unprocessed() == 2
+        assert await inbox.mark_processed("square", started_ns=t + 20) == 1
+    finally:
+        await inbox.aclose()
+    state = {r["event_id"]: r["processed_at"] is not None for r in inbox_rows(db_path)}
+    assert state == {"before": True, "during": True, "other": False}
+
+
+async def test_events_not_acted_on_are_stored_processed(store: Store, db_path: Path) -> None:
+    """An event type syncd does not act on is kept (for deduplication) but is not waiting for a
+    pass, so it never triggers one at start."""
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    try:
+        await inbox.add(ev("E1", actionable=False, type="catalog.version.updated"))
+        assert await inbox.count_unprocessed() == 0
+    finally:
+        await inbox.aclose()
+    [row] = inbox_rows(db_path)
+    assert row["type"] == "catalog.version.updated"
+    assert row["processed_at"] == row["received_at"]
+
+
+async def test_prune_removes_only_old_processed_rows(store: Store, db_path: Path) -> None:
+    """Pruning deletes rows processed longer ago than the retention; recent and unprocessed rows
+    stay (an unprocessed row is never pruned, however old)."""
+    now = now_ns()
+    day = 86_400 * NS_PER_S
+    clock = [now]
+    inbox = Inbox(store, window=0, clock=lambda: clock[0])
+    await inbox.start()
+    try:
+        await inbox.add(ev("old", now - 10 * day))
+        await inbox.add(ev("recent", now - 1))
+        await inbox.add(ev("pending", now + 1))
+        clock[0] = now - 8 * day  # a pass processes "old" 8 days ago
+        assert await inbox.mark_processed("square", started_ns=now - 9 * day) == 1
+        clock[0] = now - day  # and "recent" yesterday
+        assert await inbox.mark_processed("square", started_ns=now) == 1
+        clock[0] = now
+        assert await inbox.prune(retain_days=7) == 1
+        assert await inbox.prune(retain_days=7) == 0
+    finally:
+        await inbox.aclose()
+    assert {r["event_id"] for r in inbox_rows(db_path)} == {"recent", "pending"}
+
+
+async def test_prune_forever_runs_at_once_and_stops(store: Store, db_path: Path) -> None:
+    """The background pruning loop prunes right away, then waits its interval, and returns as soon
+    as it is told to stop."""
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    try:
+        await inbox.add(ev("E1", now_ns() - 100 * 86_400 * NS_PER_S))
+        await inbox.mark_processed("square", started_ns=now_ns())
+        stop = asyncio.Event()
+        task = asyncio.create_task(inbox.prune_forever(stop, retain_days=0, interval=3600))
+        async with asyncio.timeout(5):
+            while inbox_rows(db_path):
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+    finally:
+        await inbox.aclose()
+
+
+async def test_bodies_are_stored_byte_for_byte(store: Store, db_path: Path) -> None:
+    """The raw signed body is kept exactly: non-ASCII text, JSON escapes and odd whitespace come
+    back as the same bytes."""
+    body = '{"event_id": "E1",\t"type": "t", "note": "é ✓ \\u00e9 \\"q\\" \\\\"}\r\n'.encode()
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    try:
+        event = InboxEvent("E1", "square", "t", None, None, now_ns(), body)
+        assert await inbox.add(event) is True
+    finally:
+        await inbox.aclose()
+    assert inbox_rows(db_path)[0]["body"] == body
