@@ -221,3 +221,21 @@ async def test_bodies_are_stored_byte_for_byte(store: Store, db_path: Path) -> N
     finally:
         await inbox.aclose()
     assert inbox_rows(db_path)[0]["body"] == body
+
+
+async def test_batches_are_capped_in_bytes(store: Store, db_path: Path) -> None:
+    """A batch stops growing once its bodies reach max_batch_bytes (the statement's one parameter
+    stays a sane size); the rest goes in the next batches, and everything lands."""
+    inbox = Inbox(store, window=0.05, max_batch_bytes=100)
+    await inbox.start()
+    try:
+        events = [ev(f"E{i}") for i in range(6)]
+        big = [
+            InboxEvent(f"B{i}", "square", "t", None, None, now_ns(), b"x" * 60) for i in range(4)
+        ]
+        results = await asyncio.gather(*(inbox.add(e) for e in [*big, *events]))
+    finally:
+        await inbox.aclose()
+    assert all(results)
+    assert inbox.commits >= 2
+    assert len(inbox_rows(db_path)) == 10
