@@ -377,7 +377,7 @@ def main() -> None:
             "    * a change whose value was superseded upstream before a pass read it has no"
             " entry of its own"
         )
-        print("    (defaults: webhooks.debounce 0.2 s, max_delay 1 s, group_commit_window 2 ms)")
+        print("    (defaults: webhooks.debounce 0.1 s, max_delay 0.5 s, group_commit_window 2 ms)")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ CONFIG_ENV = "SYNCD_CONFIG"
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 STATE_ENV = "STATE_DIRECTORY"
 DATABASE_NAME = "syncd.db"
-SECRET_MASK = "***"  # noqa: S105 - the mask shown instead of a secret, not a password
+SECRET_MASK = "***"
 
 
 # --- listen addresses ----------------------------------------------------------------------------
@@ -332,10 +332,10 @@ class WebhookSettings(BaseModel):
     model_config = _SECTION
 
     debounce: NonNegative = Field(
-        default=0.2, description="Seconds to wait for more webhooks before starting a pass."
+        default=0.1, description="Seconds to wait for more webhooks before starting a pass."
     )
     max_delay: NonNegative = Field(
-        default=1.0, description="Most seconds between the first pending webhook and its pass."
+        default=0.5, description="Most seconds between the first pending webhook and its pass."
     )
     group_commit_window: NonNegative = Field(
         default=0.002, description="Seconds webhook inserts wait to share one commit."

@@ -321,11 +321,11 @@ def listener_for(value: str) -> Listener:
     return Listener(path=address.path)
 
 
-async def _bounded(task: asyncio.Task[None], timeout: float) -> None:
-    """Wait for ``task`` up to ``timeout`` seconds, then cancel it (its unit of work still commits)."""
-    done, _ = await asyncio.wait([task], timeout=timeout)
+async def _bounded(task: asyncio.Task[None], grace: float) -> None:
+    """Wait for ``task`` up to ``grace`` seconds, then cancel it (its unit of work still commits)."""
+    done, _ = await asyncio.wait([task], timeout=grace)
     if not done:
-        log.warning("shutdown_timeout", task=task.get_name(), timeout_s=timeout)
+        log.warning("shutdown_timeout", task=task.get_name(), timeout_s=grace)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

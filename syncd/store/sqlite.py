@@ -9,6 +9,7 @@ never block the writer (WAL), and the writer never blocks them.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -53,9 +54,14 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def readonly_uri(path: Path) -> str:
+    """The ``file:...?mode=ro`` URI other tools should open the database with."""
+    return f"{Path(os.path.abspath(path)).as_uri()}?mode=ro"
+
+
 async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open a read-only connection (``mode=ro``), as any other tool on the host would."""
-    uri = f"{path.absolute().as_uri()}?mode=ro"
+    uri = readonly_uri(path)
     try:
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
