@@ -28,6 +28,7 @@ from syncd import __version__
 from syncd.config import Settings, TcpAddress, parse_listen
 from syncd.daemon_jobs import JobTracking, open_job_tracking
 from syncd.daemon_publish import Publisher, open_publisher
+from syncd.errors import SyncdError
 from syncd.model import PassSummary
 from syncd.notify import Notifier
 from syncd.reload import Reloader, engine_keys, logging_keys, pruner_keys, trigger_keys
@@ -93,10 +94,14 @@ def webhook_verifier(settings: Settings) -> SignatureVerifier | None:
     sq = settings.square
     keys = [k.get_secret_value() for k in sq.webhook_signature_keys if k.get_secret_value()]
     if not keys or not sq.notification_url:
-        log.warning("webhooks_not_configured", source=sq.name, keys=len(keys),
-                    notification_url=sq.notification_url,
-                    hint="set square.webhook_signature_keys and square.notification_url;"
-                         " until then every webhook is answered 401")
+        log.warning(
+            "webhooks_not_configured",
+            source=sq.name,
+            keys=len(keys),
+            notification_url=sq.notification_url,
+            hint="set square.webhook_signature_keys and square.notification_url;"
+            " until then every webhook is answered 401",
+        )
         return None
     return SignatureVerifier(keys, sq.notification_url)
 
@@ -121,8 +126,9 @@ class Components:
 
 
 @asynccontextmanager
-async def open_components(settings: Settings, *, base_url: str | None = None,
-                          on_page: ProgressFn | None = None) -> AsyncIterator[Components]:
+async def open_components(
+    settings: Settings, *, base_url: str | None = None, on_page: ProgressFn | None = None
+) -> AsyncIterator[Components]:
     """Open the store, the upstream session and the engine; close them in reverse order."""
     async with AsyncExitStack() as stack:
         lock = await InstanceLock.acquire(settings.database)  # one writer process per database
@@ -142,12 +148,28 @@ async def _logged_close(name: str, close: object) -> None:
     log.info("component_closed", component=name)
 
 
+class DaemonCrashed(SyncdError):
+    """A background task of the daemon ended on its own; the daemon stopped (and exits non-zero)."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        super().__init__(
+            f"background task {task.get_name()} stopped unexpectedly; see the log",
+            op="daemon",
+            hint="the service manager restarts syncd (Restart=on-failure)",
+        )
+
+
 class Daemon:
     """A running syncd: periodic and poked passes until stopped."""
 
-    def __init__(self, settings: Settings, *, base_url: str | None = None,
-                 reload_settings: Callable[[], Settings] | None = None,
-                 notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        base_url: str | None = None,
+        reload_settings: Callable[[], Settings] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.settings = settings
         self._base_url = base_url
         self._reload_settings = reload_settings
@@ -201,16 +223,24 @@ class Daemon:
             public, admin = self._build_apps(components)
             await inbox.start()
             tasks: list[asyncio.Task[None]] = []
+            crashed: asyncio.Task[None] | None = None
             try:
                 async with AsyncExitStack() as servers:
-                    self.public_url = await servers.enter_async_context(run_server(
-                        public, listener_for(settings.http.listen), shutdown_timeout=1.0))
-                    self.admin_url = await servers.enter_async_context(run_server(
-                        admin, listener_for(settings.admin.listen), shutdown_timeout=1.0))
-                    log.info("daemon_started", version=__version__,
-                             database=str(settings.database), source=source,
-                             upstream=self._base_url or settings.square.base_url,
-                             public_url=self.public_url, admin_url=self.admin_url)
+                    self.public_url = await servers.enter_async_context(
+                        run_server(public, listener_for(settings.http.listen), shutdown_timeout=1.0)
+                    )
+                    self.admin_url = await servers.enter_async_context(
+                        run_server(admin, listener_for(settings.admin.listen), shutdown_timeout=1.0)
+                    )
+                    log.info(
+                        "daemon_started",
+                        version=__version__,
+                        database=str(settings.database),
+                        source=source,
+                        upstream=self._base_url or settings.square.base_url,
+                        public_url=self.public_url,
+                        admin_url=self.admin_url,
+                    )
                     pending = await inbox.count_unprocessed(source)
                     if pending:
                         # Acknowledged before a crash or stop, not yet covered by a pass.
@@ -219,24 +249,35 @@ class Daemon:
                     self.ready.set()
                     self.notifier.ready(f"serving; admin {self.admin_url}")
                     tasks.extend(self._service_tasks(components, trigger))
-                    tasks.append(asyncio.create_task(trigger.run(self.stop_event),
-                                                     name="sync-trigger"))
-                    tasks.append(asyncio.create_task(inbox.prune_forever(
-                        self.stop_event, retain_days=settings.webhooks.retain_days,
-                        interval=INBOX_PRUNE_INTERVAL), name="webhook-prune"))
-                    tasks.append(asyncio.create_task(jobs.poller.run(self.stop_event),
-                                                     name="job-poller"))
+                    tasks.append(
+                        asyncio.create_task(trigger.run(self.stop_event), name="sync-trigger")
+                    )
+                    tasks.append(
+                        asyncio.create_task(
+                            inbox.prune_forever(
+                                self.stop_event,
+                                retain_days=settings.webhooks.retain_days,
+                                interval=INBOX_PRUNE_INTERVAL,
+                            ),
+                            name="webhook-prune",
+                        )
+                    )
+                    tasks.append(
+                        asyncio.create_task(jobs.poller.run(self.stop_event), name="job-poller")
+                    )
                     if publisher is not None:
-                        tasks.append(asyncio.create_task(publisher.run(self.stop_event),
-                                                         name="publish-relay"))
-                    await self.stop_event.wait()
+                        tasks.append(
+                            asyncio.create_task(
+                                publisher.run(self.stop_event), name="publish-relay"
+                            )
+                        )
+                    crashed = await _until_stop_or_crash(self.stop_event, tasks)
                     # From here the public listener answers 503 (refuse_while) while we drain.
                     self.notifier.stopping("stopping: draining")
                     log.info("daemon_stopping", step="webhook_inbox")
                     await inbox.aclose()
-                    log.info("daemon_stopping", step="sync_trigger")
-                    for task in tasks:
-                        await _bounded(task, self.settings.shutdown_timeout)
+                    log.info("daemon_stopping", step="background_tasks")
+                    await _bounded(tasks, self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="listeners")
             finally:
                 await _cancel(tasks)
@@ -245,6 +286,8 @@ class Daemon:
                 if publisher is not None:
                     await publisher.aclose()
         log.info("daemon_stopped")
+        if crashed is not None:
+            raise DaemonCrashed(crashed)
 
     def _build_apps(self, components: Components) -> tuple[web.Application, web.Application]:
         """The public (webhooks, health) and admin (control plane) applications with their routes."""
@@ -255,10 +298,12 @@ class Daemon:
         assert self.inbox is not None
         name = settings.square.name
         sources = {name: WebhookSource(name, webhook_verifier(settings), self.trigger.poke)}
-        add_webhook_routes(public, WebhookIngress(sources, self.inbox,
-                                                  max_body_bytes=settings.http.max_body_bytes))
-        add_health_routes(public, Readiness(components.store, self.trigger,
-                                            settings.http.ready_max_staleness))
+        add_webhook_routes(
+            public, WebhookIngress(sources, self.inbox, max_body_bytes=settings.http.max_body_bytes)
+        )
+        add_health_routes(
+            public, Readiness(components.store, self.trigger, settings.http.ready_max_staleness)
+        )
         token = settings.admin.token.get_secret_value() if settings.admin.token else None
         admin = build_admin_app(token=token)
         if self.jobs is not None:
@@ -267,23 +312,31 @@ class Daemon:
         add_metrics_routes(admin, components.store)
         return public, admin
 
-    def _service_tasks(self, components: Components,
-                       trigger: SyncTrigger) -> list[asyncio.Task[None]]:
+    def _service_tasks(
+        self, components: Components, trigger: SyncTrigger
+    ) -> list[asyncio.Task[None]]:
         """Change-log retention, the systemd watchdog, and SIGHUP's appliers (issue 5)."""
         settings = self.settings
         retain = settings.changelog
         pruner = ChangelogPruner(
-            components.store, RetentionPolicy(days=retain.retain_days,
-                                              max_rows=retain.retain_max_rows),
-            interval=retain.prune_interval)
+            components.store,
+            RetentionPolicy(days=retain.retain_days, max_rows=retain.retain_max_rows),
+            interval=retain.prune_interval,
+        )
         if self._reload_settings is not None:
             self.reloader = reloader = Reloader(self._reload_settings, settings)
-            for keys, apply in (logging_keys(), trigger_keys(trigger),
-                                engine_keys(components.engine), pruner_keys(pruner)):
+            for keys, apply in (
+                logging_keys(),
+                trigger_keys(trigger),
+                engine_keys(components.engine),
+                pruner_keys(pruner),
+            ):
                 reloader.add(keys, apply)
             reloader.add({"shutdown_timeout"}, lambda s: None)  # read from self.settings at stop
-        return [asyncio.create_task(pruner.run(self.stop_event), name="changelog-prune"),
-                asyncio.create_task(self.notifier.run_watchdog(self.stop_event), name="watchdog")]
+        return [
+            asyncio.create_task(pruner.run(self.stop_event), name="changelog-prune"),
+            asyncio.create_task(self.notifier.run_watchdog(self.stop_event), name="watchdog"),
+        ]
 
     @staticmethod
     def _mark_inbox(inbox: Inbox, source: str) -> DoneFn:
@@ -292,8 +345,12 @@ class Daemon:
         async def done(started_ns: int, summary: PassSummary) -> None:
             marked = await inbox.mark_processed(source, started_ns)
             if marked:
-                log.info("webhook_events_processed", source=source, events=marked,
-                         pass_id=summary.pass_id)
+                log.info(
+                    "webhook_events_processed",
+                    source=source,
+                    events=marked,
+                    pass_id=summary.pass_id,
+                )
 
         return done
 
@@ -309,8 +366,10 @@ class Daemon:
 def pass_status(summary: PassSummary) -> str:
     """The one-line STATUS= systemd shows after a pass."""
     outcome = "ok" if summary.ok else f"FAILED ({summary.error})"
-    return (f"last pass #{summary.pass_id} {summary.kind} {outcome}: {summary.pages} pages,"
-            f" {summary.changes} changes")
+    return (
+        f"last pass #{summary.pass_id} {summary.kind} {outcome}: {summary.pages} pages,"
+        f" {summary.changes} changes"
+    )
 
 
 def listener_for(value: str) -> Listener:
@@ -321,16 +380,44 @@ def listener_for(value: str) -> Listener:
     return Listener(path=address.path)
 
 
-async def _bounded(task: asyncio.Task[None], grace: float) -> None:
-    """Wait for ``task`` up to ``grace`` seconds, then cancel it (its unit of work still commits)."""
-    done, _ = await asyncio.wait([task], timeout=grace)
-    if not done:
+async def _until_stop_or_crash(
+    stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> asyncio.Task[None] | None:
+    """Wait for the stop signal while watching the background tasks. A task may finish early when it
+    has nothing to do (e.g. the watchdog without WatchdogSec); one that raises has crashed: log it,
+    start the drain, and return it so the daemon exits non-zero (and systemd restarts it)."""
+    stop_wait = asyncio.create_task(stop.wait(), name="stop-wait")
+    watched = set(tasks)
+    try:
+        while not stop.is_set():
+            done, _ = await asyncio.wait([stop_wait, *watched], return_when=asyncio.FIRST_COMPLETED)
+            for task in [t for t in tasks if t in done and t in watched]:
+                watched.discard(task)
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None:
+                    log.error("task_crashed", task=task.get_name(), error=repr(exc))
+                    stop.set()
+                    return task
+    finally:
+        stop_wait.cancel()
+    return None
+
+
+async def _bounded(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Give every task one shared ``grace`` period to finish, then cancel the rest (a unit of work in
+    progress still commits); a task's own error is logged, never lost."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
         log.warning("shutdown_timeout", task=task.get_name(), timeout_s=grace)
         task.cancel()
+    for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-    else:
-        task.result()  # surface the loop's own error, if it had one
+            try:
+                await task
+            except Exception as exc:  # reaped so it surfaces in the log, not as "never retrieved"
+                log.error("task_failed", task=task.get_name(), error=repr(exc))
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
