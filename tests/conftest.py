@@ -13,6 +13,18 @@ import pytest
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.store import Store
+from tests.redis_kit import RedisServer
+
+
+@pytest.fixture(name="redis_server")
+async def fixture_redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 (free port, AOF on, in tmp_path); always stopped after."""
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
 
 
 @pytest.fixture(name="db_path")

@@ -152,8 +152,8 @@ async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -
     assert query(db, "SELECT watermark FROM sync_state") in ([], [(None,)])
     assert_log_invariants(db)
     steps = [e["step"] for e in daemon.events if e.get("event") == "daemon_stopping"]
-    drain = [s for s in steps if s in ("webhook_inbox", "sync_trigger", "listeners")]
-    assert drain == ["webhook_inbox", "sync_trigger", "listeners"]  # listeners close last
+    drain = [s for s in steps if s in ("webhook_inbox", "background_tasks", "listeners")]
+    assert drain == ["webhook_inbox", "background_tasks", "listeners"]  # listeners close last
     assert daemon.count("daemon_stopped") == 1
 
 

@@ -1,0 +1,148 @@
+"""A real ``redis-server`` for the publishing tests (issue 7): loopback, a free port, AOF on
+(``appendonly yes``) in the test's own directory, no RDB snapshots. It can be stopped, killed and
+started again on the same port and directory, which is how the tests make outages and restarts
+from the AOF. The binary comes from Debian's ``redis-server`` package, which
+``scripts/ensure-system-packages.sh`` (run by ``make test``) installs."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT = 10.0
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``start`` waits for PING, ``stop``/``kill`` wait for the exit."""
+
+    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run scripts/ensure-system-packages.sh"
+                        " (make test does), or apt-get install redis-server")
+        self.binary = binary
+        self.directory = directory
+        self.appendfsync = appendfsync
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def start(self) -> None:
+        """Start (again, on the same port and directory: the AOF is loaded) and wait for PING."""
+        assert not self.running
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "redis.log").open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(self.directory), "--appendonly", "yes",
+                 "--appendfsync", self.appendfsync, "--save", "", "--daemonize", "no",
+                 "--protected-mode", "yes", "--logfile", ""],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.starts += 1
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                while not await self._pong():
+                    if self.proc.poll() is not None:
+                        raise AssertionError(f"redis-server exited ({self.proc.returncode}):"
+                                             f" {self.log_tail()}")
+                    await asyncio.sleep(0.01)
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _pong(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            writer.write(PING)
+            return await reader.readline() == b"+PONG\r\n"
+        except OSError:
+            return False
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        """SIGTERM: Redis shuts down cleanly (the AOF is flushed and fsynced)."""
+        await self._end(kill=False)
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash; what reached the AOF file survives."""
+        await self._end(kill=True)
+
+    async def _end(self, *, kill: bool) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                while proc.poll() is None:
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            proc.kill()
+            proc.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.directory / "redis.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class BlackHole:
+    """A TCP listener that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> BlackHole:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.append(writer)
+            while await reader.read(65536):
+                pass
+
+        self.server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.close()
+        await self.server.wait_closed()
