@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from redis.asyncio import Redis
+
+from syncd.model import Change
 
 READY_TIMEOUT = 10.0
 PING = b"*1\r\n$4\r\nPING\r\n"
@@ -146,3 +152,63 @@ class BlackHole:
         for writer in self._writers:
             writer.close()
         await self.server.wait_closed()
+
+
+# --- comparing a stream with the change log ------------------------------------------------------
+
+
+def log_messages(db: Path) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """What the stream must hold for the database's change log: (ID, fields) per entry, in seq
+    order, built independently of syncd.publish (the payload as `syncd changes` prints it)."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id,"
+            " old, new FROM changes ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    out = []
+    for seq, at, kind, source, item, location, state, job_id, old, new in rows:
+        record = Change(seq, at, kind, source, item, location, state, job_id,
+                        orjson.loads(old) if old else None, orjson.loads(new) if new else None)
+        key = str(job_id) if job_id is not None else (
+            f"{item}|{location}|{state}" if item is not None else "")
+        out.append((f"{seq}-0".encode(), {
+            b"seq": str(seq).encode(), b"kind": kind.encode(), b"source": source.encode(),
+            b"key": key.encode(), b"recorded_at": at.encode(),
+            b"payload": orjson.dumps(record.to_record())}))
+    return out
+
+
+async def stream_messages(url: str, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of the stream, in ID order."""
+    client = Redis.from_url(url)
+    try:
+        entries = await client.xrange(key)
+    finally:
+        await client.aclose()
+    return [(entry_id, dict(fields)) for entry_id, fields in entries]
+
+
+async def stream_info(url: str, key: str) -> dict[str, Any]:
+    """XINFO STREAM (length, last-generated-id, entries-added ...)."""
+    client = Redis.from_url(url)
+    try:
+        info: dict[str, Any] = await client.xinfo_stream(key)
+        return info
+    finally:
+        await client.aclose()
+
+
+async def assert_stream_equals_log(url: str, key: str, db: Path) -> int:
+    """The stream holds exactly the change log: same IDs (seq-0), same fields, in order; no entry
+    was ever added twice (entries-added == length). Returns the number of entries."""
+    expected = log_messages(db)
+    got = await stream_messages(url, key)
+    assert [i for i, _ in got] == [i for i, _ in expected], "stream IDs differ from the log's seqs"
+    for (entry_id, fields), (_, want) in zip(got, expected, strict=True):
+        assert fields == want, f"entry {entry_id!r} differs"
+    info = await stream_info(url, key)
+    assert info["length"] == len(expected)
+    assert info["entries-added"] == len(expected), "some entry was added more than once"
+    return len(expected)

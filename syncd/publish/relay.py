@@ -151,11 +151,13 @@ class Relay:
 
     async def reconcile(self) -> None:
         """Resume after the stream's last ID (see the module docstring)."""
-        stored, high_water, retained_from = await self._store.read(self._stored_state)
+        row, high_water, retained_from = await self._store.read(self._stored_state)
+        stored = row or 0
         if not self._loaded:  # until the stream answers, the lag is counted from the checkpoint
             self.position = self.stream_last = stored
-            self._checkpointed = stored
+            self._checkpointed = row
             self._loaded = True
+            await self._checkpoint(force=True)  # a first row, so `syncd status` shows the lag
         last = await self._target.last_seq(self.stream)
         if last > high_water:
             raise _stream_ahead(self.stream, last, high_water)
@@ -236,10 +238,9 @@ class Relay:
 
     # --- store access ---------------------------------------------------------------------------
 
-    async def _stored_state(self, conn: aiosqlite.Connection) -> tuple[int, int, int]:
-        stored = await outbox.published(conn, self._target.name, self.stream)
-        return (stored or 0, await changelog.high_water(conn),
-                await changelog.retained_from(conn))
+    async def _stored_state(self, conn: aiosqlite.Connection) -> tuple[int | None, int, int]:
+        return (await outbox.published(conn, self._target.name, self.stream),
+                await changelog.high_water(conn), await changelog.retained_from(conn))
 
     def _read_after(self, after: int) -> asyncio.Future[tuple[list[outbox.RawChange], int]]:
         """The next batch after ``after``, and the high-water seq when there is none."""
@@ -292,9 +293,9 @@ class Relay:
         if self._failing_since is None:
             self._failing_since = now
         if self.failures == 1 or now - self._last_error_log >= options.error_log_interval:
-            log.error("publish_failed", stream=self.stream, failures=self.failures,
-                      suppressed=self._suppressed, backoff_s=round(delay, 3), lag=self.lag(),
-                      **_error_fields(exc))
+            log.error("publish_failed", **{
+                **_error_fields(exc), "stream": self.stream, "failures": self.failures,
+                "suppressed": self._suppressed, "backoff_s": round(delay, 3), "lag": self.lag()})
             self._last_error_log = now
             self._suppressed = 0
         else:

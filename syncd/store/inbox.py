@@ -24,6 +24,7 @@ import structlog
 from syncd import metrics
 from syncd.errors import StoreClosed, SyncdError
 from syncd.store import Store
+from syncd.store.sqlite import fetch_dicts
 from syncd.timeutil import NS_PER_S, format_ns, now_ns
 
 log = structlog.get_logger("syncd.inbox")
@@ -143,9 +144,7 @@ async def unprocessed(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    async with conn.execute(sql, params) as cur:
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) async for row in cur]
+    return await fetch_dicts(conn, sql, params)
 
 
 async def count_unprocessed(conn: aiosqlite.Connection, source: str | None = None) -> int:

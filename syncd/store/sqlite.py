@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -177,3 +177,14 @@ class Writer:
         async with self._lock:
             self._closed = True
             await self._conn.close()
+
+
+async def fetch_dicts(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Every row of ``sql`` as a dict keyed by column name, fetched in one thread hop (iterating an
+    aiosqlite cursor costs one hop per row)."""
+    async with conn.execute(sql, params) as cur:
+        cols = [d[0] for d in cur.description]
+        rows = await cur.fetchall()
+    return [dict(zip(cols, row, strict=True)) for row in rows]

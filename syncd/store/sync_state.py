@@ -10,6 +10,8 @@ from typing import Any
 
 import aiosqlite
 
+from syncd.store.sqlite import fetch_dicts
+
 PASS_RUNNING = "running"
 PASS_OK = "ok"
 PASS_FAILED = "failed"
@@ -128,7 +130,4 @@ async def recent_passes(
         params.append(source)
     sql += " ORDER BY pass_id DESC LIMIT ?"
     params.append(limit)
-    async with conn.execute(sql, params) as cur:
-        cols = [d[0] for d in cur.description]
-        rows = await cur.fetchall()
-    return [dict(zip(cols, row, strict=True)) for row in rows]
+    return await fetch_dicts(conn, sql, params)
