@@ -28,7 +28,7 @@ async def test_bad_config_names_every_bad_key_and_exits_2(tmp_path: Path) -> Non
     """Several bad keys at once: exit 2, one line per key with its value and why, no traceback."""
     config = tmp_path / "bad.toml"
     config.write_text('[square]\npage_limit = 0\npoll_interval = -1\n[log]\nlevel = "loud"\n')
-    code, out, err = await run_cli("config", "check", "--config", str(config))
+    code, _out, err = await run_cli("config", "check", "--config", str(config))
     assert code == 2
     assert "Traceback" not in err
     for key in ("square.page_limit", "square.poll_interval", "log.level"):
@@ -52,7 +52,8 @@ async def test_sync_status_counts_changes_round_trip(tmp_path: Path) -> None:
     async with serve(SimulatorConfig(locations=3, items=700)) as (sim, url):
         code, out, err = await run_cli("sync", "--base-url", url, "--database", db)
         assert code == 0, err
-        assert out.startswith("ok: full pass") and "2100 counts" in out
+        assert out.startswith("ok: full pass")
+        assert "2100 counts" in out
         sim.mutate(5)
         code, out, _ = await run_cli("sync", "--base-url", url, "--database", db)
         assert code == 0
