@@ -45,5 +45,14 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sync_throughput.py
 
+## soak: the long proofs of issue 6 (SIGKILL rounds, chaos against the daemon, a webhook fuzz run, a
+## million-count sync under readers, hypothesis at 2,000 examples); prints the summary table.
+## SYNCD_SOAK_SEED=N replays a run's plan; SYNCD_SOAK_ROUNDS, SYNCD_SOAK_CHAOS_SECONDS size it.
+SOAK_REPORT ?= .soak/report.jsonl
+soak: $(STAMP)
+	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
+	SYNCD_SOAK_REPORT=$(SOAK_REPORT) SYNCD_HYPOTHESIS_PROFILE=soak \
+		$(BIN)/python -m pytest -m "soak or property" --timeout 1800 -q -p no:cacheprovider
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

@@ -313,6 +313,11 @@ class HttpSettings(BaseModel):
         ge=1,
         description="Largest webhook body accepted, in bytes; larger gets 413.",
     )
+    read_timeout: Positive = Field(
+        default=10,
+        description="Seconds a client may take to send a whole request (headers and body); a"
+        " slower one gets 408 or is disconnected, and so is a connection idle this long.",
+    )
     ready_max_staleness: Positive = Field(
         default=600,
         description="/readyz fails when the last good pass is older than this (seconds).",

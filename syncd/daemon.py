@@ -227,7 +227,12 @@ class Daemon:
             try:
                 async with AsyncExitStack() as servers:
                     self.public_url = await servers.enter_async_context(
-                        run_server(public, listener_for(settings.http.listen), shutdown_timeout=1.0)
+                        run_server(
+                            public,
+                            listener_for(settings.http.listen),
+                            shutdown_timeout=1.0,
+                            read_timeout=settings.http.read_timeout,  # slow-loris clients
+                        )
                     )
                     self.admin_url = await servers.enter_async_context(
                         run_server(admin, listener_for(settings.admin.listen), shutdown_timeout=1.0)
@@ -299,7 +304,13 @@ class Daemon:
         name = settings.square.name
         sources = {name: WebhookSource(name, webhook_verifier(settings), self.trigger.poke)}
         add_webhook_routes(
-            public, WebhookIngress(sources, self.inbox, max_body_bytes=settings.http.max_body_bytes)
+            public,
+            WebhookIngress(
+                sources,
+                self.inbox,
+                max_body_bytes=settings.http.max_body_bytes,
+                read_timeout=settings.http.read_timeout,
+            ),
         )
         add_health_routes(
             public, Readiness(components.store, self.trigger, settings.http.ready_max_staleness)

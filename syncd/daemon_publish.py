@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from syncd import __version__
 from syncd.config import Settings
 from syncd.publish.redis_target import RedisStreamTarget
 from syncd.publish.relay import Relay, RelayOptions
@@ -32,9 +31,12 @@ def relay_options(settings: Settings) -> RelayOptions:
     """Map ``[publish.redis]`` onto the relay's plain parameters."""
     conf = settings.publish.redis
     return RelayOptions(
-        stream=stream_key(settings), batch_size=conf.batch_size,
-        backoff_initial=conf.retry_backoff_initial, backoff_max=conf.retry_backoff_max,
-        stop_drain_timeout=min(2.0, settings.shutdown_timeout / 2))
+        stream=stream_key(settings),
+        batch_size=conf.batch_size,
+        backoff_initial=conf.retry_backoff_initial,
+        backoff_max=conf.retry_backoff_max,
+        stop_drain_timeout=min(2.0, settings.shutdown_timeout / 2),
+    )
 
 
 @dataclass(slots=True)
@@ -59,9 +61,17 @@ def open_publisher(settings: Settings, store: Store) -> Publisher | None:
     conf = settings.publish.redis
     if conf.url is None:
         return None
-    target = RedisStreamTarget.from_url(conf.url.get_secret_value(), maxlen=conf.maxlen,
-                                        timeout=conf.timeout, client_name=f"syncd/{__version__}")
+    target = RedisStreamTarget.from_url(
+        conf.url.get_secret_value(),
+        maxlen=conf.maxlen,
+        timeout=conf.timeout,
+    )
     options = relay_options(settings)
-    log.info("publish_configured", target=target.name, stream=options.stream,
-             maxlen=conf.maxlen, batch_size=conf.batch_size)
+    log.info(
+        "publish_configured",
+        target=target.name,
+        stream=options.stream,
+        maxlen=conf.maxlen,
+        batch_size=conf.batch_size,
+    )
     return Publisher(Relay(store, target, options), target)

@@ -12,8 +12,10 @@ from typing import Any
 
 from syncd.timeutil import TimestampError, parse_ns
 
-# Square: "a decimal string ... up to 5 digits after the decimal point", maxLength 26.
-_QUANTITY = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+# Square: "a decimal string ... up to 5 digits after the decimal point", maxLength 26. ASCII digits
+# only and nothing after them (``\d`` takes any Unicode digit and Decimal reads them; ``$`` allows a
+# trailing newline): such text is not a decimal string (issue 6).
+_QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 QUANTITY_MAX_LEN = 26
 
 # States that Square's batch-retrieve `states` filter ignores (untracked).
@@ -26,7 +28,7 @@ class InvalidCount(ValueError):
 
 def parse_quantity(text: object) -> Decimal:
     """Parse a Square decimal string exactly. Rejects floats' spellings (exponents, NaN, Infinity)."""
-    if not isinstance(text, str) or len(text) > QUANTITY_MAX_LEN or not _QUANTITY.match(text):
+    if not isinstance(text, str) or len(text) > QUANTITY_MAX_LEN or not _QUANTITY.fullmatch(text):
         raise InvalidCount(f"quantity is not a decimal string: {text!r}")
     try:
         return Decimal(text)

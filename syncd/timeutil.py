@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 
+# ASCII digits only (``\d`` would take any Unicode digit, and int() reads them) and nothing after
+# the offset (``$`` would allow a trailing newline): such text is not RFC 3339 (issue 6).
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 NS_PER_S = 1_000_000_000
 
@@ -40,7 +43,7 @@ def parse_ns(text: str) -> int:
     Exact to the nanosecond; a leap second (``:60``) is read as the last instant of ``:59``. This runs
     for every count synced, so it does integer arithmetic instead of building datetimes.
     """
-    m = _RFC3339.match(text) if isinstance(text, str) else None
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise TimestampError(f"not an RFC 3339 timestamp: {text!r}")
     y, mo, d, hh, mi, ss, frac, offset = m.groups()
@@ -70,15 +73,40 @@ def parse_ns(text: str) -> int:
     return ns
 
 
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01 (the inverse of ``_days_from_civil``)."""
+    days += 719468
+    era = days // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+# The instants RFC 3339 can write in UTC: years 0000 to 9999 (to the microsecond format_ns keeps).
+MIN_NS = _days_from_civil(0, 1, 1) * 86400 * NS_PER_S
+MAX_NS = _days_from_civil(10000, 1, 1) * 86400 * NS_PER_S - 1000
+
+
 def format_ns(ns: int) -> str:
     """Format integer ns since the epoch as RFC 3339 UTC with microseconds, e.g. 2026-01-02T03:04:05.123456Z.
 
     Sub-microsecond digits are truncated towards the past, so a formatted watermark never lies after the
-    instant it came from.
+    instant it came from. Total: the year always has four digits, and an instant outside years
+    0000-9999 is written as the nearest one inside (an upstream may send any year, and the overlap or
+    a retention cutoff subtracted from it must still format; issue 6), so the text always parses.
     """
-    seconds, rem = divmod(ns, NS_PER_S)
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
+    seconds, rem = divmod(min(max(ns, MIN_NS), MAX_NS), NS_PER_S)
+    days, secs = divmod(seconds, 86400)
+    year, month, day = _civil_from_days(days)
+    hour, rest = divmod(secs, 3600)
+    minute, second = divmod(rest, 60)
+    return (
+        f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{rem // 1000:06d}Z"
+    )
 
 
 def now_ns() -> int:

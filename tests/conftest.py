@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.store import Store
 from tests.redis_kit import RedisServer
+from tests.soak import report as soak_report
+
+# Hypothesis profiles (issue 6): small and quick in CI, large under `make soak`
+# (SYNCD_HYPOTHESIS_PROFILE=soak). Tests doing I/O per example set deadline=None themselves.
+hypothesis_settings.register_profile(
+    "ci", max_examples=60, deadline=timedelta(milliseconds=500), print_blob=True)
+hypothesis_settings.register_profile(
+    "soak", max_examples=2000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("SYNCD_HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Under `make soak` ($SYNCD_SOAK_REPORT set): the summary table of the scenario runs."""
+    path = os.environ.get(soak_report.REPORT_ENV)
+    if path:
+        terminalreporter.write_sep("=", "soak summary")
+        terminalreporter.write_line(soak_report.render(soak_report.load(Path(path))))
 
 
 @pytest.fixture(name="redis_server")

@@ -10,7 +10,6 @@ import asyncio
 import shutil
 import socket
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,15 @@ class RedisServer:
     def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed: run scripts/ensure-system-packages.sh"
-                        " (make test does), or apt-get install redis-server")
+            pytest.fail(
+                "redis-server is not installed: run scripts/ensure-system-packages.sh"
+                " (make test does), or apt-get install redis-server"
+            )
         self.binary = binary
         self.directory = directory
         self.appendfsync = appendfsync
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 
     @property
@@ -52,7 +53,7 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
         """Start (again, on the same port and directory: the AOF is loaded) and wait for PING."""
@@ -60,21 +61,42 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = (self.directory / "redis.log").open("ab")
         try:
-            self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--dir", str(self.directory), "--appendonly", "yes",
-                 "--appendfsync", self.appendfsync, "--save", "", "--daemonize", "no",
-                 "--protected-mode", "yes", "--logfile", ""],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = await asyncio.create_subprocess_exec(
+                *[
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    self.appendfsync,
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "no",
+                    "--protected-mode",
+                    "yes",
+                    "--logfile",
+                    "",
+                ],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         finally:
             log.close()
         self.starts += 1
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 while not await self._pong():
-                    if self.proc.poll() is not None:
-                        raise AssertionError(f"redis-server exited ({self.proc.returncode}):"
-                                             f" {self.log_tail()}")
+                    if self.proc.returncode is not None:
+                        raise AssertionError(
+                            f"redis-server exited ({self.proc.returncode}): {self.log_tail()}"
+                        )
                     await asyncio.sleep(0.01)
         except BaseException:
             await self.kill()
@@ -103,7 +125,7 @@ class RedisServer:
 
     async def _end(self, *, kill: bool) -> None:
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return
         if kill:
             proc.kill()
@@ -111,11 +133,10 @@ class RedisServer:
             proc.terminate()
         try:
             async with asyncio.timeout(10):
-                while proc.poll() is None:
-                    await asyncio.sleep(0.01)
+                await proc.wait()
         except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.directory / "redis.log"
@@ -164,19 +185,42 @@ def log_messages(db: Path) -> list[tuple[bytes, dict[bytes, bytes]]]:
     try:
         rows = conn.execute(
             "SELECT seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id,"
-            " old, new FROM changes ORDER BY seq").fetchall()
+            " old, new FROM changes ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
     out = []
     for seq, at, kind, source, item, location, state, job_id, old, new in rows:
-        record = Change(seq, at, kind, source, item, location, state, job_id,
-                        orjson.loads(old) if old else None, orjson.loads(new) if new else None)
-        key = str(job_id) if job_id is not None else (
-            f"{item}|{location}|{state}" if item is not None else "")
-        out.append((f"{seq}-0".encode(), {
-            b"seq": str(seq).encode(), b"kind": kind.encode(), b"source": source.encode(),
-            b"key": key.encode(), b"recorded_at": at.encode(),
-            b"payload": orjson.dumps(record.to_record())}))
+        record = Change(
+            seq,
+            at,
+            kind,
+            source,
+            item,
+            location,
+            state,
+            job_id,
+            orjson.loads(old) if old else None,
+            orjson.loads(new) if new else None,
+        )
+        key = (
+            str(job_id)
+            if job_id is not None
+            else (f"{item}|{location}|{state}" if item is not None else "")
+        )
+        out.append(
+            (
+                f"{seq}-0".encode(),
+                {
+                    b"seq": str(seq).encode(),
+                    b"kind": kind.encode(),
+                    b"source": source.encode(),
+                    b"key": key.encode(),
+                    b"recorded_at": at.encode(),
+                    b"payload": orjson.dumps(record.to_record()),
+                },
+            )
+        )
     return out
 
 

@@ -20,9 +20,17 @@ from tests.redis_kit import RedisServer, assert_stream_equals_log
 
 
 def publishing(make_settings: Callable[..., Settings], url: str) -> Settings:
-    return make_settings(publish={"redis": {"url": url, "batch_size": 50,
-                                            "retry_backoff_initial": 0.01,
-                                            "retry_backoff_max": 0.05, "timeout": 1}})
+    return make_settings(
+        publish={
+            "redis": {
+                "url": url,
+                "batch_size": 50,
+                "retry_backoff_initial": 0.01,
+                "retry_backoff_max": 0.05,
+                "timeout": 1,
+            }
+        }
+    )
 
 
 def head(db: Path) -> int:
@@ -37,7 +45,8 @@ async def first_pass(daemon: Daemon) -> None:
 
 
 async def test_the_daemon_publishes_its_change_log(
-        make_settings: Callable[..., Settings], redis_server: RedisServer) -> None:
+    make_settings: Callable[..., Settings], redis_server: RedisServer
+) -> None:
     """A daemon with publish.redis.url publishes the first pass and later passes to
     syncd:changes:square; the stream equals the change log; `syncd status` reports the stream with
     0 behind."""
@@ -50,7 +59,8 @@ async def test_the_daemon_publishes_its_change_log(
         running_daemon(settings, url) as daemon,
     ):
         await first_pass(daemon)
-        assert daemon.publisher is not None and daemon.trigger is not None
+        assert daemon.publisher is not None
+        assert daemon.trigger is not None
         relay = daemon.publisher.relay
         sim.mutate(20)
         passes = daemon.trigger.passes
@@ -73,7 +83,8 @@ async def test_the_daemon_publishes_its_change_log(
 
 
 async def test_the_sync_goes_on_while_redis_is_unreachable(
-        make_settings: Callable[..., Settings], redis_server: RedisServer) -> None:
+    make_settings: Callable[..., Settings], redis_server: RedisServer
+) -> None:
     """Redis down from the start: the daemon starts, its passes complete, the relay retries in the
     background with the lag equal to the whole log (status shows it); once Redis is there, the
     relay catches up on its own."""
@@ -111,4 +122,3 @@ async def test_publishing_is_off_without_a_url(make_settings: Callable[..., Sett
     ):
         await first_pass(daemon)
         assert daemon.publisher is None
-

@@ -16,14 +16,36 @@ async def test_payload_is_the_change_log_record_byte_for_byte(store: Store) -> N
     """For count updates (with nested values and unicode), removals and job entries, the payload
     equals orjson.dumps(Change.to_record()) of the same entry as the store reads it back."""
     entries = [
-        NewChange(kind="count.updated", source="square", catalog_object_id="I1", location_id="L1",
-                  state="IN_STOCK", old=None,
-                  new={"quantity": "1.50000", "calculated_at": "2026-01-01T00:00:00.1Z",
-                       "catalog_object_type": "ITEM_VARIATION", "note": "café ☕"}),
-        NewChange(kind="count.removed", source="square", catalog_object_id="I1",
-                  location_id="L1", state="IN_STOCK", old={"quantity": "1.50000"}, new=None),
-        NewChange(kind="job.succeeded", source="inventory", job_id=7,
-                  old={"state": "running"}, new={"state": "succeeded", "result": [1, 2.5, None]}),
+        NewChange(
+            kind="count.updated",
+            source="square",
+            catalog_object_id="I1",
+            location_id="L1",
+            state="IN_STOCK",
+            old=None,
+            new={
+                "quantity": "1.50000",
+                "calculated_at": "2026-01-01T00:00:00.1Z",
+                "catalog_object_type": "ITEM_VARIATION",
+                "note": "café ☕",
+            },
+        ),
+        NewChange(
+            kind="count.removed",
+            source="square",
+            catalog_object_id="I1",
+            location_id="L1",
+            state="IN_STOCK",
+            old={"quantity": "1.50000"},
+            new=None,
+        ),
+        NewChange(
+            kind="job.succeeded",
+            source="inventory",
+            job_id=7,
+            old={"state": "running"},
+            new={"state": "succeeded", "result": [1, 2.5, None]},
+        ),
     ]
     await store.write(lambda conn: changelog.append(conn, entries, "2026-01-01T00:00:01.5Z"))
     raw = await store.read(lambda conn: outbox.read_after(conn, 0, 10))
@@ -42,7 +64,8 @@ async def test_payload_is_the_change_log_record_byte_for_byte(store: Store) -> N
 
 
 async def test_job_entries_written_by_the_jobs_store_are_published_as_recorded(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     """A job registered through the jobs store logs `job.pending`; its message carries the
     provider as source, the job's row id as key, and the same record `syncd changes` prints."""
     await store.write(lambda conn: register(conn, [NewJob("inventory", "J-1")], now_ns()))

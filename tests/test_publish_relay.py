@@ -37,17 +37,39 @@ def entries(n: int, start: int = 0) -> list[NewChange]:
     out = []
     for i in range(start, start + n):
         if i % 50 == 49:
-            out.append(NewChange(kind="job.succeeded", source="inventory", job_id=i,
-                                 old={"state": "running"}, new={"state": "succeeded"}))
+            out.append(
+                NewChange(
+                    kind="job.succeeded",
+                    source="inventory",
+                    job_id=i,
+                    old={"state": "running"},
+                    new={"state": "succeeded"},
+                )
+            )
         elif i % 50 == 25:
-            out.append(NewChange(kind="count.removed", source="square",
-                                 catalog_object_id=f"ITEM{i}", location_id="L1",
-                                 state="IN_STOCK", old={"quantity": "1"}, new=None))
+            out.append(
+                NewChange(
+                    kind="count.removed",
+                    source="square",
+                    catalog_object_id=f"ITEM{i}",
+                    location_id="L1",
+                    state="IN_STOCK",
+                    old={"quantity": "1"},
+                    new=None,
+                )
+            )
         else:
-            out.append(NewChange(kind="count.updated", source="square",
-                                 catalog_object_id=f"ITEM{i}", location_id="L1",
-                                 state="IN_STOCK", old=None,
-                                 new={"quantity": str(i), "calculated_at": "2026-01-01T00:00:00Z"}))
+            out.append(
+                NewChange(
+                    kind="count.updated",
+                    source="square",
+                    catalog_object_id=f"ITEM{i}",
+                    location_id="L1",
+                    state="IN_STOCK",
+                    old=None,
+                    new={"quantity": str(i), "calculated_at": "2026-01-01T00:00:00Z"},
+                )
+            )
     return out
 
 
@@ -62,14 +84,20 @@ async def append(store: Store, n: int, *, per_commit: int = 1000) -> int:
 
 def options(**overrides: Any) -> RelayOptions:
     """Fast test defaults: small batches, millisecond backoff, no checkpoint delay."""
-    base: dict[str, Any] = {"stream": STREAM, "batch_size": 100, "backoff_initial": 0.01,
-                            "backoff_max": 0.05, "checkpoint_interval": 0.0}
+    base: dict[str, Any] = {
+        "stream": STREAM,
+        "batch_size": 100,
+        "backoff_initial": 0.01,
+        "backoff_max": 0.05,
+        "checkpoint_interval": 0.0,
+    }
     return RelayOptions(**{**base, **overrides})
 
 
 @asynccontextmanager
-async def running_relay(store: Store, url: str, *, maxlen: int = 0, timeout: float = 2.0,
-                        **overrides: Any) -> AsyncIterator[Relay]:
+async def running_relay(
+    store: Store, url: str, *, maxlen: int = 0, timeout: float = 2.0, **overrides: Any
+) -> AsyncIterator[Relay]:
     """A relay publishing ``store`` to ``url`` in this loop until the block ends."""
     target = RedisStreamTarget.from_url(url, maxlen=maxlen, timeout=timeout)
     relay = Relay(store, target, options(**overrides))
@@ -86,9 +114,19 @@ async def running_relay(store: Store, url: str, *, maxlen: int = 0, timeout: flo
 
 async def caught_up(relay: Relay, store: Store, timeout: float = 10.0) -> None:
     """Wait until the relay has published everything committed so far."""
-    async with asyncio.timeout(timeout):
-        while relay.position < store.changelog_head.head:
-            await relay.published.wait_past(relay.position)
+    try:
+        async with asyncio.timeout(timeout):
+            while relay.position < store.changelog_head.head:
+                await relay.published.wait_past(relay.position)
+    except TimeoutError:
+        state = {
+            "position": relay.position,
+            "head": store.changelog_head.head,
+            "stream_last": relay.stream_last,
+            "reconciled": relay.reconciled,
+            "failures": relay.failures,
+        }
+        raise AssertionError(f"the relay did not catch up: {state}") from None
 
 
 async def stored_offset(store: Store) -> int | None:
@@ -122,8 +160,9 @@ def _conforms(target: RedisStreamTarget) -> Any:
     return checked
 
 
-async def test_publishes_the_change_log_in_order(store: Store, db_path: Path,
-                                                 redis_server: RedisServer) -> None:
+async def test_publishes_the_change_log_in_order(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
     """1,234 committed entries (counts, removals, job transitions) come out of XRANGE exactly as
     the change log: IDs <seq>-0 in order, the flat fields and the JSON payload of each; the offset
     is checkpointed at the head and the lag is 0."""
@@ -140,8 +179,8 @@ async def test_publishes_the_change_log_in_order(store: Store, db_path: Path,
 
 
 async def test_new_commits_wake_the_relay_and_idle_costs_nothing(
-        store: Store, db_path: Path, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, db_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Caught up, the relay waits on the store's commit signal: no query while idle; a new commit
     is published at once (well under 100 ms here)."""
     reads = 0
@@ -169,7 +208,8 @@ async def test_new_commits_wake_the_relay_and_idle_costs_nothing(
 
 
 async def test_a_crash_between_batch_and_checkpoint_duplicates_nothing(
-        store: Store, db_path: Path, redis_server: RedisServer) -> None:
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
     """Scenario: the relay published 300 entries but its offset in SQLite still says 120 (it
     crashed before the checkpoint), or has no row at all. A new relay takes the stream's last ID
     (the max), re-sends nothing and goes on after it."""
@@ -193,7 +233,8 @@ async def test_a_crash_between_batch_and_checkpoint_duplicates_nothing(
 
 
 async def test_a_stream_that_lost_entries_gets_them_again(
-        store: Store, db_path: Path, redis_server: RedisServer, tmp_path: Path) -> None:
+    store: Store, db_path: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
     """Scenario: Redis fails over to a replica that never got the last 100 entries (simulated with
     a second server holding the first 200), then someone deletes the key. Each time the relay
     notices (at start, or when its next batch finds the stream moved) and publishes the missing
@@ -235,7 +276,8 @@ async def _load(store: Store, stop: asyncio.Event, commits: list[float]) -> None
 
 
 async def test_redis_outage_under_load_catches_up_without_loss_or_duplicates(
-        store: Store, db_path: Path, redis_server: RedisServer) -> None:
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
     """Scenario: commits keep coming; Redis stops for 0.6 s and starts again (same port, its AOF).
     Commits never wait on Redis; the lag grows during the outage; the relay retries with backoff,
     logs the failure once (rate-limited) and `publish_recovered`, catches up, and the stream equals
@@ -269,8 +311,9 @@ async def test_redis_outage_under_load_catches_up_without_loss_or_duplicates(
     assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) > 100
 
 
-async def test_redis_killed_and_restarted_from_its_aof(store: Store, db_path: Path,
-                                                       tmp_path: Path) -> None:
+async def test_redis_killed_and_restarted_from_its_aof(
+    store: Store, db_path: Path, tmp_path: Path
+) -> None:
     """Scenario: under load, Redis is SIGKILLed mid-publish and restarted from its AOF
     (appendfsync always). The relay reconciles with the reloaded stream: no entry twice, none
     missing."""
@@ -299,7 +342,8 @@ async def test_redis_killed_and_restarted_from_its_aof(store: Store, db_path: Pa
 
 
 async def test_consumer_group_with_two_consumers_sees_each_entry_once(
-        store: Store, redis_server: RedisServer) -> None:
+    store: Store, redis_server: RedisServer
+) -> None:
     """Two consumers of one group (XREADGROUP ... '>' then XACK) read while the relay publishes:
     together they get every entry exactly once, and nothing is left pending."""
     async with client(redis_server.url) as redis:
@@ -332,8 +376,10 @@ async def test_consumer_group_with_two_consumers_sees_each_entry_once(
         await asyncio.gather(*consumers)
     both = seen["c1"] + seen["c2"]
     assert sorted(both, key=lambda i: int(i.split(b"-")[0])) == [
-        f"{seq}-0".encode() for seq in range(1, 1001)]
-    assert seen["c1"] and seen["c2"], "both consumers should have had a share"
+        f"{seq}-0".encode() for seq in range(1, 1001)
+    ]
+    assert seen["c1"], "both consumers should have had a share"
+    assert seen["c2"], "both consumers should have had a share"
     async with client(redis_server.url) as redis:
         assert (await redis.xpending(STREAM, "tools"))["pending"] == 0
 
@@ -361,7 +407,8 @@ async def test_a_hung_redis_never_blocks_commits(store: Store) -> None:
 
 
 async def test_entries_pruned_before_publishing_are_a_logged_gap(
-        store: Store, db_path: Path, redis_server: RedisServer) -> None:
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
     """Retention pruned seqs 1..40 before the relay could publish them: it logs `publish_gap`
     (40 skipped), counts them, and publishes 41..100."""
     await append(store, 100)
@@ -377,8 +424,9 @@ async def test_entries_pruned_before_publishing_are_a_logged_gap(
     assert ids == [f"{seq}-0".encode() for seq in range(41, 101)]
 
 
-async def test_a_stream_ahead_of_the_log_is_left_alone(store: Store,
-                                                       redis_server: RedisServer) -> None:
+async def test_a_stream_ahead_of_the_log_is_left_alone(
+    store: Store, redis_server: RedisServer
+) -> None:
     """The stream already holds an ID beyond this log's head (another database publishes to the
     same key): the relay refuses to publish, logs why with a hint, and keeps retrying."""
     async with client(redis_server.url) as redis:
@@ -423,8 +471,65 @@ async def test_target_refuses_ids_it_already_has(redis_server: RedisServer) -> N
         again = [Message(seq, {b"seq": str(seq).encode()}) for seq in (2, 3, 4)]
         assert await target.append(STREAM, again, expect_last=3) == 2
         assert [i for i, _ in await stream_messages(redis_server.url, STREAM)] == [
-            b"1-0", b"2-0", b"3-0", b"4-0"]
+            b"1-0",
+            b"2-0",
+            b"3-0",
+            b"4-0",
+        ]
         assert await target.last_seq("no-such-stream") == 0
     finally:
         await target.aclose()
         await target.aclose()  # idempotent
+
+
+async def test_a_redis_user_limited_to_the_stream_commands_is_enough(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
+    """The relay needs only XADD, XINFO STREAM, WATCH/UNWATCH, MULTI/EXEC (and AUTH) on its key:
+    an ACL user with just those publishes the log (docs/changelog.md names them)."""
+    async with client(redis_server.url) as admin:
+        await admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "relay",
+            "on",
+            ">s3cret",
+            "~syncd:changes:*",
+            "resetchannels",
+            "-@all",
+            "+xadd",
+            "+xinfo|stream",
+            "+watch",
+            "+unwatch",
+            "+multi",
+            "+exec",
+        )
+    url = f"redis://relay:s3cret@127.0.0.1:{redis_server.port}/0"
+    await append(store, 250)
+    async with running_relay(store, url) as relay:
+        await caught_up(relay, store)
+    assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 250
+
+
+async def test_a_graceful_stop_publishes_what_was_committed_until_then(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
+    """Entries committed just before the stop are still published before `run` returns (the
+    stop-drain), and the offset is checkpointed at the head."""
+    target = RedisStreamTarget.from_url(redis_server.url)
+    relay = Relay(store, target, options())
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await append(store, 10)
+        await caught_up(relay, store)
+        await append(store, 990)
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await target.aclose()
+    assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 1000
+    assert await stored_offset(store) == 1000

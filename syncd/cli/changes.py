@@ -25,6 +25,7 @@ from syncd.cli.common import (
     require_database,
     settings_from,
     setup_logging,
+    sqlite_int,
 )
 from syncd.store import Store, changelog, consumers
 from syncd.store.consumers import OffsetWriter
@@ -37,10 +38,10 @@ BATCH = 1000
 def register(sub: Any) -> None:
     parser = sub.add_parser("changes", help="print change-log entries as NDJSON")
     add_common(parser)
-    parser.add_argument("--after", type=int, metavar="SEQ",
+    parser.add_argument("--after", type=sqlite_int, metavar="SEQ",
                         help="print entries with seq > SEQ (default: the consumer's acknowledged"
                              " seq with --consumer, else 0: from the start)")
-    parser.add_argument("--limit", type=int, metavar="N", help="stop after N entries")
+    parser.add_argument("--limit", type=sqlite_int, metavar="N", help="stop after N entries")
     parser.add_argument("--follow", action="store_true",
                         help="keep printing new entries as they are committed")
     group = parser.add_argument_group("named consumers (docs/changelog.md)")
@@ -49,7 +50,7 @@ def register(sub: Any) -> None:
     group.add_argument("--ack", action="store_true",
                        help="with --consumer: acknowledge each batch after it is written and"
                             " flushed to stdout (needs write access to the database)")
-    group.add_argument("--ack-seq", type=int, metavar="SEQ",
+    group.add_argument("--ack-seq", type=sqlite_int, metavar="SEQ",
                        help="with --consumer: record SEQ as acknowledged and exit, printing"
                             " nothing")
     parser.set_defaults(handler=handle)

@@ -17,6 +17,19 @@ EXIT_USAGE = 2
 EXIT_GAP = 3  # the change log was pruned past the reader: re-read the mirror
 EXIT_LOCKED = 4  # another syncd holds the database
 EXIT_INTERRUPTED = 130
+SQLITE_INT_MAX = 2**63 - 1
+
+
+def sqlite_int(text: str) -> int:
+    """argparse type: an integer SQLite can store. A larger seq, id or limit is a usage error here,
+    not an OverflowError from deep inside a query (issue 6)."""
+    try:
+        value = int(text)
+    except ValueError:  # also for 4,300+ digits, which int() refuses
+        raise argparse.ArgumentTypeError(f"invalid integer: {text[:40]!r}") from None
+    if not -SQLITE_INT_MAX - 1 <= value <= SQLITE_INT_MAX:
+        raise argparse.ArgumentTypeError(f"{text[:40]} is out of range (at most {SQLITE_INT_MAX})")
+    return value
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
+from syncd.cli.common import (
+    EXIT_OK,
+    add_common,
+    require_database,
+    settings_from,
+    setup_logging,
+    sqlite_int,
+)
 from syncd.store import Store, queries
 
 PAGE = 1000
@@ -22,7 +29,7 @@ def register(sub: Any) -> None:
     add_common(parser)
     parser.add_argument("--location", metavar="ID", help="only this location_id")
     parser.add_argument("--item", metavar="ID", help="only this catalog_object_id")
-    parser.add_argument("--limit", type=int, metavar="N")
+    parser.add_argument("--limit", type=sqlite_int, metavar="N")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(handler=handle)
 

@@ -18,7 +18,14 @@ from urllib.parse import quote
 import orjson
 import structlog
 
-from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
+from syncd.cli.common import (
+    EXIT_OK,
+    add_common,
+    require_database,
+    settings_from,
+    setup_logging,
+    sqlite_int,
+)
 from syncd.cli.control import AdminClient, AdminUnavailable
 from syncd.config import Settings
 from syncd.daemon_jobs import registration_checks
@@ -58,7 +65,7 @@ def register(sub: Any) -> None:
     add_common(lister)
     lister.add_argument("--state", choices=[s.value for s in JobState], help="only this state")
     lister.add_argument("--provider", metavar="NAME", help="only this provider")
-    lister.add_argument("--limit", type=int, default=1000, metavar="N")
+    lister.add_argument("--limit", type=sqlite_int, default=1000, metavar="N")
     lister.add_argument("--json", action="store_true", help="machine-readable output")
     lister.set_defaults(handler=handle_list)
 

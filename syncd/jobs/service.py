@@ -26,6 +26,9 @@ JOB_ID_MAX = 256
 LABEL_MAX = 200
 PARAMS_MAX = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# syncd's job ids are SQLite INTEGERs: a larger number cannot name one (and cannot be bound).
+JOB_REF_MAX = 2**63 - 1
+JOB_REF_DIGITS_MAX = 19
 
 
 def _bad(message: str, hint: str | None = None, **context: Any) -> JobProviderError:
@@ -132,8 +135,13 @@ class JobService:
 def parse_ref(ref: str) -> int | tuple[str, str]:
     """``42`` (syncd's id) or ``PROVIDER:JOB_ID``; JobProviderError for anything else."""
     ref = ref.strip()
-    if ref.isdigit():
-        return int(ref)
+    # ASCII only: str.isdigit() also accepts "²" (which int() refuses) and other scripts' digits.
+    if ref.isascii() and ref.isdigit():
+        digits = ref.lstrip("0") or "0"  # measured before int(): it refuses 4,300+ digits
+        if len(digits) > JOB_REF_DIGITS_MAX or int(digits) > JOB_REF_MAX:
+            raise JobProviderError(f"job id {ref[:40]!r} is out of range", op="jobs.show",
+                                   hint="use syncd's numeric job id or PROVIDER:JOB_ID")
+        return int(digits)
     provider, sep, job_id = ref.partition(":")
     if sep and provider and job_id:
         return provider, job_id

@@ -28,27 +28,32 @@ def routing_key(row: RawChange) -> str:
 
 def payload(row: RawChange) -> bytes:
     """The entry's public JSON record (``Change.to_record``), byte for byte."""
-    return orjson.dumps({
-        "seq": row.seq,
-        "recorded_at": row.recorded_at,
-        "kind": row.kind,
-        "source": row.source,
-        "catalog_object_id": row.catalog_object_id,
-        "location_id": row.location_id,
-        "state": row.state,
-        "job_id": row.job_id,
-        "old": None if row.old is None else orjson.Fragment(row.old),
-        "new": None if row.new is None else orjson.Fragment(row.new),
-    })
+    return orjson.dumps(
+        {
+            "seq": row.seq,
+            "recorded_at": row.recorded_at,
+            "kind": row.kind,
+            "source": row.source,
+            "catalog_object_id": row.catalog_object_id,
+            "location_id": row.location_id,
+            "state": row.state,
+            "job_id": row.job_id,
+            "old": None if row.old is None else orjson.Fragment(row.old),
+            "new": None if row.new is None else orjson.Fragment(row.new),
+        }
+    )
 
 
 def to_message(row: RawChange) -> Message:
     """The message published for one change-log entry (fields encoded once, here)."""
-    return Message(row.seq, {
-        b"seq": b"%d" % row.seq,
-        b"kind": row.kind.encode(),
-        b"source": row.source.encode(),
-        b"key": routing_key(row).encode(),
-        b"recorded_at": row.recorded_at.encode(),
-        b"payload": payload(row),
-    })
+    return Message(
+        row.seq,
+        {
+            b"seq": b"%d" % row.seq,
+            b"kind": row.kind.encode(),
+            b"source": row.source.encode(),
+            b"key": routing_key(row).encode(),
+            b"recorded_at": row.recorded_at.encode(),
+            b"payload": payload(row),
+        },
+    )

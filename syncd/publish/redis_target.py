@@ -44,12 +44,18 @@ class RedisStreamTarget:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, *, maxlen: int = 0, timeout: float = 5.0,
-                 client_name: str = "syncd") -> RedisStreamTarget:
-        """A target for ``redis://``, ``rediss://`` or ``unix://`` URL (nothing connects yet)."""
+    def from_url(cls, url: str, *, maxlen: int = 0, timeout: float = 5.0) -> RedisStreamTarget:
+        """A target for ``redis://``, ``rediss://`` or ``unix://`` URL (nothing connects yet).
+
+        No client name is set: CLIENT SETNAME would be one more command a restricted ACL user
+        needs, and its refusal fails the connection.
+        """
         client = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), client_name=client_name)
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
         return cls(client, maxlen=maxlen)
 
     async def last_seq(self, stream: str) -> int:
@@ -65,22 +71,29 @@ class RedisStreamTarget:
                 last = await _last_seq(pipe, stream)
                 if last != expect_last:
                     raise PublishError(
-                        f"stream {stream} moved: its last ID is {last}-0, expected"
-                        f" {expect_last}-0", op="publish.append", stream=stream,
-                        stream_last=last, expected_last=expect_last,
+                        f"stream {stream} moved: its last ID is {last}-0, expected {expect_last}-0",
+                        op="publish.append",
+                        stream=stream,
+                        stream_last=last,
+                        expected_last=expect_last,
                         hint="the stream lost entries or another client wrote to it;"
-                             " the relay reconciles and goes on")
+                        " the relay reconciles and goes on",
+                    )
                 pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
                 for message in messages:
                     # redis-py's dict key type is invariant; the fields are str -> str | bytes.
                     fields = cast("dict[FieldT, EncodableT]", message.fields)
-                    pipe.xadd(stream, fields, id=f"{message.seq}-0",
-                              maxlen=self._maxlen, approximate=True)
+                    pipe.xadd(
+                        stream, fields, id=f"{message.seq}-0", maxlen=self._maxlen, approximate=True
+                    )
                 results = await pipe.execute(raise_on_error=False)
         except WatchError as exc:
-            raise PublishError(f"stream {stream} was written by another client during a batch",
-                               op="publish.append", stream=stream,
-                               hint="does another syncd publish to this stream?") from exc
+            raise PublishError(
+                f"stream {stream} was written by another client during a batch",
+                op="publish.append",
+                stream=stream,
+                hint="does another syncd publish to this stream?",
+            ) from exc
         except RedisError as exc:
             raise _error(exc, "publish.append", stream) from exc
         refused = 0
@@ -114,5 +127,9 @@ async def _last_seq(client: Redis | Pipeline, stream: str) -> int:
 
 def _error(exc: RedisError, op: str, stream: str) -> PublishError:
     """A Redis failure as a PublishError (the message never holds the URL or its password)."""
-    return PublishError(f"redis: {exc}" if str(exc) else f"redis: {type(exc).__name__}",
-                        op=op, stream=stream, redis_error=type(exc).__name__)
+    return PublishError(
+        f"redis: {exc}" if str(exc) else f"redis: {type(exc).__name__}",
+        op=op,
+        stream=stream,
+        redis_error=type(exc).__name__,
+    )

@@ -77,9 +77,15 @@ class RelayOptions:
 class Relay:
     """Publishes ``store``'s change log to one stream of ``target``; ``run`` until stopped."""
 
-    def __init__(self, store: Store, target: StreamTarget, options: RelayOptions, *,
-                 rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Store,
+        target: StreamTarget,
+        options: RelayOptions,
+        *,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._target = target
         self.options = options
@@ -133,6 +139,8 @@ class Relay:
                 except Exception as exc:  # the relay must outlive any outage; see _failed
                     await _sleep_unless(stop, self._failed(exc))
                     continue
+                if self.failures:  # reconciled and caught up, with nothing new to send
+                    self._recovered()
                 await self._wait_for_commits(stop)
             if self.reconciled:
                 # What the last passes committed before the stop: publish it now if that is quick,
@@ -146,8 +154,12 @@ class Relay:
             try:
                 await self._checkpoint(force=True)
             except Exception as exc:  # the stream stays the authority; the next start reconciles
-                log.warning("publish_checkpoint_failed", stream=self.stream, error=str(exc),
-                            error_type=type(exc).__name__)
+                log.warning(
+                    "publish_checkpoint_failed",
+                    stream=self.stream,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
 
     async def reconcile(self) -> None:
         """Resume after the stream's last ID (see the module docstring)."""
@@ -163,16 +175,27 @@ class Relay:
             raise _stream_ahead(self.stream, last, high_water)
         lost = stored - max(last, retained_from - 1)
         if lost > 0:
-            log.warning("publish_stream_behind", stream=self.stream, offset=stored,
-                        stream_last=last, republish=lost,
-                        hint="the stream lost entries it had acknowledged (Redis restarted without"
-                             " its last writes, a failover, or the key was deleted);"
-                             " publishing them again under the same IDs")
+            log.warning(
+                "publish_stream_behind",
+                stream=self.stream,
+                offset=stored,
+                stream_last=last,
+                republish=lost,
+                hint="the stream lost entries it had acknowledged (Redis restarted without"
+                " its last writes, a failover, or the key was deleted);"
+                " publishing them again under the same IDs",
+            )
         self.position = self.stream_last = last
         self.reconciled = True
         self._seq_gauge.set(last)
-        log.info("publish_reconciled", stream=self.stream, offset=stored, stream_last=last,
-                 head=high_water, lag=max(0, high_water - last))
+        log.info(
+            "publish_reconciled",
+            stream=self.stream,
+            offset=stored,
+            stream_last=last,
+            head=high_water,
+            lag=max(0, high_water - last),
+        )
         await self._checkpoint(force=True)
 
     async def drain(self, stop: asyncio.Event | None) -> None:
@@ -184,7 +207,8 @@ class Relay:
         pending: asyncio.Future[tuple[list[outbox.RawChange], int]] | None = None
         try:
             while stop is None or not stop.is_set():
-                rows, high_water = await (pending or self._read_after(self.position))
+                # Shielded: a cancelled relay must not cut a read transaction in half.
+                rows, high_water = await asyncio.shield(pending or self._read_after(self.position))
                 pending = None
                 if not rows:
                     if high_water > self.position:  # all that is left was pruned unpublished
@@ -192,7 +216,7 @@ class Relay:
                     await self._checkpoint(force=True)
                     return
                 if len(rows) == size:
-                    pending = asyncio.ensure_future(self._read_after(rows[-1].seq))
+                    pending = self._read_after(rows[-1].seq)
                 await self._publish(rows)
                 if len(rows) < size:
                     await self._checkpoint(force=True)
@@ -200,9 +224,9 @@ class Relay:
                 await self._checkpoint(force=False)
         finally:
             if pending is not None:  # after a failure: that batch is read again, after reconciling
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+                # Let the short read finish rather than cancel it mid-transaction.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
 
     # --- one batch ------------------------------------------------------------------------------
 
@@ -214,14 +238,19 @@ class Relay:
         refused = await self._target.append(self.stream, messages, expect_last=self.stream_last)
         self._batch_seconds.observe(time.perf_counter() - started)
         self.position = self.stream_last = rows[-1].seq
-        self._delay.observe(max(0.0, (now_ns() - parse_ns(rows[0].recorded_at)) / NS_PER_S))
+        with contextlib.suppress(ValueError):  # a malformed recorded_at must not stop publishing
+            self._delay.observe(max(0.0, (now_ns() - parse_ns(rows[0].recorded_at)) / NS_PER_S))
         self._entries.inc(len(rows) - refused)
         self._seq_gauge.set(self.position)
         if refused:
             self._refused.inc(refused)
-            log.warning("publish_refused", stream=self.stream, entries=refused,
-                        last_seq=self.position,
-                        hint="the stream already had these IDs: another writer publishes to it?")
+            log.warning(
+                "publish_refused",
+                stream=self.stream,
+                entries=refused,
+                last_seq=self.position,
+                hint="the stream already had these IDs: another writer publishes to it?",
+            )
         if self.failures:
             self._recovered()
         self.published.publish(self.position)
@@ -230,17 +259,25 @@ class Relay:
         """Entries after ``position`` up to ``upto`` were pruned before they were published."""
         skipped = upto - self.position
         self._skipped.inc(skipped)
-        log.warning("publish_gap", stream=self.stream, after=self.position, skipped=skipped,
-                    next_seq=upto + 1,
-                    hint="retention pruned entries the stream never got: keep changelog.retain_*"
-                         " longer than Redis outages last")
+        log.warning(
+            "publish_gap",
+            stream=self.stream,
+            after=self.position,
+            skipped=skipped,
+            next_seq=upto + 1,
+            hint="retention pruned entries the stream never got: keep changelog.retain_*"
+            " longer than Redis outages last",
+        )
         self.position = upto
 
     # --- store access ---------------------------------------------------------------------------
 
     async def _stored_state(self, conn: aiosqlite.Connection) -> tuple[int | None, int, int]:
-        return (await outbox.published(conn, self._target.name, self.stream),
-                await changelog.high_water(conn), await changelog.retained_from(conn))
+        return (
+            await outbox.published(conn, self._target.name, self.stream),
+            await changelog.high_water(conn),
+            await changelog.retained_from(conn),
+        )
 
     def _read_after(self, after: int) -> asyncio.Future[tuple[list[outbox.RawChange], int]]:
         """The next batch after ``after``, and the high-water seq when there is none."""
@@ -286,16 +323,28 @@ class Relay:
         self.reconciled = False
         self._failed_attempts.inc()
         options = self.options
-        delay = full_jitter(self.failures - 1, initial=options.backoff_initial,
-                            factor=options.backoff_factor, cap=options.backoff_max,
-                            rand=self._rand)
+        delay = full_jitter(
+            self.failures - 1,
+            initial=options.backoff_initial,
+            factor=options.backoff_factor,
+            cap=options.backoff_max,
+            rand=self._rand,
+        )
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
         if self.failures == 1 or now - self._last_error_log >= options.error_log_interval:
-            log.error("publish_failed", **{
-                **_error_fields(exc), "stream": self.stream, "failures": self.failures,
-                "suppressed": self._suppressed, "backoff_s": round(delay, 3), "lag": self.lag()})
+            log.error(
+                "publish_failed",
+                **{
+                    **_error_fields(exc),
+                    "stream": self.stream,
+                    "failures": self.failures,
+                    "suppressed": self._suppressed,
+                    "backoff_s": round(delay, 3),
+                    "lag": self.lag(),
+                },
+            )
             self._last_error_log = now
             self._suppressed = 0
         else:
@@ -304,8 +353,13 @@ class Relay:
 
     def _recovered(self) -> None:
         since = self._failing_since if self._failing_since is not None else self._clock()
-        log.info("publish_recovered", stream=self.stream, failures=self.failures,
-                 down_s=round(self._clock() - since, 3), lag=self.lag())
+        log.info(
+            "publish_recovered",
+            stream=self.stream,
+            failures=self.failures,
+            down_s=round(self._clock() - since, 3),
+            lag=self.lag(),
+        )
         self.failures = 0
         self._failing_since = None
         self._suppressed = 0
@@ -316,10 +370,14 @@ def _stream_ahead(stream: str, last: int, high_water: int) -> PublishError:
     """The stream holds seqs this change log never wrote: someone else publishes to it."""
     return PublishError(
         f"stream {stream} is ahead of this change log (its last ID is {last}-0, the log's newest"
-        f" seq is {high_water})", op="publish.reconcile", stream=stream, stream_last=last,
+        f" seq is {high_water})",
+        op="publish.reconcile",
+        stream=stream,
+        stream_last=last,
         head=high_water,
         hint="another database publishes to this stream: give each syncd its own"
-             " publish.redis.stream (or square.name)")
+        " publish.redis.stream (or square.name)",
+    )
 
 
 def _error_fields(exc: Exception) -> dict[str, Any]:

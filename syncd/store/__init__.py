@@ -85,8 +85,12 @@ class Store:
         if self._closed:
             raise StoreClosed("store is closed", op="store.read")
         async with self._read_lock:
-            await self._reader.execute("BEGIN")
             try:
+                # BEGIN inside the try: a caller cancelled while awaiting it has still queued it on
+                # the connection's thread, and without the COMMIT below the reader would stay in
+                # that transaction for good ("cannot start a transaction within a transaction" on
+                # every later read; seen with the publish relay, issue 7).
+                await self._reader.execute("BEGIN")
                 return await query(self._reader)
             finally:
                 await self._reader.execute("COMMIT")

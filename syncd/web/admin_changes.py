@@ -75,6 +75,7 @@ class ChangeFeed:
 
 
 CHANGE_FEED = web.AppKey("change_feed", ChangeFeed)
+SEQ_MAX = 2**63 - 1  # the largest seq SQLite can store
 
 
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
@@ -106,7 +107,7 @@ async def list_changes(request: web.Request) -> web.Response:
     """``GET /changes``: one batch, optionally long-polled."""
     feed = request.app[CHANGE_FEED]
     opts = feed.options
-    after = _integer(request, "after", 0, 0, 2**63 - 1)
+    after = _integer(request, "after", 0, 0, SEQ_MAX)
     limit = _integer(request, "limit", opts.default_limit, 1, opts.max_limit)
     wait = _number(request, "wait", 0.0, 0.0, opts.max_wait)
     try:
@@ -139,10 +140,13 @@ def _resume_point(request: web.Request) -> int:
     """``Last-Event-ID`` (a reconnecting EventSource) wins over ``?after=``."""
     last_id = request.headers.get("Last-Event-ID", "").strip()
     if not last_id:
-        return _integer(request, "after", 0, 0, 2**63 - 1)
-    if not last_id.isdigit():
-        raise web.HTTPBadRequest(reason=f"Last-Event-ID must be a seq, got {last_id!r}")
-    return int(last_id)
+        return _integer(request, "after", 0, 0, SEQ_MAX)
+    # ASCII digits only ("²".isdigit() is true, and int() refuses it), and a seq SQLite can hold
+    # (measured before int(), which refuses 4,300+ digits).
+    digits = last_id.lstrip("0") or "0"
+    if not (last_id.isascii() and last_id.isdigit()) or len(digits) > 19 or int(digits) > SEQ_MAX:
+        raise web.HTTPBadRequest(reason=f"Last-Event-ID must be a seq, got {last_id[:40]!r}")
+    return int(digits)
 
 
 async def stream_changes(request: web.Request) -> web.StreamResponse:

@@ -110,10 +110,22 @@ class Listener:
 
 @asynccontextmanager
 async def run_server(app: web.Application, listener: Listener, *,
-                     shutdown_timeout: float = 5.0) -> AsyncIterator[str]:
-    """Serve ``app`` until the block exits; yields the bound address (``http://h:p`` or ``unix:/p``)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                           handle_signals=False)
+                     shutdown_timeout: float = 5.0,
+                     read_timeout: float | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` until the block exits; yields the bound address (``http://h:p`` or ``unix:/p``).
+
+    ``read_timeout`` closes a connection that has not sent a complete request for that many seconds
+    since it opened or since its last answer (idle, or trickling its headers; aiohttp's default is
+    an hour), and bounds how long the rest of a body left unread (a 413, a 408) is read and dropped
+    after the answer (aiohttp's lingering time, 10 s by default).
+    """
+    if read_timeout is None:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                               handle_signals=False)
+    else:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                               handle_signals=False, keepalive_timeout=read_timeout,
+                               lingering_time=read_timeout)
     await runner.setup()
     try:
         site: web.BaseSite

@@ -4,13 +4,15 @@ No business logic lives here. Answers (issue 3): 200 accepted, also for a repeat
 already stored; 401 missing or bad signature (nothing stored; counted and logged without the body);
 400 a body that is not a JSON object with string ``event_id`` and ``type``; 413 a body over the
 limit, refused from its ``Content-Length`` before anything is read, or as soon as a streamed body
-passes the limit; 404 an unknown source; 405 (the router) any method but POST; 503 when the inbox
-cannot commit (the sender retries). An event type syncd does not act on is stored, already
+passes the limit; 408 a body that does not arrive within ``read_timeout`` (a slow-loris client; the
+connection is closed); 404 an unknown source; 405 (the router) any method but POST; 503 when the
+inbox cannot commit (the sender retries). An event type syncd does not act on is stored, already
 processed, and answered 200.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ TOO_LARGE = "too_large"
 MALFORMED = "malformed"
 NOT_CONFIGURED = "not_configured"
 UNAVAILABLE = "unavailable"
+TOO_SLOW = "too_slow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,13 @@ class WebhookIngress:
         inbox: Inbox,
         *,
         max_body_bytes: int,
+        read_timeout: float | None = None,
         reject_log_interval: float = 1.0,
     ) -> None:
         self._sources = dict(sources)
         self._inbox = inbox
         self._max = max_body_bytes
+        self._read_timeout = read_timeout
         self._rejected = _RejectionLog(reject_log_interval)
 
     def _reject(
@@ -104,6 +109,7 @@ class WebhookIngress:
         code = {
             400: "bad_request",
             401: "unauthorized",
+            408: "request_timeout",
             413: "payload_too_large",
             503: "unavailable",
         }[status]
@@ -123,7 +129,21 @@ class WebhookIngress:
                 request, name, TOO_LARGE, 413, f"body larger than {self._max} bytes", declared
             )
         try:
-            body = await self._read(request)
+            async with asyncio.timeout(self._read_timeout):
+                body = await self._read(request)
+        except TimeoutError:
+            # A slow-loris body: answer, and end the connection (the server reads and drops what
+            # is left for at most read_timeout more; run_server).
+            response = self._reject(
+                request,
+                name,
+                TOO_SLOW,
+                408,
+                f"body not received within {self._read_timeout} s",
+                None,
+            )
+            response.force_close()
+            return response
         except (HttpProcessingError, web.RequestPayloadError, ClientPayloadError, ConnectionError):
             # Bad chunked or content encoding, or the sender went away mid-body.
             return self._reject(request, name, MALFORMED, 400, "body could not be read", None)
