@@ -33,9 +33,12 @@ def job_apis(settings: Settings, session: aiohttp.ClientSession | None) -> dict[
     apis: dict[str, JobApi] = {}
     for name, conf in settings.jobs.providers.items():
         options = JobApiOptions(
-            name=name, base_url=conf.base_url,
+            name=name,
+            base_url=conf.base_url,
             token=conf.token.get_secret_value() if conf.token else None,
-            path=conf.path, params=dict(conf.params))
+            path=conf.path,
+            params=dict(conf.params),
+        )
         apis[name] = DIALECTS[conf.dialect](options, session)
     return apis
 
@@ -48,10 +51,15 @@ def registration_checks(settings: Settings) -> dict[str, ParamCheck]:
 def poller_options(settings: Settings) -> PollerOptions:
     """Map ``[jobs]`` onto the poller's plain parameters."""
     jobs = settings.jobs
-    return PollerOptions(timing=Timing(
-        backoff_initial=jobs.backoff_initial, backoff_factor=jobs.backoff_factor,
-        backoff_max=jobs.backoff_max, deadline=jobs.deadline,
-        not_found_grace=jobs.not_found_grace))
+    return PollerOptions(
+        timing=Timing(
+            backoff_initial=jobs.backoff_initial,
+            backoff_factor=jobs.backoff_factor,
+            backoff_max=jobs.backoff_max,
+            deadline=jobs.deadline,
+            not_found_grace=jobs.not_found_grace,
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -69,8 +77,9 @@ class JobTracking:
             log.info("component_closed", component="jobs_session")
 
 
-def open_job_tracking(settings: Settings, store: Store,
-                      poke: Callable[[], None] | None) -> JobTracking:
+def open_job_tracking(
+    settings: Settings, store: Store, poke: Callable[[], None] | None
+) -> JobTracking:
     """Build the job adapters (one HTTP session for all), poller and service.
 
     Call from the running event loop; the caller owns ``aclose``.
@@ -87,9 +96,13 @@ def open_job_tracking(settings: Settings, store: Store,
     apis = job_apis(settings, session)
     lanes: dict[str, tuple[JobProvider, ProviderLimits]] = {
         name: (api, ProviderLimits(providers[name].concurrency, providers[name].rate_per_second))
-        for name, api in apis.items()}
-    reactions = Reactions(download_dir=settings.resolved_download_dir(),
-                          max_download_bytes=settings.jobs.max_download_bytes, poke=poke)
+        for name, api in apis.items()
+    }
+    reactions = Reactions(
+        download_dir=settings.resolved_download_dir(),
+        max_download_bytes=settings.jobs.max_download_bytes,
+        poke=poke,
+    )
     poller = JobPoller(store, lanes, poller_options(settings), reactions=reactions)
     service = JobService(store, {name: api.check for name, api in apis.items()}, poller=poller)
     return JobTracking(service=service, poller=poller, session=session)

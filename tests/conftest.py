@@ -22,9 +22,9 @@ from tests.soak import report as soak_report
 # Hypothesis profiles (issue 6): small and quick in CI, large under `make soak`
 # (SYNCD_HYPOTHESIS_PROFILE=soak). Tests doing I/O per example set deadline=None themselves.
 hypothesis_settings.register_profile(
-    "ci", max_examples=60, deadline=timedelta(milliseconds=500), print_blob=True)
-hypothesis_settings.register_profile(
-    "soak", max_examples=2000, deadline=None, print_blob=True)
+    "ci", max_examples=60, deadline=timedelta(milliseconds=500), print_blob=True
+)
+hypothesis_settings.register_profile("soak", max_examples=2000, deadline=None, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("SYNCD_HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -72,9 +72,15 @@ def fixture_make_settings(tmp_path: Path) -> Callable[..., Settings]:
         base: dict[str, Any] = {
             "database": str(tmp_path / "syncd.db"),
             "shutdown_timeout": 5,
-            "square": {"poll_interval": 30, "overlap": 1, "clock_margin": 0,
-                       "retry_backoff_initial": 0.001, "retry_backoff_max": 0.01,
-                       "max_retries": 3, "request_timeout": 5},
+            "square": {
+                "poll_interval": 30,
+                "overlap": 1,
+                "clock_margin": 0,
+                "retry_backoff_initial": 0.001,
+                "retry_backoff_max": 0.01,
+                "max_retries": 3,
+                "request_timeout": 5,
+            },
             "webhooks": {"debounce": 0.02, "max_delay": 0.1},
             "http": {"listen": "127.0.0.1:0"},
             "admin": {"listen": "127.0.0.1:0"},

@@ -38,13 +38,26 @@ async def test_sync_converges_under_fault(db_path: Path, fault: str) -> None:
             policy = RetryPolicy(max_retries=RETRIES, backoff_initial=0.001, backoff_max=0.005)
             upstream = SquareCounts(
                 session,
-                SquareOptions(base_url=url, access_token=None, api_version="2025-08-20",
-                              page_limit=20, policy=policy),
+                SquareOptions(
+                    base_url=url,
+                    access_token=None,
+                    api_version="2025-08-20",
+                    page_limit=20,
+                    policy=policy,
+                ),
                 on_retry=retries.append,
             )
-            engine = SyncEngine(store, upstream, EngineOptions(
-                source="square", location_ids=tuple(sim.location_ids), overlap=1.0,
-                clock_margin=0.0, cursor_restarts=5))
+            engine = SyncEngine(
+                store,
+                upstream,
+                EngineOptions(
+                    source="square",
+                    location_ids=tuple(sim.location_ids),
+                    overlap=1.0,
+                    clock_margin=0.0,
+                    cursor_restarts=5,
+                ),
+            )
             for round_ in range(3):
                 sim.mutate(15)
                 if round_ == 2:
@@ -55,8 +68,10 @@ async def test_sync_converges_under_fault(db_path: Path, fault: str) -> None:
                         break
                 else:
                     pytest.fail(f"no successful pass in {MAX_PASSES} tries under {fault}")
-            want = {(r["catalog_object_id"], r["location_id"], r["state"]): r["quantity"]
-                    for r in sim.snapshot()}
+            want = {
+                (r["catalog_object_id"], r["location_id"], r["state"]): r["quantity"]
+                for r in sim.snapshot()
+            }
             got = {k: v["quantity"] for k, v in mirror(db_path).items()}
             assert got == want
             assert_log_invariants(db_path)

@@ -50,11 +50,13 @@ def fixture_short_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def write_config(path: Path, *, database: Path, jobs_url: str, admin_listen: str,
-                 token: str | None = None) -> Path:
+def write_config(
+    path: Path, *, database: Path, jobs_url: str, admin_listen: str, token: str | None = None
+) -> Path:
     """A TOML config with the three test providers (fast backoff)."""
     token_line = f'token = "{token}"\n' if token else ""
-    path.write_text(f"""
+    path.write_text(
+        f"""
 database = "{database}"
 
 [admin]
@@ -71,7 +73,9 @@ base_url = "{jobs_url}"
 [jobs.providers.bulk]
 dialect = "bulk_sales_orders"
 base_url = "{jobs_url}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -79,8 +83,12 @@ base_url = "{jobs_url}"
 def fixture_offline(tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
     """Run the CLI in-process with no daemon listening (TCP port refused); returns
     (exit code, stdout, stderr)."""
-    config = write_config(tmp_path / "syncd.toml", database=tmp_path / "syncd.db",
-                          jobs_url="http://127.0.0.1:9", admin_listen=f"127.0.0.1:{free_port()}")
+    config = write_config(
+        tmp_path / "syncd.toml",
+        database=tmp_path / "syncd.db",
+        jobs_url="http://127.0.0.1:9",
+        admin_listen=f"127.0.0.1:{free_port()}",
+    )
 
     def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
         code = main([*argv, "--config", str(config), "--log-level", "error"])
@@ -90,8 +98,9 @@ def fixture_offline(tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
     return run
 
 
-def test_offline_add_list_show_forget(offline: Callable[..., tuple[int, str, str]],
-                                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_offline_add_list_show_forget(
+    offline: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """With no daemon, the CLI registers (idempotently), lists, shows and forgets jobs in the
     database itself; each registration writes one job.pending entry."""
     code, out, _ = offline("jobs", "add", "inv", "123", "--label", "nightly", capsys=capsys)
@@ -99,8 +108,9 @@ def test_offline_add_list_show_forget(offline: Callable[..., tuple[int, str, str
     assert out == "registered: job 1 inv/123 (pending)\n"
     code, out, _ = offline("jobs", "add", "inv", "123", capsys=capsys)
     assert (code, out) == (0, "already registered: job 1 inv/123 (pending)\n")
-    code, out, _ = offline("jobs", "add", "bulk", "J1", "--param", "businessUnitId=BU1", "--json",
-                           capsys=capsys)
+    code, out, _ = offline(
+        "jobs", "add", "bulk", "J1", "--param", "businessUnitId=BU1", "--json", capsys=capsys
+    )
     assert code == 0
     assert orjson.loads(out)["job"]["params"] == {"businessUnitId": "BU1"}
 
@@ -126,15 +136,21 @@ def test_offline_add_list_show_forget(offline: Callable[..., tuple[int, str, str
     assert [e["kind"] for e in changes(tmp_path / "syncd.db")] == ["job.pending", "job.pending"]
 
 
-@pytest.mark.parametrize(("argv", "reason"), [
-    (["jobs", "add", "nope", "1"], "unknown provider 'nope'"),
-    (["jobs", "add", "bulk", "J1"], "businessUnitId"),
-    (["jobs", "add", "inv", ""], "job id is empty"),
-    (["jobs", "show", "x-y"], "bad job reference"),
-])
-def test_offline_bad_input_exits_2(offline: Callable[..., tuple[int, str, str]],
-                                   capsys: pytest.CaptureFixture[str], argv: list[str],
-                                   reason: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["jobs", "add", "nope", "1"], "unknown provider 'nope'"),
+        (["jobs", "add", "bulk", "J1"], "businessUnitId"),
+        (["jobs", "add", "inv", ""], "job id is empty"),
+        (["jobs", "show", "x-y"], "bad job reference"),
+    ],
+)
+def test_offline_bad_input_exits_2(
+    offline: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    reason: str,
+) -> None:
     """Bad input exits 2 with the reason (and a hint where there is one); nothing is stored."""
     code, out, err = offline(*argv, capsys=capsys)
     assert code == 2
@@ -144,13 +160,19 @@ def test_offline_bad_input_exits_2(offline: Callable[..., tuple[int, str, str]],
         assert "Try: pass --param businessUnitId=VALUE" in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["jobs", "add", "inv", "1", "--param", "novalue"],
-    ["jobs", "list", "--state", "done"],
-    ["jobs"],
-])
-def test_usage_errors_exit_2(offline: Callable[..., tuple[int, str, str]],
-                             capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "add", "inv", "1", "--param", "novalue"],
+        ["jobs", "list", "--state", "done"],
+        ["jobs"],
+    ],
+)
+def test_usage_errors_exit_2(
+    offline: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
     """Malformed arguments are argparse usage errors (exit 2)."""
     with pytest.raises(SystemExit) as exc:
         offline(*argv, capsys=capsys)
@@ -158,15 +180,21 @@ def test_usage_errors_exit_2(offline: Callable[..., tuple[int, str, str]],
 
 
 async def test_jobs_added_offline_are_polled_when_the_daemon_starts(
-        make_settings: Callable[..., Settings], tmp_path: Path, short_dir: Path) -> None:
+    make_settings: Callable[..., Settings], tmp_path: Path, short_dir: Path
+) -> None:
     """A job registered while the daemon is down is polled to its end once it runs."""
     async with serve_jobs() as fake, serve(SimulatorConfig(locations=1, items=3)) as (_, sim):
         fake.script("55", inventory("WORKING"), inventory("SUCCESS"))
         sock = short_dir / "admin.sock"
-        config = write_config(tmp_path / "syncd.toml", database=tmp_path / "syncd.db",
-                              jobs_url=fake.url, admin_listen=str(sock))
-        code = await asyncio.to_thread(main, ["jobs", "add", "inv", "55", "--config", str(config),
-                                              "--log-level", "error"])
+        config = write_config(
+            tmp_path / "syncd.toml",
+            database=tmp_path / "syncd.db",
+            jobs_url=fake.url,
+            admin_listen=str(sock),
+        )
+        code = await asyncio.to_thread(
+            main, ["jobs", "add", "inv", "55", "--config", str(config), "--log-level", "error"]
+        )
         assert code == 0
         settings = make_settings(admin={"listen": str(sock)}, jobs=_jobs(fake.url))
         async with running_daemon(settings, sim) as daemon:
@@ -177,16 +205,27 @@ async def test_jobs_added_offline_are_polled_when_the_daemon_starts(
 
 
 def _jobs(url: str) -> dict[str, Any]:
-    return {"backoff_initial": 0.001, "backoff_max": 0.02, "providers": {
-        "inv": {"dialect": "inventory_jobs", "base_url": url},
-        "bulk": {"dialect": "bulk_sales_orders", "base_url": url}}}
+    return {
+        "backoff_initial": 0.001,
+        "backoff_max": 0.02,
+        "providers": {
+            "inv": {"dialect": "inventory_jobs", "base_url": url},
+            "bulk": {"dialect": "bulk_sales_orders", "base_url": url},
+        },
+    }
 
 
 async def _cli(*argv: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     proc = await asyncio.create_subprocess_exec(
-        *CLI, *argv, "--log-level", "error", env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        *CLI,
+        *argv,
+        "--log-level",
+        "error",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with asyncio.timeout(30):
             out, err = await proc.communicate()
@@ -200,17 +239,22 @@ async def _cli(*argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 async def test_cli_subprocess_talks_to_the_running_daemon(
-        make_settings: Callable[..., Settings], tmp_path: Path, short_dir: Path) -> None:
+    make_settings: Callable[..., Settings], tmp_path: Path, short_dir: Path
+) -> None:
     """A real `syncd jobs ...` process reaches the daemon over its unix-socket admin listener
     with the token: the daemon polls what it registered; bad input exits 2 with the reason, and
     a wrong token exits 1."""
     async with serve_jobs() as fake, serve(SimulatorConfig(locations=1, items=3)) as (_, sim):
         fake.script("777", inventory("WORKING"), inventory("SUCCESS"))
         sock = short_dir / "admin.sock"
-        settings = make_settings(admin={"listen": str(sock), "token": "tok"},
-                                 jobs=_jobs(fake.url))
-        config = write_config(tmp_path / "cli.toml", database=settings.database,
-                              jobs_url=fake.url, admin_listen=str(sock), token="tok")
+        settings = make_settings(admin={"listen": str(sock), "token": "tok"}, jobs=_jobs(fake.url))
+        config = write_config(
+            tmp_path / "cli.toml",
+            database=settings.database,
+            jobs_url=fake.url,
+            admin_listen=str(sock),
+            token="tok",
+        )
         async with running_daemon(settings, sim) as daemon:
             assert daemon.admin_url == f"unix:{sock}"
             code, out, err = await _cli("jobs", "add", "inv", "777", "--config", str(config))
@@ -229,25 +273,35 @@ async def test_cli_subprocess_talks_to_the_running_daemon(
             assert code == 0
             assert [j["job_id"] for j in orjson.loads(out)["jobs"]] == ["777"]
 
-            bad = write_config(tmp_path / "bad.toml", database=settings.database,
-                               jobs_url=fake.url, admin_listen=str(sock), token="wrong")
+            bad = write_config(
+                tmp_path / "bad.toml",
+                database=settings.database,
+                jobs_url=fake.url,
+                admin_listen=str(sock),
+                token="wrong",
+            )
             code, _, err = await _cli("jobs", "list", "--config", str(bad))
             assert code == 1
             assert "refused the token" in err
 
 
 async def test_offline_write_refused_while_a_daemon_holds_the_database(
-        make_settings: Callable[..., Settings], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """If the admin address is wrong (here: port 0) but a daemon runs on the database, the CLI
     does not write behind its back: exit 4, pointing at admin.listen."""
     async with serve_jobs() as fake, serve(SimulatorConfig(locations=1, items=3)) as (_, sim):
         settings = make_settings(jobs=_jobs(fake.url))
-        config = write_config(tmp_path / "syncd.toml", database=settings.database,
-                              jobs_url=fake.url, admin_listen="127.0.0.1:0")
+        config = write_config(
+            tmp_path / "syncd.toml",
+            database=settings.database,
+            jobs_url=fake.url,
+            admin_listen="127.0.0.1:0",
+        )
         async with running_daemon(settings, sim):
-            code = await asyncio.to_thread(main, ["jobs", "add", "inv", "1", "--config",
-                                                  str(config), "--log-level", "error"])
+            code = await asyncio.to_thread(
+                main, ["jobs", "add", "inv", "1", "--config", str(config), "--log-level", "error"]
+            )
     assert code == 4
     err = capsys.readouterr().err
     assert "in use by another syncd" in err

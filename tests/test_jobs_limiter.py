@@ -33,8 +33,9 @@ def most_in_window(starts: list[float], window: float) -> int:
     return best
 
 
-@pytest.mark.parametrize(("rate", "late"), [(5, 0.0), (5, 0.05), (200, 0.002), (20, 0.3),
-                                            (2.5, 0.1), (0.5, 0.2)])
+@pytest.mark.parametrize(
+    ("rate", "late"), [(5, 0.0), (5, 0.05), (200, 0.002), (20, 0.3), (2.5, 0.1), (0.5, 0.2)]
+)
 async def test_never_more_than_the_rate_and_close_to_it(rate: float, late: float) -> None:
     """However late the wake-ups, no 1-second window (n/rate for fractional rates) holds more
     than the limit, and the achieved rate stays close to it."""

@@ -38,18 +38,37 @@ from tests.fakes.job_servers import (
 )
 from tests.helpers import changes
 
-FAST = {"backoff_initial": 0.001, "backoff_factor": 2, "backoff_max": 0.02, "deadline": 10,
-        "not_found_grace": 0.1}
+FAST = {
+    "backoff_initial": 0.001,
+    "backoff_factor": 2,
+    "backoff_max": 0.02,
+    "deadline": 10,
+    "not_found_grace": 0.1,
+}
 
 
 def providers(url: str, **overrides: dict[str, Any]) -> dict[str, Any]:
     base: dict[str, dict[str, Any]] = {
-        "inv": {"dialect": "inventory_jobs", "base_url": url, "token": "inv-token",
-                "rate_per_second": 1000, "concurrency": 8},
-        "bulk": {"dialect": "bulk_sales_orders", "base_url": url, "rate_per_second": 1000,
-                 "concurrency": 8, "params": {"businessUnitId": "BU1"}},
-        "shop": {"dialect": "commerce_jobs", "base_url": url, "rate_per_second": 1000,
-                 "concurrency": 8},
+        "inv": {
+            "dialect": "inventory_jobs",
+            "base_url": url,
+            "token": "inv-token",
+            "rate_per_second": 1000,
+            "concurrency": 8,
+        },
+        "bulk": {
+            "dialect": "bulk_sales_orders",
+            "base_url": url,
+            "rate_per_second": 1000,
+            "concurrency": 8,
+            "params": {"businessUnitId": "BU1"},
+        },
+        "shop": {
+            "dialect": "commerce_jobs",
+            "base_url": url,
+            "rate_per_second": 1000,
+            "concurrency": 8,
+        },
     }
     for name, values in overrides.items():
         base[name] = {**base[name], **values}
@@ -67,10 +86,14 @@ class Rig:
 
 
 @asynccontextmanager
-async def tracking(make_settings: Callable[..., Settings], url: str, *,
-                   jobs: dict[str, Any] | None = None, poke: Callable[[], None] | None = None,
-                   provider_overrides: dict[str, dict[str, Any]] | None = None,
-                   ) -> AsyncIterator[Rig]:
+async def tracking(
+    make_settings: Callable[..., Settings],
+    url: str,
+    *,
+    jobs: dict[str, Any] | None = None,
+    poke: Callable[[], None] | None = None,
+    provider_overrides: dict[str, dict[str, Any]] | None = None,
+) -> AsyncIterator[Rig]:
     """A store, the job adapters, poller and service as the daemon wires them; poller running."""
     conf = providers(url, **(provider_overrides or {}))
     settings = make_settings(jobs={**FAST, "providers": conf, **(jobs or {})})
@@ -103,32 +126,82 @@ def job_entries(db: Path) -> list[dict[str, Any]]:
 
 
 LIFECYCLES = [
-    ("inv", {}, [inventory("PENDING"), inventory("WORKING", item_count=1),
-                 inventory("WORKING", item_count=5), inventory("SUCCESS", success=True)],
-     "succeeded", ["job.pending", "job.running", "job.succeeded"]),
-    ("inv", {}, [inventory("WORKING"), inventory("FAILED", messages=("bad row 3",))],
-     "failed", ["job.pending", "job.running", "job.failed"]),
+    (
+        "inv",
+        {},
+        [
+            inventory("PENDING"),
+            inventory("WORKING", item_count=1),
+            inventory("WORKING", item_count=5),
+            inventory("SUCCESS", success=True),
+        ],
+        "succeeded",
+        ["job.pending", "job.running", "job.succeeded"],
+    ),
+    (
+        "inv",
+        {},
+        [inventory("WORKING"), inventory("FAILED", messages=("bad row 3",))],
+        "failed",
+        ["job.pending", "job.running", "job.failed"],
+    ),
     ("inv", {}, [inventory("SUCCESS", success=False)], "failed", ["job.pending", "job.failed"]),
-    ("bulk", {}, [bulk("CREATED"), bulk("INITIATED"), bulk("PROCESSING", processed=1, total=3),
-                  bulk("COMPLETED", processed=3, total=3)],
-     "succeeded", ["job.pending", "job.running", "job.succeeded"]),
-    ("bulk", {"businessUnitId": "BU9"}, [bulk("PROCESSING"),
-                                         bulk("COMPLETED", failed=2, processed=5, total=5)],
-     "partial", ["job.pending", "job.running", "job.partial"]),
-    ("bulk", {}, [bulk("COMPLETED", failed=2, processed=2, total=2)],
-     "failed", ["job.pending", "job.failed"]),
-    ("shop", {}, [commerce("pending"), commerce("started"),
-                  commerce("failed", error="No results matched the supplied filter")],
-     "failed", ["job.pending", "job.running", "job.failed"]),
-    ("shop", {}, [commerce("started"), commerce("success")],
-     "succeeded", ["job.pending", "job.running", "job.succeeded"]),
+    (
+        "bulk",
+        {},
+        [
+            bulk("CREATED"),
+            bulk("INITIATED"),
+            bulk("PROCESSING", processed=1, total=3),
+            bulk("COMPLETED", processed=3, total=3),
+        ],
+        "succeeded",
+        ["job.pending", "job.running", "job.succeeded"],
+    ),
+    (
+        "bulk",
+        {"businessUnitId": "BU9"},
+        [bulk("PROCESSING"), bulk("COMPLETED", failed=2, processed=5, total=5)],
+        "partial",
+        ["job.pending", "job.running", "job.partial"],
+    ),
+    (
+        "bulk",
+        {},
+        [bulk("COMPLETED", failed=2, processed=2, total=2)],
+        "failed",
+        ["job.pending", "job.failed"],
+    ),
+    (
+        "shop",
+        {},
+        [
+            commerce("pending"),
+            commerce("started"),
+            commerce("failed", error="No results matched the supplied filter"),
+        ],
+        "failed",
+        ["job.pending", "job.running", "job.failed"],
+    ),
+    (
+        "shop",
+        {},
+        [commerce("started"), commerce("success")],
+        "succeeded",
+        ["job.pending", "job.running", "job.succeeded"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("provider", "params", "script", "end", "expected"), LIFECYCLES)
-async def test_lifecycle(make_settings: Callable[..., Settings], provider: str,
-                         params: dict[str, str], script: list[Step], end: str,
-                         expected: list[str]) -> None:
+async def test_lifecycle(
+    make_settings: Callable[..., Settings],
+    provider: str,
+    params: dict[str, str],
+    script: list[Step],
+    end: str,
+    expected: list[str],
+) -> None:
     """Each dialect walks its scripted statuses to its end state; every transition writes exactly
     one job.<state> entry carrying the vendor's raw status."""
     async with serve_jobs() as fake, tracking(make_settings, fake.url) as jt:
@@ -164,14 +237,15 @@ async def test_lost_after_the_404_grace(make_settings: Callable[..., Settings]) 
         assert time.monotonic() - started >= 0.1
         assert lost.last_error == "HTTP 404: Job Not Found"
         assert fake.count("ghost") >= 2
-        assert [e["kind"] for e in job_entries(jt.db)] == ["job.pending",
-                                                                           "job.lost"]
+        assert [e["kind"] for e in job_entries(jt.db)] == ["job.pending", "job.lost"]
 
 
 async def test_a_404_within_the_grace_is_forgiven(make_settings: Callable[..., Settings]) -> None:
     """A new job may 404 for a moment (not yet visible upstream) and then run normally."""
-    async with serve_jobs() as fake, tracking(make_settings, fake.url,
-                                              jobs={"not_found_grace": 5}) as jt:
+    async with (
+        serve_jobs() as fake,
+        tracking(make_settings, fake.url, jobs={"not_found_grace": 5}) as jt,
+    ):
         fake.script("J2", missing(), missing(), inventory("WORKING"), inventory("SUCCESS"))
         row, _ = await jt.service.register("inv", "J2")
         done = await settle(jt.service, row.id, "succeeded")
@@ -181,9 +255,14 @@ async def test_a_404_within_the_grace_is_forgiven(make_settings: Callable[..., S
 
 async def test_expired_at_the_deadline(make_settings: Callable[..., Settings]) -> None:
     """A job that never ends is expired at jobs.deadline, even with a long backoff."""
-    async with serve_jobs() as fake, tracking(make_settings, fake.url,
-                                              jobs={"deadline": 0.3, "backoff_max": 60,
-                                                    "backoff_initial": 0.05}) as jt:
+    async with (
+        serve_jobs() as fake,
+        tracking(
+            make_settings,
+            fake.url,
+            jobs={"deadline": 0.3, "backoff_max": 60, "backoff_initial": 0.05},
+        ) as jt,
+    ):
         fake.script("J3", inventory("WORKING"))
         row, _ = await jt.service.register("inv", "J3")
         started = time.monotonic()
@@ -192,17 +271,27 @@ async def test_expired_at_the_deadline(make_settings: Callable[..., Settings]) -
         assert done.last_error is not None
         assert "deadline" in done.last_error
         assert [e["kind"] for e in job_entries(jt.db)] == [
-            "job.pending", "job.running", "job.expired"]
+            "job.pending",
+            "job.running",
+            "job.expired",
+        ]
 
 
 async def test_unknown_status_is_recorded_and_treated_as_running(
-        make_settings: Callable[..., Settings]) -> None:
+    make_settings: Callable[..., Settings],
+) -> None:
     """An unknown vendor status is stored and logged once, the job counts as running, and the
     poller carries on to the real end."""
     with capture_logs() as logs:
         async with serve_jobs() as fake, tracking(make_settings, fake.url) as jt:
-            fake.script("J4", inventory("PENDING"), inventory("REQUEUED"), inventory("REQUEUED"),
-                        inventory("REQUEUED"), inventory("SUCCESS"))
+            fake.script(
+                "J4",
+                inventory("PENDING"),
+                inventory("REQUEUED"),
+                inventory("REQUEUED"),
+                inventory("REQUEUED"),
+                inventory("SUCCESS"),
+            )
             row, _ = await jt.service.register("inv", "J4")
             await settle(jt.service, row.id, "succeeded")
     entries = job_entries(jt.db)
@@ -218,8 +307,7 @@ async def test_server_errors_and_retry_after(make_settings: Callable[..., Settin
     for that long; the job then finishes. The failures log once, then a recovery with the count."""
     with capture_logs() as logs:
         async with serve_jobs() as fake, tracking(make_settings, fake.url) as jt:
-            fake.script("J5", server_error(), server_error(), rate_limited(1),
-                        inventory("SUCCESS"))
+            fake.script("J5", server_error(), server_error(), rate_limited(1), inventory("SUCCESS"))
             row, _ = await jt.service.register("inv", "J5")
             done = await settle(jt.service, row.id, "succeeded")
     times = [t for t, j in fake.requests if j == "J5"]
@@ -247,8 +335,10 @@ async def test_registration_wakes_the_idle_poller(make_settings: Callable[..., S
 
 async def test_forget_stops_polling(make_settings: Callable[..., Settings]) -> None:
     """A forgotten job is no longer polled and its row is gone; its entries stay."""
-    async with serve_jobs() as fake, tracking(make_settings, fake.url,
-                                              jobs={"backoff_max": 0.005}) as jt:
+    async with (
+        serve_jobs() as fake,
+        tracking(make_settings, fake.url, jobs={"backoff_max": 0.005}) as jt,
+    ):
         fake.script("J7", inventory("WORKING"))
         row, _ = await jt.service.register("inv", "J7")
         await settle(jt.service, row.id, "running")
@@ -258,8 +348,7 @@ async def test_forget_stops_polling(make_settings: Callable[..., Settings]) -> N
         await asyncio.sleep(0.1)
         assert fake.count("J7") == count
         assert jt.poller.tracked == 0
-        assert [e["kind"] for e in job_entries(jt.db)] == ["job.pending",
-                                                                           "job.running"]
+        assert [e["kind"] for e in job_entries(jt.db)] == ["job.pending", "job.running"]
 
 
 # --- restart -------------------------------------------------------------------------------------
@@ -289,8 +378,11 @@ async def test_restart_mid_poll_resumes_from_sqlite(make_settings: Callable[...,
             assert jt2.poller.tracked == 1
             done = await settle(jt2.service, row.id, "succeeded")
             assert done.polls == before + 2
-        assert [e["kind"] for e in job_entries(db)] == ["job.pending", "job.running",
-                                                        "job.succeeded"]
+        assert [e["kind"] for e in job_entries(db)] == [
+            "job.pending",
+            "job.running",
+            "job.succeeded",
+        ]
 
 
 async def _read_row(db: Path, id_: int) -> JobRow:
@@ -307,9 +399,15 @@ async def _read_row(db: Path, id_: int) -> JobRow:
 async def test_rate_limit_held_at_the_server(make_settings: Callable[..., Settings]) -> None:
     """40 polls due at once under rate_per_second = 20: the fake never sees more than 20 within
     a second (allowing 50 ms of loopback delivery jitter), and the rate stays close to 20."""
-    async with serve_jobs() as fake, tracking(
-            make_settings, fake.url, jobs={"backoff_initial": 0, "backoff_max": 0},
-            provider_overrides={"inv": {"rate_per_second": 20, "concurrency": 8}}) as jt:
+    async with (
+        serve_jobs() as fake,
+        tracking(
+            make_settings,
+            fake.url,
+            jobs={"backoff_initial": 0, "backoff_max": 0},
+            provider_overrides={"inv": {"rate_per_second": 20, "concurrency": 8}},
+        ) as jt,
+    ):
         for i in range(20):
             fake.script(f"L{i}", inventory("WORKING"), inventory("SUCCESS"))
         await jt.service.register_many([NewJob("inv", f"L{i}") for i in range(20)])
@@ -320,14 +418,19 @@ async def test_rate_limit_held_at_the_server(make_settings: Callable[..., Settin
     assert fake.max_in_window(0.95) <= 20
     span = times[-1] - times[0]
     assert span >= 39 / 20 * 0.97  # never faster than the limit ...
-    assert 39 / span >= 20 * 0.8   # ... and not far below it
+    assert 39 / span >= 20 * 0.8  # ... and not far below it
 
 
 async def test_concurrency_limit_held(make_settings: Callable[..., Settings]) -> None:
     """With slow answers and 30 jobs due, at most `concurrency` requests are ever in flight."""
-    async with serve_jobs() as fake, tracking(
-            make_settings, fake.url,
-            provider_overrides={"shop": {"concurrency": 3, "rate_per_second": 10000}}) as jt:
+    async with (
+        serve_jobs() as fake,
+        tracking(
+            make_settings,
+            fake.url,
+            provider_overrides={"shop": {"concurrency": 3, "rate_per_second": 10000}},
+        ) as jt,
+    ):
         for i in range(30):
             fake.script(f"C{i}", Step(body=commerce("success").body, delay=0.02))
         await jt.service.register_many([NewJob("shop", f"C{i}") for i in range(30)])
@@ -342,8 +445,11 @@ async def test_ten_thousand_jobs(db_path: Path) -> None:
     with the concurrency limit held and nothing left scheduled."""
     store = await Store.open(db_path)
     provider = InstantProvider("fast", polls_to_finish=2)
-    poller = JobPoller(store, {"fast": (provider, ProviderLimits(64, 1_000_000))},
-                       PollerOptions(timing=Timing(0.001, 2, 0.01, 600, 1)))
+    poller = JobPoller(
+        store,
+        {"fast": (provider, ProviderLimits(64, 1_000_000))},
+        PollerOptions(timing=Timing(0.001, 2, 0.01, 600, 1)),
+    )
     service = JobService(store, {"fast": provider.check}, poller=poller)
     try:
         with capture_logs():
@@ -372,8 +478,11 @@ async def test_idle_poller_uses_no_cpu(db_path: Path) -> None:
     """2,000 jobs waiting an hour: the poller sleeps until the first is due (no tick)."""
     store = await Store.open(db_path)
     provider = InstantProvider("fast")
-    poller = JobPoller(store, {"fast": (provider, ProviderLimits(4, 100))},
-                       PollerOptions(timing=Timing(3600, 2, 3600, 86400, 1)))
+    poller = JobPoller(
+        store,
+        {"fast": (provider, ProviderLimits(4, 100))},
+        PollerOptions(timing=Timing(3600, 2, 3600, 86400, 1)),
+    )
     service = JobService(store, {"fast": provider.check}, poller=poller)
     try:
         await service.register_many([NewJob("fast", str(i)) for i in range(2000)])
@@ -399,33 +508,56 @@ def _later(row: JobRow, seconds: float) -> JobRow:
 
 
 def _job(**kw: Any) -> TrackedJob:
-    base: dict[str, Any] = {"id": 1, "provider": "p", "job_id": "j", "params": {},
-                            "state": JobState.RUNNING,
-                                "vendor_status": "WORKING", "job_type": None, "registered_ns": 0,
-                                "next_poll_ns": 0}
+    base: dict[str, Any] = {
+        "id": 1,
+        "provider": "p",
+        "job_id": "j",
+        "params": {},
+        "state": JobState.RUNNING,
+        "vendor_status": "WORKING",
+        "job_type": None,
+        "registered_ns": 0,
+        "next_poll_ns": 0,
+    }
     base.update(kw)
     return TrackedJob(**base)
 
 
-T = Timing(backoff_initial=1, backoff_factor=2, backoff_max=300, deadline=86400,
-           not_found_grace=300)
+T = Timing(
+    backoff_initial=1, backoff_factor=2, backoff_max=300, deadline=86400, not_found_grace=300
+)
 
 
 def test_backoff_grows_and_resets_on_progress() -> None:
     """Without progress the delay ceiling doubles per poll (full jitter: rand=1 is the ceiling);
     new progress figures or a new status reset it."""
     job = _job(attempts=3, progress={"itemCount": 1})
-    same = observed(job, Observation(JobState.RUNNING, "WORKING", progress={"itemCount": 1}),
-                    now_ns=0, timing=T, rand=lambda: 1.0)
+    same = observed(
+        job,
+        Observation(JobState.RUNNING, "WORKING", progress={"itemCount": 1}),
+        now_ns=0,
+        timing=T,
+        rand=lambda: 1.0,
+    )
     assert same.update.attempts == 4
     assert same.update.next_poll_ns == 16 * NS_PER_S
-    moved = observed(job, Observation(JobState.RUNNING, "WORKING", progress={"itemCount": 2}),
-                     now_ns=0, timing=T, rand=lambda: 1.0)
+    moved = observed(
+        job,
+        Observation(JobState.RUNNING, "WORKING", progress={"itemCount": 2}),
+        now_ns=0,
+        timing=T,
+        rand=lambda: 1.0,
+    )
     assert moved.update.attempts == 0
     assert moved.update.next_poll_ns == NS_PER_S
     assert not moved.transition
-    capped = observed(_job(attempts=20), Observation(JobState.RUNNING, "WORKING"), now_ns=0,
-                      timing=T, rand=lambda: 1.0)
+    capped = observed(
+        _job(attempts=20),
+        Observation(JobState.RUNNING, "WORKING"),
+        now_ns=0,
+        timing=T,
+        rand=lambda: 1.0,
+    )
     assert capped.update.next_poll_ns == 300 * NS_PER_S
 
 
@@ -433,13 +565,22 @@ def test_polls_never_scheduled_past_the_deadline_or_grace() -> None:
     """The next poll is capped at the deadline, and during 404s at the end of the grace."""
     job = _job(attempts=20, registered_ns=0)
     timing = Timing(1, 2, 300, deadline=10, not_found_grace=5)
-    assert observed(job, Observation(JobState.RUNNING, "WORKING"), now_ns=NS_PER_S,
-                    timing=timing, rand=lambda: 1.0).update.next_poll_ns == 10 * NS_PER_S
+    assert (
+        observed(
+            job,
+            Observation(JobState.RUNNING, "WORKING"),
+            now_ns=NS_PER_S,
+            timing=timing,
+            rand=lambda: 1.0,
+        ).update.next_poll_ns
+        == 10 * NS_PER_S
+    )
     nf = not_found(job, NotFound(), now_ns=NS_PER_S, timing=timing, rand=lambda: 1.0)
     assert nf.update.next_poll_ns == 6 * NS_PER_S
     assert nf.new_state is JobState.RUNNING
-    lost = not_found(_job(not_found_since_ns=NS_PER_S), NotFound(), now_ns=6 * NS_PER_S,
-                     timing=timing)
+    lost = not_found(
+        _job(not_found_since_ns=NS_PER_S), NotFound(), now_ns=6 * NS_PER_S, timing=timing
+    )
     assert lost.new_state is JobState.LOST
     assert lost.update.finished
 

@@ -8,8 +8,15 @@ from hypothesis import strategies as st
 
 from syncd.jobs.states import KINDS, TERMINAL, JobState, advance, can_move, parse_state
 
-P, R, S, F, PA, L, E = (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
-                        JobState.PARTIAL, JobState.LOST, JobState.EXPIRED)
+P, R, S, F, PA, L, E = (
+    JobState.PENDING,
+    JobState.RUNNING,
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.PARTIAL,
+    JobState.LOST,
+    JobState.EXPIRED,
+)
 
 
 def test_terminal_set() -> None:
@@ -17,12 +24,31 @@ def test_terminal_set() -> None:
     assert {s for s in JobState if s.terminal} == TERMINAL == {S, F, PA, L, E}
 
 
-@pytest.mark.parametrize(("old", "new", "allowed"), [
-    (P, R, True), (P, S, True), (P, F, True), (P, PA, True), (P, L, True), (P, E, True),
-    (R, S, True), (R, F, True), (R, PA, True), (R, L, True), (R, E, True),
-    (R, P, False), (P, P, False), (R, R, False),
-    (S, F, False), (F, S, False), (PA, R, False), (L, R, False), (E, S, False), (S, S, False),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        (P, R, True),
+        (P, S, True),
+        (P, F, True),
+        (P, PA, True),
+        (P, L, True),
+        (P, E, True),
+        (R, S, True),
+        (R, F, True),
+        (R, PA, True),
+        (R, L, True),
+        (R, E, True),
+        (R, P, False),
+        (P, P, False),
+        (R, R, False),
+        (S, F, False),
+        (F, S, False),
+        (PA, R, False),
+        (L, R, False),
+        (E, S, False),
+        (S, S, False),
+    ],
+)
 def test_only_forward_moves(old: JobState, new: JobState, allowed: bool) -> None:
     """pending -> running -> an end state; nothing moves back, nothing leaves an end state."""
     assert can_move(old, new) is allowed
@@ -43,8 +69,15 @@ def test_advance_never_goes_back(observations: list[JobState]) -> None:
 
 def test_kinds_and_parsing() -> None:
     """Each state has its change kind; state names parse in any case, unknown ones are refused."""
-    assert KINDS == ("job.pending", "job.running", "job.succeeded", "job.failed", "job.partial",
-                     "job.lost", "job.expired")
+    assert KINDS == (
+        "job.pending",
+        "job.running",
+        "job.succeeded",
+        "job.failed",
+        "job.partial",
+        "job.lost",
+        "job.expired",
+    )
     assert parse_state(" Running ") is R
     with pytest.raises(ValueError, match="expected one of pending"):
         parse_state("done")

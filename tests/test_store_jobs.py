@@ -16,11 +16,22 @@ NOW = 1_700_000_000_000_000_000
 
 def update(row: JobRow, state: str, *, expected: str | None = None, **changes: Any) -> JobUpdate:
     fields: dict[str, Any] = {
-        "id": row.id, "expected_state": expected or row.state, "state": state,
-        "vendor_status": "WORKING", "job_type": "REFRESH", "attempts": 0, "polls": row.polls + 1,
-        "next_poll_ns": NOW + 10, "not_found_since_ns": None, "last_error": None, "messages": (),
-        "failures": (), "progress": None, "result": None,
-        "finished": state not in ("pending", "running")}
+        "id": row.id,
+        "expected_state": expected or row.state,
+        "state": state,
+        "vendor_status": "WORKING",
+        "job_type": "REFRESH",
+        "attempts": 0,
+        "polls": row.polls + 1,
+        "next_poll_ns": NOW + 10,
+        "not_found_since_ns": None,
+        "last_error": None,
+        "messages": (),
+        "failures": (),
+        "progress": None,
+        "result": None,
+        "finished": state not in ("pending", "running"),
+    }
     fields.update(changes)
     return JobUpdate(**fields)
 
@@ -65,8 +76,11 @@ async def test_transition_writes_exactly_one_entry(store: Store, db_path: Path) 
     row2 = await store.read(lambda c: jobs_store.get(c, row.id))
     assert row2 is not None
     assert row2.state == "running"
-    [ok] = await store.write(lambda c: jobs_store.record(
-        c, [update(row2, "running", attempts=3, next_poll_ns=NOW + 99)], NOW + 2))
+    [ok] = await store.write(
+        lambda c: jobs_store.record(
+            c, [update(row2, "running", attempts=3, next_poll_ns=NOW + 99)], NOW + 2
+        )
+    )
     row3 = await store.read(lambda c: jobs_store.get(c, row.id))
     assert ok
     assert row3 is not None
@@ -83,8 +97,11 @@ async def test_stale_or_forgotten_updates_do_not_apply(store: Store, db_path: Pa
     """An update based on a state the row no longer has, or for a deleted row, changes nothing."""
     [(a, _), (b, _)] = await register(store, NewJob("inv", "a"), NewJob("inv", "b"))
     await store.write(lambda c: jobs_store.forget(c, b.id))
-    applied = await store.write(lambda c: jobs_store.record(
-        c, [update(a, "succeeded", expected="running"), update(b, "running")], NOW))
+    applied = await store.write(
+        lambda c: jobs_store.record(
+            c, [update(a, "succeeded", expected="running"), update(b, "running")], NOW
+        )
+    )
     assert applied == [False, False]
     assert [e["kind"] for e in changes(db_path)] == ["job.pending", "job.pending"]
 
@@ -92,11 +109,13 @@ async def test_stale_or_forgotten_updates_do_not_apply(store: Store, db_path: Pa
 async def test_two_updates_of_one_job_in_one_batch(store: Store, db_path: Path) -> None:
     """Within one batch, a second update sees the first one's state."""
     [(row, _)] = await register(store, NewJob("inv", "x"))
-    applied = await store.write(lambda c: jobs_store.record(
-        c, [update(row, "running"), update(row, "succeeded", expected="running")], NOW))
+    applied = await store.write(
+        lambda c: jobs_store.record(
+            c, [update(row, "running"), update(row, "succeeded", expected="running")], NOW
+        )
+    )
     assert applied == [True, True]
-    assert [e["kind"] for e in changes(db_path)] == ["job.pending", "job.running",
-                                                      "job.succeeded"]
+    assert [e["kind"] for e in changes(db_path)] == ["job.pending", "job.running", "job.succeeded"]
     done = await store.read(lambda c: jobs_store.get(c, row.id))
     assert done is not None
     assert done.finished_at is not None
@@ -106,18 +125,27 @@ async def test_due_query_uses_the_index(store: Store, db_path: Path) -> None:
     """Due jobs come soonest first through jobs_due; finished jobs are never due."""
     rows = await register(store, *(NewJob("inv", str(i)) for i in range(5)))
     for i, (row, _) in enumerate(rows):
-        await store.write(lambda c, row=row, i=i: jobs_store.record(
-            c, [update(row, "succeeded" if i == 0 else "running", next_poll_ns=NOW + 100 - i)],
-            NOW))
+        await store.write(
+            lambda c, row=row, i=i: jobs_store.record(
+                c,
+                [update(row, "succeeded" if i == 0 else "running", next_poll_ns=NOW + 100 - i)],
+                NOW,
+            )
+        )
     due = await store.read(lambda c: jobs_store.due(c, NOW + 98))
     assert [r.job_id for r in due] == ["4", "3"]
     unfinished = await store.read(jobs_store.unfinished)
     assert [r.job_id for r in unfinished] == ["4", "3", "2", "1"]
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        plan = " ".join(str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE finished_at IS NULL AND next_poll_ns < ?"
-            " ORDER BY next_poll_ns LIMIT 10", (NOW,)))
+        plan = " ".join(
+            str(r)
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE finished_at IS NULL AND next_poll_ns < ?"
+                " ORDER BY next_poll_ns LIMIT 10",
+                (NOW,),
+            )
+        )
     finally:
         conn.close()
     assert "jobs_due" in plan

@@ -226,12 +226,8 @@ async def test_failure_midway_keeps_watermark_and_repairs_without_duplicates(db_
         before = len(changes(db_path))
         r.sim.mutate(20)
         failed = await r.engine.run_pass()
-        assert (
-            not failed.ok
-        )
-        assert (
-            1 <= failed.pages < 4
-        )
+        assert not failed.ok
+        assert 1 <= failed.pages < 4
         assert watermarks(db_path) == marks
         r.sim.faults.clear()
         repaired = await r.engine.run_pass()

@@ -38,15 +38,18 @@ def body(step: Step) -> Any:
     return step.body
 
 
-@pytest.mark.parametrize(("step", "state", "known"), [
-    (inventory("PENDING"), S.PENDING, True),
-    (inventory("WORKING", item_count=10), S.RUNNING, True),
-    (inventory("SUCCESS", success=True), S.SUCCEEDED, True),
-    (inventory("success"), S.SUCCEEDED, True),
-    (inventory("SUCCESS", success=False), S.FAILED, True),
-    (inventory("FAILED", messages=("bad file",)), S.FAILED, True),
-    (inventory("REQUEUED"), S.RUNNING, False),
-])
+@pytest.mark.parametrize(
+    ("step", "state", "known"),
+    [
+        (inventory("PENDING"), S.PENDING, True),
+        (inventory("WORKING", item_count=10), S.RUNNING, True),
+        (inventory("SUCCESS", success=True), S.SUCCEEDED, True),
+        (inventory("success"), S.SUCCEEDED, True),
+        (inventory("SUCCESS", success=False), S.FAILED, True),
+        (inventory("FAILED", messages=("bad file",)), S.FAILED, True),
+        (inventory("REQUEUED"), S.RUNNING, False),
+    ],
+)
 def test_inventory_statuses(step: Step, state: JobState, known: bool) -> None:
     """PENDING/WORKING/SUCCESS/FAILED map onto the lifecycle; an unknown status is running."""
     obs = inventory_jobs.parse(body(step))
@@ -57,24 +60,28 @@ def test_inventory_statuses(step: Step, state: JobState, known: bool) -> None:
 
 def test_inventory_fields() -> None:
     """Messages, item counts (as progress) and the vendor's facts are kept; data-wrapped works."""
-    obs = inventory_jobs.parse({"data": body(inventory("FAILED", messages=("a", "b"),
-                                                       item_count=5))})
+    obs = inventory_jobs.parse(
+        {"data": body(inventory("FAILED", messages=("a", "b"), item_count=5))}
+    )
     assert obs.messages == ("a", "b")
     assert obs.progress == {"itemCount": 5}
     assert obs.result is not None
     assert obs.result["locationCode"] == "WH1"
 
 
-@pytest.mark.parametrize(("step", "state", "known"), [
-    (bulk("CREATED"), S.PENDING, True),
-    (bulk("INITIATED"), S.PENDING, True),
-    (bulk("PROCESSING", processed=3, total=10), S.RUNNING, True),
-    (bulk("COMPLETED", processed=10, total=10), S.SUCCEEDED, True),
-    (bulk("COMPLETED", failed=2, processed=10, total=10), S.PARTIAL, True),
-    (bulk("COMPLETED", failed=2), S.PARTIAL, True),
-    (bulk("COMPLETED", failed=3, processed=3, total=3), S.FAILED, True),
-    (bulk("PAUSED"), S.RUNNING, False),
-])
+@pytest.mark.parametrize(
+    ("step", "state", "known"),
+    [
+        (bulk("CREATED"), S.PENDING, True),
+        (bulk("INITIATED"), S.PENDING, True),
+        (bulk("PROCESSING", processed=3, total=10), S.RUNNING, True),
+        (bulk("COMPLETED", processed=10, total=10), S.SUCCEEDED, True),
+        (bulk("COMPLETED", failed=2, processed=10, total=10), S.PARTIAL, True),
+        (bulk("COMPLETED", failed=2), S.PARTIAL, True),
+        (bulk("COMPLETED", failed=3, processed=3, total=3), S.FAILED, True),
+        (bulk("PAUSED"), S.RUNNING, False),
+    ],
+)
 def test_bulk_statuses(step: Step, state: JobState, known: bool) -> None:
     """COMPLETED is a success, partial or failure depending on failedOrders versus the total."""
     obs = bulk_sales_orders.parse(body(step))
@@ -84,20 +91,28 @@ def test_bulk_statuses(step: Step, state: JobState, known: bool) -> None:
 def test_bulk_failures_drop_the_echoed_request() -> None:
     """Failed orders keep their number, message and line messages, not the echoed ``item``."""
     obs = bulk_sales_orders.parse(body(bulk("COMPLETED", failed=1, processed=4, total=4)))
-    assert obs.failures == ({"customerOrderNumber": "SO-0", "message": "invalid SKU",
-                             "lines": [{"customerLineNumber": "1", "message": "SKU not found"}]},)
+    assert obs.failures == (
+        {
+            "customerOrderNumber": "SO-0",
+            "message": "invalid SKU",
+            "lines": [{"customerLineNumber": "1", "message": "SKU not found"}],
+        },
+    )
     assert obs.progress == {"processed": 4, "total": 4}
     assert obs.result == {"failed_orders": 1, "jobId": "J", "processed": 4, "total": 4}
 
 
-@pytest.mark.parametrize(("step", "state", "known"), [
-    (commerce("pending"), S.PENDING, True),
-    (commerce("PENDING"), S.PENDING, True),
-    (commerce("started"), S.RUNNING, True),
-    (commerce("success", href="/exports/a.csv"), S.SUCCEEDED, True),
-    (commerce("failed", error="No results matched the supplied filter"), S.FAILED, True),
-    (commerce("archived"), S.RUNNING, False),
-])
+@pytest.mark.parametrize(
+    ("step", "state", "known"),
+    [
+        (commerce("pending"), S.PENDING, True),
+        (commerce("PENDING"), S.PENDING, True),
+        (commerce("started"), S.RUNNING, True),
+        (commerce("success", href="/exports/a.csv"), S.SUCCEEDED, True),
+        (commerce("failed", error="No results matched the supplied filter"), S.FAILED, True),
+        (commerce("archived"), S.RUNNING, False),
+    ],
+)
 def test_commerce_statuses(step: Step, state: JobState, known: bool) -> None:
     """pending/started/success/failed in any case; the error becomes a message."""
     obs = commerce_jobs.parse(body(step))
@@ -117,18 +132,21 @@ def test_commerce_link_only_on_success() -> None:
     assert failed.failures == ({"detail": "boom"},)
 
 
-@pytest.mark.parametrize("parse", [inventory_jobs.parse, bulk_sales_orders.parse,
-                                   commerce_jobs.parse])
-@pytest.mark.parametrize("payload", [None, [], "x", {"data": {}}, {"data": {"status": 5}},
-                                     {"data": []}])
+@pytest.mark.parametrize(
+    "parse", [inventory_jobs.parse, bulk_sales_orders.parse, commerce_jobs.parse]
+)
+@pytest.mark.parametrize(
+    "payload", [None, [], "x", {"data": {}}, {"data": {"status": 5}}, {"data": []}]
+)
 def test_unreadable_bodies_are_data_errors(parse: Any, payload: Any) -> None:
     """A 2xx body without a readable status is an UpstreamDataError, never a crash."""
     with pytest.raises(UpstreamDataError):
         parse(payload)
 
 
-def api(cls: Any, url: str = "http://h", session: aiohttp.ClientSession | None = None,
-        **options: Any) -> Any:
+def api(
+    cls: Any, url: str = "http://h", session: aiohttp.ClientSession | None = None, **options: Any
+) -> Any:
     return cls(JobApiOptions(name="p", base_url=url, **options), session)
 
 
@@ -137,8 +155,10 @@ def test_url_templates_and_params() -> None:
     inv = api(InventoryJobs)
     assert inv.url("12", {}) == ("http://h/commerce/inventory/v1/queue/12", {})
     bso = api(BulkSalesOrders, params={"businessUnitId": "BU 1", "tenant": "acme"})
-    assert bso.url("J/1", {}) == ("http://h/business_units/BU%201/sales_orders/bulk/J%2F1",
-                                  {"tenant": "acme"})
+    assert bso.url("J/1", {}) == (
+        "http://h/business_units/BU%201/sales_orders/bulk/J%2F1",
+        {"tenant": "acme"},
+    )
     assert bso.url("J", {"businessUnitId": "BU2"})[0].startswith("http://h/business_units/BU2/")
     shop = api(CommerceJobs, url="http://h/api/", path="/v2/jobs/{id}")
     assert shop.url("abc", {}) == ("http://h/api/v2/jobs/abc", {})

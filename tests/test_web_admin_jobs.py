@@ -19,20 +19,26 @@ from tests.test_jobs_poller import FAST, providers
 
 
 @asynccontextmanager
-async def daemon_with_jobs(make_settings: Callable[..., Settings], *,
-                           admin: dict[str, Any] | None = None,
-                           ) -> AsyncIterator[tuple[Daemon, FakeJobServer, aiohttp.ClientSession]]:
+async def daemon_with_jobs(
+    make_settings: Callable[..., Settings],
+    *,
+    admin: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[Daemon, FakeJobServer, aiohttp.ClientSession]]:
     """A daemon (simulated Square upstream) whose job providers point at a fake job server."""
     async with serve_jobs() as fake, serve(SimulatorConfig(locations=1, items=5)) as (_, sim_url):
-        settings = make_settings(jobs={**FAST, "providers": providers(fake.url)},
-                                 square={"poll_interval": 30}, admin=admin or {})
-        async with running_daemon(settings, sim_url) as daemon, aiohttp.ClientSession(
-                base_url=daemon.admin_url) as http:
+        settings = make_settings(
+            jobs={**FAST, "providers": providers(fake.url)},
+            square={"poll_interval": 30},
+            admin=admin or {},
+        )
+        async with (
+            running_daemon(settings, sim_url) as daemon,
+            aiohttp.ClientSession(base_url=daemon.admin_url) as http,
+        ):
             yield daemon, fake, http
 
 
-async def call(http: aiohttp.ClientSession, method: str, path: str,
-               **kw: Any) -> tuple[int, Any]:
+async def call(http: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> tuple[int, Any]:
     async with http.request(method, path, **kw) as resp:
         return resp.status, await resp.json()
 
@@ -47,8 +53,9 @@ async def test_register_is_idempotent_and_polled(make_settings: Callable[..., Se
             while daemon.trigger.passes < 1:  # the start-up pass
                 await asyncio.sleep(0.01)
         passes = daemon.trigger.passes
-        status, first = await call(http, "POST", "/jobs",
-                                   json={"provider": "inv", "job_id": 100, "label": "refresh"})
+        status, first = await call(
+            http, "POST", "/jobs", json={"provider": "inv", "job_id": 100, "label": "refresh"}
+        )
         assert status == 201
         assert first["created"] is True
         assert first["job"]["job_id"] == "100"
@@ -75,8 +82,9 @@ async def test_list_show_forget(make_settings: Callable[..., Settings]) -> None:
         fake.script("A", inventory("SUCCESS"))
         fake.script("B", inventory("WORKING"))
         for job in ("A", "B"):
-            assert (await call(http, "POST", "/jobs", json={"provider": "inv", "job_id": job}))[0] \
-                == 201
+            assert (await call(http, "POST", "/jobs", json={"provider": "inv", "job_id": job}))[
+                0
+            ] == 201
         async with asyncio.timeout(5):
             while True:
                 _, done = await call(http, "GET", "/jobs", params={"state": "succeeded"})
@@ -97,21 +105,25 @@ async def test_list_show_forget(make_settings: Callable[..., Settings]) -> None:
         assert (await call(http, "GET", "/jobs/9999"))[0] == 404
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ({"provider": "nope", "job_id": "1"}, "unknown provider 'nope'"),
-    ({"provider": "bulk", "job_id": "1", "params": {"businessUnitId": ""}}, "businessUnitId"),
-    ({"provider": "inv", "job_id": ""}, "job id is empty"),
-    ({"provider": "inv", "job_id": "   "}, "job id is empty"),
-    ({"provider": "inv"}, "job id is empty"),
-    ({"job_id": "1"}, "provider is required"),
-    ({"provider": "inv", "job_id": "1", "params": ["x"]}, "params must be an object"),
-    ({"provider": "inv", "job_id": "1", "params": {"a": True}}, "params must be an object"),
-    ({"provider": "inv", "job_id": "1", "label": 5}, "label must be a string"),
-    ({"provider": "inv", "job_id": "1", "extra": 1}, "unknown field(s): extra"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"provider": "nope", "job_id": "1"}, "unknown provider 'nope'"),
+        ({"provider": "bulk", "job_id": "1", "params": {"businessUnitId": ""}}, "businessUnitId"),
+        ({"provider": "inv", "job_id": ""}, "job id is empty"),
+        ({"provider": "inv", "job_id": "   "}, "job id is empty"),
+        ({"provider": "inv"}, "job id is empty"),
+        ({"job_id": "1"}, "provider is required"),
+        ({"provider": "inv", "job_id": "1", "params": ["x"]}, "params must be an object"),
+        ({"provider": "inv", "job_id": "1", "params": {"a": True}}, "params must be an object"),
+        ({"provider": "inv", "job_id": "1", "label": 5}, "label must be a string"),
+        ({"provider": "inv", "job_id": "1", "extra": 1}, "unknown field(s): extra"),
+        ([1, 2], "JSON object"),
+    ],
+)
 async def test_bad_registrations_are_400_with_the_reason(
-        make_settings: Callable[..., Settings], body: Any, reason: str) -> None:
+    make_settings: Callable[..., Settings], body: Any, reason: str
+) -> None:
     """Each kind of bad input gets a 400 in the error envelope, its message naming the reason;
     nothing is registered."""
     async with daemon_with_jobs(make_settings) as (_, _fake, http):
@@ -147,6 +159,9 @@ async def test_admin_token_is_required(make_settings: Callable[..., Settings]) -
 
 async def test_jobs_are_not_on_the_public_listener(make_settings: Callable[..., Settings]) -> None:
     """The public (webhook) listener has no job routes."""
-    async with daemon_with_jobs(make_settings) as (daemon, _fake, _http), \
-            aiohttp.ClientSession() as public, public.get(f"{daemon.public_url}/jobs") as resp:
+    async with (
+        daemon_with_jobs(make_settings) as (daemon, _fake, _http),
+        aiohttp.ClientSession() as public,
+        public.get(f"{daemon.public_url}/jobs") as resp,
+    ):
         assert resp.status == 404

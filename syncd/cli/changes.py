@@ -38,21 +38,35 @@ BATCH = 1000
 def register(sub: Any) -> None:
     parser = sub.add_parser("changes", help="print change-log entries as NDJSON")
     add_common(parser)
-    parser.add_argument("--after", type=sqlite_int, metavar="SEQ",
-                        help="print entries with seq > SEQ (default: the consumer's acknowledged"
-                             " seq with --consumer, else 0: from the start)")
+    parser.add_argument(
+        "--after",
+        type=sqlite_int,
+        metavar="SEQ",
+        help="print entries with seq > SEQ (default: the consumer's acknowledged"
+        " seq with --consumer, else 0: from the start)",
+    )
     parser.add_argument("--limit", type=sqlite_int, metavar="N", help="stop after N entries")
-    parser.add_argument("--follow", action="store_true",
-                        help="keep printing new entries as they are committed")
+    parser.add_argument(
+        "--follow", action="store_true", help="keep printing new entries as they are committed"
+    )
     group = parser.add_argument_group("named consumers (docs/changelog.md)")
-    group.add_argument("--consumer", metavar="NAME",
-                       help="resume after the last seq NAME acknowledged (0 for a new NAME)")
-    group.add_argument("--ack", action="store_true",
-                       help="with --consumer: acknowledge each batch after it is written and"
-                            " flushed to stdout (needs write access to the database)")
-    group.add_argument("--ack-seq", type=sqlite_int, metavar="SEQ",
-                       help="with --consumer: record SEQ as acknowledged and exit, printing"
-                            " nothing")
+    group.add_argument(
+        "--consumer",
+        metavar="NAME",
+        help="resume after the last seq NAME acknowledged (0 for a new NAME)",
+    )
+    group.add_argument(
+        "--ack",
+        action="store_true",
+        help="with --consumer: acknowledge each batch after it is written and"
+        " flushed to stdout (needs write access to the database)",
+    )
+    group.add_argument(
+        "--ack-seq",
+        type=sqlite_int,
+        metavar="SEQ",
+        help="with --consumer: record SEQ as acknowledged and exit, printing nothing",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -65,10 +79,17 @@ def usage_problem(args: argparse.Namespace) -> str | None:
             return "--ack and --ack-seq need --consumer NAME"
         return None
     if not consumers.valid_name(args.consumer):
-        return ("--consumer NAME: 1-64 letters, digits, '_', '.' or '-',"
-                " starting with a letter or digit")
-    if args.ack_seq is not None and (args.ack_seq < 0 or args.ack or args.follow
-                                     or args.after is not None or args.limit is not None):
+        return (
+            "--consumer NAME: 1-64 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit"
+        )
+    if args.ack_seq is not None and (
+        args.ack_seq < 0
+        or args.ack
+        or args.follow
+        or args.after is not None
+        or args.limit is not None
+    ):
         return "--ack-seq SEQ (>= 0) records an offset and exits: use it without other options"
     return None
 
@@ -84,8 +105,16 @@ def handle(args: argparse.Namespace) -> int:
     if args.ack_seq is not None:
         asyncio.run(_ack_only(settings.database, args.consumer, args.ack_seq))
         return EXIT_OK
-    asyncio.run(_stream(settings.database, after=args.after, limit=args.limit, follow=args.follow,
-                        consumer=args.consumer, ack=args.ack))
+    asyncio.run(
+        _stream(
+            settings.database,
+            after=args.after,
+            limit=args.limit,
+            follow=args.follow,
+            consumer=args.consumer,
+            ack=args.ack,
+        )
+    )
     return EXIT_OK
 
 
@@ -109,8 +138,15 @@ async def _start(store: Store, consumer: str | None) -> int:
     return await store.read(offset) or 0
 
 
-async def _stream(path: Path, *, after: int | None, limit: int | None, follow: bool,
-                  consumer: str | None = None, ack: bool = False) -> None:
+async def _stream(
+    path: Path,
+    *,
+    after: int | None,
+    limit: int | None,
+    follow: bool,
+    consumer: str | None = None,
+    ack: bool = False,
+) -> None:
     store = await Store.open(path, readonly=True)
     acker: OffsetWriter | None = None
     remaining = limit
@@ -122,8 +158,9 @@ async def _stream(path: Path, *, after: int | None, limit: int | None, follow: b
             want = BATCH if remaining is None else min(BATCH, remaining)
             # Read the version before the entries, so a commit between the two is never missed.
             version = await store.read(_data_version)
-            batch = await store.read(partial(changelog.read_after_checked, after=position,
-                                             limit=want))
+            batch = await store.read(
+                partial(changelog.read_after_checked, after=position, limit=want)
+            )
             for entry in batch:
                 sys.stdout.write(orjson.dumps(entry.to_record()).decode() + "\n")
             sys.stdout.flush()

@@ -28,8 +28,9 @@ class AdminUnavailable(Exception):
 class AdminClient:
     """Requests to the admin API; ``listen`` is the daemon's ``admin.listen`` value."""
 
-    def __init__(self, listen: str, token: str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, listen: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.listen = listen
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -38,8 +39,11 @@ class AdminClient:
         if isinstance(address, TcpAddress):
             host = _LOOPBACK.get(address.host, address.host)
             self._unix: str | None = None
-            self._base = f"http://[{host}]:{address.port}" if ":" in host \
+            self._base = (
+                f"http://[{host}]:{address.port}"
+                if ":" in host
                 else f"http://{host}:{address.port}"
+            )
             self._port = address.port
         else:
             self._unix = str(address.path)
@@ -51,8 +55,9 @@ class AdminClient:
         token = settings.admin.token.get_secret_value() if settings.admin.token else None
         return cls(settings.admin.listen, token)
 
-    async def request(self, method: str, path: str, *, body: Any = None,
-                      query: Mapping[str, str] | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> Any:
         """One request; the decoded JSON of a 2xx answer, else the matching error."""
         if self._port == 0:
             raise AdminUnavailable(f"admin.listen {self.listen} has no fixed port")
@@ -65,20 +70,26 @@ class AdminClient:
             data = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
         try:
-            async with aiohttp.ClientSession(connector=connector,
-                                             timeout=self._timeout) as session, \
-                    session.request(method, self._base + path, data=data, headers=headers,
-                                    params=dict(query or {})) as resp:
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session,
+                session.request(
+                    method, self._base + path, data=data, headers=headers, params=dict(query or {})
+                ) as resp,
+            ):
                 status, raw = resp.status, await resp.read()
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ConnectionRefusedError | FileNotFoundError):
                 raise AdminUnavailable(str(exc)) from exc
-            raise SyncdError(f"cannot reach the admin API at {self.listen}: {exc}",
-                             op="admin.request") from exc
+            raise SyncdError(
+                f"cannot reach the admin API at {self.listen}: {exc}", op="admin.request"
+            ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SyncdError(f"the admin API at {self.listen} did not answer: "
-                             f"{type(exc).__name__} {exc}".rstrip(), op="admin.request",
-                             hint="is the daemon overloaded or stuck? see its log") from exc
+            raise SyncdError(
+                f"the admin API at {self.listen} did not answer: "
+                f"{type(exc).__name__} {exc}".rstrip(),
+                op="admin.request",
+                hint="is the daemon overloaded or stuck? see its log",
+            ) from exc
         payload = _decode(raw)
         if 200 <= status < 300:
             return payload
@@ -101,6 +112,9 @@ def _error(status: int, payload: Any, listen: str) -> SyncdError:
     if status == 404:
         return JobNotFound(message, op="admin.request")
     if status == 401:
-        return SyncdError(f"the admin API at {listen} refused the token", op="admin.request",
-                          hint="set admin.token (e.g. SYNCD_ADMIN__TOKEN) to the daemon's token")
+        return SyncdError(
+            f"the admin API at {listen} refused the token",
+            op="admin.request",
+            hint="set admin.token (e.g. SYNCD_ADMIN__TOKEN) to the daemon's token",
+        )
     return SyncdError(f"the admin API at {listen} answered {message}", op="admin.request")

@@ -55,8 +55,15 @@ def register(sub: Any) -> None:
     add_common(add)
     add.add_argument("provider", metavar="PROVIDER", help="a [jobs.providers.NAME] name")
     add.add_argument("job_id", metavar="JOB_ID", help="the vendor's job id")
-    add.add_argument("--param", dest="params", type=_param, action="append", default=[],
-                     metavar="KEY=VALUE", help="a path parameter (e.g. businessUnitId=BU1); repeat")
+    add.add_argument(
+        "--param",
+        dest="params",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a path parameter (e.g. businessUnitId=BU1); repeat",
+    )
     add.add_argument("--label", metavar="TEXT", help="a note kept with the job")
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(handler=handle_add)
@@ -88,8 +95,12 @@ def handle_add(args: argparse.Namespace) -> int:
     params = dict(args.params)
 
     async def remote(client: AdminClient) -> Record:
-        body = {"provider": args.provider, "job_id": args.job_id, "params": params,
-                "label": args.label}
+        body = {
+            "provider": args.provider,
+            "job_id": args.job_id,
+            "params": params,
+            "label": args.label,
+        }
         return dict(await client.request("POST", "/jobs", body=body))
 
     async def local(service: JobService) -> Record:
@@ -162,21 +173,35 @@ def handle_forget(args: argparse.Namespace) -> int:
 # --- plumbing ------------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace, remote: Callable[[AdminClient], Awaitable[Record]],
-         local: Callable[[JobService], Awaitable[Record]], *, write: bool) -> Record:
+def _run(
+    args: argparse.Namespace,
+    remote: Callable[[AdminClient], Awaitable[Record]],
+    local: Callable[[JobService], Awaitable[Record]],
+    *,
+    write: bool,
+) -> Record:
     settings = settings_from(args)
     setup_logging(settings)
     return asyncio.run(_dispatch(settings, remote, local, write=write))
 
 
-async def _dispatch(settings: Settings, remote: Callable[[AdminClient], Awaitable[Record]],
-                    local: Callable[[JobService], Awaitable[Record]], *, write: bool) -> Record:
+async def _dispatch(
+    settings: Settings,
+    remote: Callable[[AdminClient], Awaitable[Record]],
+    local: Callable[[JobService], Awaitable[Record]],
+    *,
+    write: bool,
+) -> Record:
     client = AdminClient.from_settings(settings)
     try:
         return await remote(client)
     except AdminUnavailable as exc:
-        log.info("daemon_not_running", admin=settings.admin.listen, reason=str(exc),
-                 database=str(settings.database))
+        log.info(
+            "daemon_not_running",
+            admin=settings.admin.listen,
+            reason=str(exc),
+            database=str(settings.database),
+        )
     checks = registration_checks(settings)
     if not write:
         require_database(settings.database)
@@ -189,9 +214,11 @@ async def _dispatch(settings: Settings, remote: Callable[[AdminClient], Awaitabl
         lock = await InstanceLock.acquire(settings.database)
     except AlreadyRunning as exc:  # a daemon runs, but not where admin.listen points
         raise AlreadyRunning(
-            exc.message, op="jobs",
+            exc.message,
+            op="jobs",
             hint=f"nothing answered on admin.listen ({settings.admin.listen}); set it (and"
-                 " admin.token) to the running daemon's admin listener") from exc
+            " admin.token) to the running daemon's admin listener",
+        ) from exc
     try:
         store = await Store.open(settings.database)
         try:
@@ -219,6 +246,8 @@ def render_list(jobs: list[Record]) -> str:
     for job in jobs:
         label = f"  {job['label']}" if job.get("label") else ""
         vendor = job.get("vendor_status") or "-"
-        lines.append(f"{job['id']:>6}  {job['provider']}/{job['job_id']}  {job['state']:<9}"
-                     f"  {vendor:<12}  {job['updated_at']}{label}")
+        lines.append(
+            f"{job['id']:>6}  {job['provider']}/{job['job_id']}  {job['state']:<9}"
+            f"  {vendor:<12}  {job['updated_at']}{label}"
+        )
     return "\n".join(lines) + "\n"

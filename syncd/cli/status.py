@@ -105,30 +105,41 @@ def render(data: dict[str, Any]) -> str:
         f"changes    {ch['entries']} entries, head seq {ch['head_seq']}, oldest {ch['oldest_seq']}",
     ]
     for source, last in data["last_pass"].items():
-        lines.append(f"last pass  {source}: #{last['pass_id']} {last['kind']} {last['outcome']},"
-                     f" {_seconds(last['age_s'])} ago, {last['changes']} changes"
-                     + (f"  error: {last['error']}" if last["error"] else ""))
-    lag = ", ".join(f"{p['source']}/{p['partition']} {_seconds(p['lag_s'])}"
-                    for p in data["partitions"])
+        lines.append(
+            f"last pass  {source}: #{last['pass_id']} {last['kind']} {last['outcome']},"
+            f" {_seconds(last['age_s'])} ago, {last['changes']} changes"
+            + (f"  error: {last['error']}" if last["error"] else "")
+        )
+    lag = ", ".join(
+        f"{p['source']}/{p['partition']} {_seconds(p['lag_s'])}" for p in data["partitions"]
+    )
     lines.append(f"lag        {lag or '-'}  (now - watermark)")
     backlog = ", ".join(f"{source} {n}" for source, n in data["backlog"].items())
     lines.append(f"backlog    {backlog or '0'} webhook events waiting for a pass")
     if data["jobs"]:
         lines.append("jobs       " + ", ".join(f"{state} {n}" for state, n in data["jobs"].items()))
     for c in data["consumers"]:
-        lines.append(f"consumer   {c['name']}: acked seq {c['acked_seq']} ({c['behind']} behind),"
-                     f" at {c['updated_at']}")
+        lines.append(
+            f"consumer   {c['name']}: acked seq {c['acked_seq']} ({c['behind']} behind),"
+            f" at {c['updated_at']}"
+        )
     for p in data.get("publish", []):
-        lines.append(f"publish    {p['target']} {p['stream']}: published seq {p['published_seq']}"
-                     f" ({p['behind']} behind), at {p['updated_at']}")
+        lines.append(
+            f"publish    {p['target']} {p['stream']}: published seq {p['published_seq']}"
+            f" ({p['behind']} behind), at {p['updated_at']}"
+        )
     lines.append("partitions")
     for p in data["partitions"]:
-        lines.append(f"  {p['source']}/{p['partition']}: {p['last_outcome'] or '-'}"
-                     f"  watermark {p['watermark'] or '-'}  last success {p['last_success_at'] or '-'}"
-                     + (f"  error: {p['error']}" if p["error"] else ""))
+        lines.append(
+            f"  {p['source']}/{p['partition']}: {p['last_outcome'] or '-'}"
+            f"  watermark {p['watermark'] or '-'}  last success {p['last_success_at'] or '-'}"
+            + (f"  error: {p['error']}" if p["error"] else "")
+        )
     lines.append("recent passes")
     for p in data["recent_passes"]:
-        lines.append(f"  #{p['pass_id']} {p['kind']:<11} {p['outcome']:<11} {p['started_at']}"
-                     f"  pages {p['pages']} counts {p['counts']} changes {p['changes']}"
-                     f" removed {p['removed']}" + (f"  error: {p['error']}" if p["error"] else ""))
+        lines.append(
+            f"  #{p['pass_id']} {p['kind']:<11} {p['outcome']:<11} {p['started_at']}"
+            f"  pages {p['pages']} counts {p['counts']} changes {p['changes']}"
+            f" removed {p['removed']}" + (f"  error: {p['error']}" if p["error"] else "")
+        )
     return "\n".join(lines) + "\n"

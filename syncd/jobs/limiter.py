@@ -28,9 +28,14 @@ DEFAULT_HEADROOM = 0.01
 class RateLimiter:
     """Paces request starts for one provider; waiters are served first come, first served."""
 
-    def __init__(self, rate_per_second: float, *, headroom: float = DEFAULT_HEADROOM,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rate_per_second: float,
+        *,
+        headroom: float = DEFAULT_HEADROOM,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be > 0")
         self.rate = rate_per_second

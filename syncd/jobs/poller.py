@@ -91,13 +91,21 @@ class _Stop:
 class JobPoller:
     """Polls every registered job of the configured providers until it ends."""
 
-    def __init__(self, store: Store, providers: Mapping[str, tuple[JobProvider, ProviderLimits]],
-                 options: PollerOptions | None = None, *, reactions: Reactions | None = None,
-                 clock: Callable[[], int] = now_ns,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, tuple[JobProvider, ProviderLimits]],
+        options: PollerOptions | None = None,
+        *,
+        reactions: Reactions | None = None,
+        clock: Callable[[], int] = now_ns,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._store = store
-        self._lanes = {name: _Lane(provider, limits, RateLimiter(limits.rate_per_second))
-                       for name, (provider, limits) in providers.items()}
+        self._lanes = {
+            name: _Lane(provider, limits, RateLimiter(limits.rate_per_second))
+            for name, (provider, limits) in providers.items()
+        }
         self.options = options or PollerOptions()
         self._timing = self.options.timing
         self._reactions = reactions
@@ -157,9 +165,11 @@ class JobPoller:
         """Poll until ``stop`` is set; then stop the lanes and commit every decided outcome."""
         await self._load()
         async with asyncio.TaskGroup() as group:
-            workers = [group.create_task(self._worker(lane), name=f"job-lane-{name}-{i}")
-                       for name, lane in self._lanes.items()
-                       for i in range(lane.limits.concurrency)]
+            workers = [
+                group.create_task(self._worker(lane), name=f"job-lane-{name}-{i}")
+                for name, lane in self._lanes.items()
+                for i in range(lane.limits.concurrency)
+            ]
             recorder = group.create_task(self._recorder(), name="job-recorder")
             waker = group.create_task(self._wake_on(stop), name="job-stop-waker")
             self.started.set()
@@ -181,8 +191,12 @@ class JobPoller:
                 skipped[row.provider] = skipped.get(row.provider, 0) + 1
         self.track(rows)
         for provider, count in skipped.items():
-            log.warning("job_provider_unknown", provider=provider, jobs=count,
-                        hint=f"configure [jobs.providers.{provider}] or forget these jobs")
+            log.warning(
+                "job_provider_unknown",
+                provider=provider,
+                jobs=count,
+                hint=f"configure [jobs.providers.{provider}] or forget these jobs",
+            )
         log.info("job_poller_started", tracked=len(self._jobs), providers=sorted(self._lanes))
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
@@ -228,10 +242,16 @@ class JobPoller:
             try:
                 outcome = await self._poll(lane, job)
             except Exception as exc:  # an adapter bug must not stop the lane or lose the job
-                log.exception("job_poll_crashed", provider=job.provider, id=job.id,
-                              job_id=job.job_id, error_type=type(exc).__name__)
-                outcome = failed_poll(job, exc, now_ns=self._clock(), timing=self._timing,
-                                      rand=self._rand)
+                log.exception(
+                    "job_poll_crashed",
+                    provider=job.provider,
+                    id=job.id,
+                    job_id=job.job_id,
+                    error_type=type(exc).__name__,
+                )
+                outcome = failed_poll(
+                    job, exc, now_ns=self._clock(), timing=self._timing, rand=self._rand
+                )
             self._results.put_nowait(outcome)
 
     async def _poll(self, lane: _Lane, job: TrackedJob) -> Outcome:
@@ -255,19 +275,24 @@ class JobPoller:
             return not_found(job, answer, now_ns=self._clock(), timing=timing, rand=self._rand)
         extra = None
         reactions = self._reactions
-        if (reactions is not None and answer.result_link
-                and reactions.wants_download(advance(job.state, answer.state), answer)):
+        if (
+            reactions is not None
+            and answer.result_link
+            and reactions.wants_download(advance(job.state, answer.state), answer)
+        ):
             await lane.limiter.acquire()
             lane.in_flight += 1
             try:
                 extra = await reactions.download(lane.provider, job.ref, answer.result_link)
             except DownloadFailed as exc:
-                return failed_poll(job, exc.cause, now_ns=self._clock(), timing=timing,
-                                   rand=self._rand)
+                return failed_poll(
+                    job, exc.cause, now_ns=self._clock(), timing=timing, rand=self._rand
+                )
             finally:
                 lane.in_flight -= 1
-        return observed(job, answer, now_ns=self._clock(), timing=timing, rand=self._rand,
-                        extra_result=extra)
+        return observed(
+            job, answer, now_ns=self._clock(), timing=timing, rand=self._rand, extra_result=extra
+        )
 
     # --- recorder -------------------------------------------------------------------------------
 
@@ -298,8 +323,12 @@ class JobPoller:
         except StoreClosed:
             raise
         except Exception as exc:  # e.g. disk full: keep every job, try again after a backoff
-            log.error("job_record_failed", outcomes=len(batch), error=str(exc),
-                      error_type=type(exc).__name__)
+            log.error(
+                "job_record_failed",
+                outcomes=len(batch),
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
             retry_ns = now + int(self._timing.backoff_max * NS_PER_S)
             for outcome in batch:
                 outcome.job.busy = False
@@ -329,20 +358,40 @@ class JobPoller:
             key = (job.provider, obs.vendor_status)
             if key not in self._unknown_seen:  # once per status, not once per poll
                 self._unknown_seen.add(key)
-                log.warning("job_unknown_status", provider=job.provider, id=job.id,
-                            job_id=job.job_id, vendor_status=obs.vendor_status,
-                            treated_as=obs.state.value)
-        log.debug("job_poll", provider=job.provider, id=job.id, job_id=job.job_id,
-                  outcome=outcome.kind, vendor_status=job.vendor_status, state=job.state.value,
-                  attempt=job.attempts)
+                log.warning(
+                    "job_unknown_status",
+                    provider=job.provider,
+                    id=job.id,
+                    job_id=job.job_id,
+                    vendor_status=obs.vendor_status,
+                    treated_as=obs.state.value,
+                )
+        log.debug(
+            "job_poll",
+            provider=job.provider,
+            id=job.id,
+            job_id=job.job_id,
+            outcome=outcome.kind,
+            vendor_status=job.vendor_status,
+            state=job.state.value,
+            attempt=job.attempts,
+        )
         self._provider_health(outcome)
         if outcome.transition:
             state = job.state
             metrics.JOB_TRANSITIONS.labels(job.provider, state.value).inc()
             metrics.CHANGES_WRITTEN.labels(state.change_kind).inc()
-            log.info("job_transition", provider=job.provider, id=job.id, job_id=job.job_id,
-                     old=old_state.value, new=state.value, vendor_status=job.vendor_status,
-                     polls=job.polls, error=job.last_error)
+            log.info(
+                "job_transition",
+                provider=job.provider,
+                id=job.id,
+                job_id=job.job_id,
+                old=old_state.value,
+                new=state.value,
+                vendor_status=job.vendor_status,
+                polls=job.polls,
+                error=job.last_error,
+            )
         if job.forgotten:
             return
         if job.state.terminal:
@@ -360,13 +409,21 @@ class JobPoller:
         if outcome.kind == "error":
             lane.failures += 1
             now = time.monotonic()
-            if (lane.failures_logged_at is None
-                    or now - lane.failures_logged_at >= self.options.error_log_interval):
+            if (
+                lane.failures_logged_at is None
+                or now - lane.failures_logged_at >= self.options.error_log_interval
+            ):
                 lane.failures_logged_at = now
-                log.warning("job_poll_failed", provider=job.provider, id=job.id,
-                            job_id=job.job_id, attempt=job.attempts, error=job.last_error,
-                            failures=lane.failures,
-                            backoff_s=round((job.next_poll_ns - self._clock()) / NS_PER_S, 3))
+                log.warning(
+                    "job_poll_failed",
+                    provider=job.provider,
+                    id=job.id,
+                    job_id=job.job_id,
+                    attempt=job.attempts,
+                    error=job.last_error,
+                    failures=lane.failures,
+                    backoff_s=round((job.next_poll_ns - self._clock()) / NS_PER_S, 3),
+                )
         elif outcome.kind in ("ok", "not_found") and lane.failures:
             log.info("job_provider_recovered", provider=job.provider, failures=lane.failures)
             lane.failures = 0
@@ -379,8 +436,7 @@ class JobPoller:
 
 
 @contextlib.asynccontextmanager
-async def running(poller: JobPoller,
-                  stop: asyncio.Event | None = None) -> AsyncIterator[JobPoller]:
+async def running(poller: JobPoller, stop: asyncio.Event | None = None) -> AsyncIterator[JobPoller]:
     """Run ``poller`` in a task for the block's duration (tests and the benchmark)."""
     stop = stop or asyncio.Event()
     task = asyncio.create_task(poller.run(stop), name="job-poller")

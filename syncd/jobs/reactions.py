@@ -33,8 +33,9 @@ _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 _DEFAULT_NAME = "export"
 
 
-def download_target(link: str, *, base_url: str, download_dir: Path, provider: str,
-                    job: int) -> tuple[str, Path]:
+def download_target(
+    link: str, *, base_url: str, download_dir: Path, provider: str, job: int
+) -> tuple[str, Path]:
     """Check a result link and choose its file; return (absolute URL, destination path).
 
     Raises ``DownloadRefused`` for a link to another origin, a path with ``..`` segments (raw or
@@ -43,19 +44,23 @@ def download_target(link: str, *, base_url: str, download_dir: Path, provider: s
     url = urljoin(base_url.rstrip("/") + "/", link)
     parts, base = urlsplit(url), urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DownloadRefused(f"result link is not an http(s) URL: {link[:200]!r}",
-                              op="jobs.download")
+        raise DownloadRefused(
+            f"result link is not an http(s) URL: {link[:200]!r}", op="jobs.download"
+        )
     if (parts.scheme, parts.hostname, parts.port) != (base.scheme, base.hostname, base.port):
         raise DownloadRefused(
             f"result link host {parts.netloc!r} is not the provider's ({base.netloc!r})",
-            op="jobs.download", hint="downloads are only taken from the provider's base_url host")
+            op="jobs.download",
+            hint="downloads are only taken from the provider's base_url host",
+        )
     # Check the link as sent too: urljoin would quietly resolve "a/../../b" into "/b".
     for path in (urlsplit(link).path, parts.path):
         for segment in path.split("/"):
             decoded = unquote(segment)
             if decoded in (".", "..") or "\\" in decoded or "/" in decoded or "\x00" in decoded:
-                raise DownloadRefused(f"result link path climbs or hides a path: {path[:200]!r}",
-                                      op="jobs.download")
+                raise DownloadRefused(
+                    f"result link path climbs or hides a path: {path[:200]!r}", op="jobs.download"
+                )
     segments = parts.path.split("/")
     name = unquote(segments[-1]) if segments else ""
     if not name:
@@ -80,8 +85,9 @@ class DownloadFailed(Exception):
 class Reactions:
     """The reactions to job outcomes; ``poke`` asks the sync trigger for a pass."""
 
-    def __init__(self, *, download_dir: Path, max_download_bytes: int,
-                 poke: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, *, download_dir: Path, max_download_bytes: int, poke: Callable[[], None] | None = None
+    ) -> None:
         self.download_dir = download_dir
         self.max_download_bytes = max_download_bytes
         self._poke = poke
@@ -97,28 +103,48 @@ class Reactions:
         the next poll tries again; anything else is recorded as ``download_error``.
         """
         try:
-            url, dest = download_target(link, base_url=provider.base_url,
-                                        download_dir=self.download_dir, provider=job.provider,
-                                        job=job.id)
+            url, dest = download_target(
+                link,
+                base_url=provider.base_url,
+                download_dir=self.download_dir,
+                provider=job.provider,
+                job=job.id,
+            )
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = await provider.download(url, dest, max_bytes=self.max_download_bytes)
         except DownloadRefused as exc:
             metrics.JOB_DOWNLOADS.labels(job.provider, "refused").inc()
-            log.warning("job_download_refused", provider=job.provider, id=job.id,
-                        job_id=job.job_id, **exc.fields())
+            log.warning(
+                "job_download_refused",
+                provider=job.provider,
+                id=job.id,
+                job_id=job.job_id,
+                **exc.fields(),
+            )
             return {"download_error": exc.message}
         except UpstreamError as exc:
             if exc.retryable:
                 metrics.JOB_DOWNLOADS.labels(job.provider, "retry").inc()
                 raise DownloadFailed(exc) from exc
             metrics.JOB_DOWNLOADS.labels(job.provider, "failed").inc()
-            log.warning("job_download_failed", provider=job.provider, id=job.id,
-                        job_id=job.job_id, **exc.fields())
+            log.warning(
+                "job_download_failed",
+                provider=job.provider,
+                id=job.id,
+                job_id=job.job_id,
+                **exc.fields(),
+            )
             return {"download_error": exc.message}
         metrics.JOB_DOWNLOADS.labels(job.provider, "ok").inc()
         metrics.JOB_DOWNLOAD_BYTES.labels(job.provider).inc(size)
-        log.info("job_download_done", provider=job.provider, id=job.id, job_id=job.job_id,
-                 path=str(dest), size=size)
+        log.info(
+            "job_download_done",
+            provider=job.provider,
+            id=job.id,
+            job_id=job.job_id,
+            path=str(dest),
+            size=size,
+        )
         return {"download": {"path": str(dest), "size": size, "url": url}}
 
     def after_commit(self, provider: JobProvider, state: JobState) -> None:

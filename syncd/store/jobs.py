@@ -126,32 +126,65 @@ def _loads(text: str | None) -> Any:
 
 def _row(row: Sequence[Any]) -> JobRow:
     return JobRow(
-        id=row[0], provider=row[1], job_id=row[2], params=orjson.loads(row[3]), label=row[4],
-        state=row[5], vendor_status=row[6], job_type=row[7], registered_at=row[8],
-        registered_ns=row[9], updated_at=row[10], finished_at=row[11], attempts=row[12],
-        polls=row[13], next_poll_ns=row[14], not_found_since_ns=row[15], last_error=row[16],
-        messages=orjson.loads(row[17]), failures=orjson.loads(row[18]), progress=_loads(row[19]),
+        id=row[0],
+        provider=row[1],
+        job_id=row[2],
+        params=orjson.loads(row[3]),
+        label=row[4],
+        state=row[5],
+        vendor_status=row[6],
+        job_type=row[7],
+        registered_at=row[8],
+        registered_ns=row[9],
+        updated_at=row[10],
+        finished_at=row[11],
+        attempts=row[12],
+        polls=row[13],
+        next_poll_ns=row[14],
+        not_found_since_ns=row[15],
+        last_error=row[16],
+        messages=orjson.loads(row[17]),
+        failures=orjson.loads(row[18]),
+        progress=_loads(row[19]),
         result=_loads(row[20]),
     )
 
 
-def entry_value(*, state: str, provider: str, job_id: str, label: str | None,
-                params: Mapping[str, str], vendor_status: str | None, job_type: str | None,
-                messages: Sequence[str], failures: Sequence[Mapping[str, Any]],
-                progress: Mapping[str, Any] | None, result: Mapping[str, Any] | None,
-                error: str | None) -> dict[str, Any]:
+def entry_value(
+    *,
+    state: str,
+    provider: str,
+    job_id: str,
+    label: str | None,
+    params: Mapping[str, str],
+    vendor_status: str | None,
+    job_type: str | None,
+    messages: Sequence[str],
+    failures: Sequence[Mapping[str, Any]],
+    progress: Mapping[str, Any] | None,
+    result: Mapping[str, Any] | None,
+    error: str | None,
+) -> dict[str, Any]:
     """The ``new`` value of a ``job.<state>`` change entry (docs/changelog.md)."""
     return {
-        "state": state, "provider": provider, "job_id": job_id, "label": label,
-        "params": dict(params), "vendor_status": vendor_status, "job_type": job_type,
-        "messages": list(messages), "failures": [dict(f) for f in failures],
+        "state": state,
+        "provider": provider,
+        "job_id": job_id,
+        "label": label,
+        "params": dict(params),
+        "vendor_status": vendor_status,
+        "job_type": job_type,
+        "messages": list(messages),
+        "failures": [dict(f) for f in failures],
         "progress": None if progress is None else dict(progress),
-        "result": None if result is None else dict(result), "error": error,
+        "result": None if result is None else dict(result),
+        "error": error,
     }
 
 
-async def register(conn: aiosqlite.Connection, jobs: Sequence[NewJob],
-                   now_ns: int) -> list[tuple[JobRow, bool]]:
+async def register(
+    conn: aiosqlite.Connection, jobs: Sequence[NewJob], now_ns: int
+) -> list[tuple[JobRow, bool]]:
     """Register jobs (first poll due at once); return each row and whether it was new.
 
     Idempotent on (provider, job_id): a known job is returned as stored, params and label untouched,
@@ -181,12 +214,13 @@ async def register(conn: aiosqlite.Connection, jobs: Sequence[NewJob],
     return out
 
 
-async def _existing(conn: aiosqlite.Connection,
-                    keys: set[tuple[str, str]]) -> dict[tuple[str, str], JobRow]:
+async def _existing(
+    conn: aiosqlite.Connection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], JobRow]:
     found: dict[tuple[str, str], JobRow] = {}
     ordered = sorted(keys)
     for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start:start + _CHUNK]
+        chunk = ordered[start : start + _CHUNK]
         values = ", ".join("(?, ?)" for _ in chunk)
         args = [part for key in chunk for part in key]
         async with conn.execute(
@@ -198,8 +232,9 @@ async def _existing(conn: aiosqlite.Connection,
     return found
 
 
-async def _insert(conn: aiosqlite.Connection, jobs: list[NewJob],
-                  now_ns: int) -> dict[tuple[str, str], JobRow]:
+async def _insert(
+    conn: aiosqlite.Connection, jobs: list[NewJob], now_ns: int
+) -> dict[tuple[str, str], JobRow]:
     """Insert new rows; the single writer holds the lock, so their ids are those after ``top``."""
     async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
         top_row = await cur.fetchone()
@@ -208,8 +243,19 @@ async def _insert(conn: aiosqlite.Connection, jobs: list[NewJob],
     await conn.executemany(
         "INSERT INTO jobs (provider, job_id, params, label, registered_at, registered_ns,"
         " updated_at, next_poll_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(j.provider, j.job_id, orjson.dumps(dict(j.params)).decode(), j.label, now_text, now_ns,
-          now_text, now_ns) for j in jobs],
+        [
+            (
+                j.provider,
+                j.job_id,
+                orjson.dumps(dict(j.params)).decode(),
+                j.label,
+                now_text,
+                now_ns,
+                now_text,
+                now_ns,
+            )
+            for j in jobs
+        ],
     )
     async with conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id > ? ORDER BY id", (top,)) as cur:
         rows = [_row(r) for r in await cur.fetchall()]
@@ -217,15 +263,26 @@ async def _insert(conn: aiosqlite.Connection, jobs: list[NewJob],
 
 
 def _pending_entry(row: JobRow) -> NewChange:
-    value = entry_value(state=PENDING, provider=row.provider, job_id=row.job_id, label=row.label,
-                        params=row.params, vendor_status=None, job_type=None, messages=(),
-                        failures=(), progress=None, result=None, error=None)
-    return NewChange(kind=f"job.{PENDING}", source=row.provider, job_id=row.id, old=None,
-                     new=value)
+    value = entry_value(
+        state=PENDING,
+        provider=row.provider,
+        job_id=row.job_id,
+        label=row.label,
+        params=row.params,
+        vendor_status=None,
+        job_type=None,
+        messages=(),
+        failures=(),
+        progress=None,
+        result=None,
+        error=None,
+    )
+    return NewChange(kind=f"job.{PENDING}", source=row.provider, job_id=row.id, old=None, new=value)
 
 
-async def record(conn: aiosqlite.Connection, updates: Sequence[JobUpdate],
-                 now_ns: int) -> list[bool]:
+async def record(
+    conn: aiosqlite.Connection, updates: Sequence[JobUpdate], now_ns: int
+) -> list[bool]:
     """Apply poll results in the current transaction; return, per update, whether it applied.
 
     An update applies when its row still exists in ``expected_state``. A state change appends one
@@ -236,11 +293,12 @@ async def record(conn: aiosqlite.Connection, updates: Sequence[JobUpdate],
     current: dict[int, tuple[str, str | None, str, str, str | None, str]] = {}
     ids = sorted({u.id for u in updates})
     for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
+        chunk = ids[start : start + _CHUNK]
         marks = ", ".join("?" for _ in chunk)
         async with conn.execute(
             "SELECT id, state, vendor_status, provider, job_id, label, params FROM jobs"
-            f" WHERE id IN ({marks})", chunk
+            f" WHERE id IN ({marks})",
+            chunk,
         ) as cur:
             for row in await cur.fetchall():
                 current[row[0]] = (row[1], row[2], row[3], row[4], row[5], row[6])
@@ -257,23 +315,49 @@ async def record(conn: aiosqlite.Connection, updates: Sequence[JobUpdate],
         old_state, old_vendor, provider, job_id, label, params = found
         # A second update for the same job in one batch must see this one's state.
         current[u.id] = (u.state, u.vendor_status, provider, job_id, label, params)
-        rows.append((
-            u.state, u.vendor_status, u.job_type, now_text, now_text if u.finished else None,
-            u.attempts, u.polls, u.next_poll_ns, u.not_found_since_ns, u.last_error,
-            orjson.dumps(list(u.messages)).decode(),
-            orjson.dumps([dict(f) for f in u.failures]).decode(),
-            _json(None if u.progress is None else dict(u.progress)),
-            _json(None if u.result is None else dict(u.result)), u.id,
-        ))
+        rows.append(
+            (
+                u.state,
+                u.vendor_status,
+                u.job_type,
+                now_text,
+                now_text if u.finished else None,
+                u.attempts,
+                u.polls,
+                u.next_poll_ns,
+                u.not_found_since_ns,
+                u.last_error,
+                orjson.dumps(list(u.messages)).decode(),
+                orjson.dumps([dict(f) for f in u.failures]).decode(),
+                _json(None if u.progress is None else dict(u.progress)),
+                _json(None if u.result is None else dict(u.result)),
+                u.id,
+            )
+        )
         if u.state != old_state:
             value = entry_value(
-                state=u.state, provider=provider, job_id=job_id, label=label,
-                params=orjson.loads(params), vendor_status=u.vendor_status, job_type=u.job_type,
-                messages=u.messages, failures=u.failures, progress=u.progress, result=u.result,
-                error=u.last_error)
-            entries.append(NewChange(kind=f"job.{u.state}", source=provider, job_id=u.id,
-                                     old={"state": old_state, "vendor_status": old_vendor},
-                                     new=value))
+                state=u.state,
+                provider=provider,
+                job_id=job_id,
+                label=label,
+                params=orjson.loads(params),
+                vendor_status=u.vendor_status,
+                job_type=u.job_type,
+                messages=u.messages,
+                failures=u.failures,
+                progress=u.progress,
+                result=u.result,
+                error=u.last_error,
+            )
+            entries.append(
+                NewChange(
+                    kind=f"job.{u.state}",
+                    source=provider,
+                    job_id=u.id,
+                    old={"state": old_state, "vendor_status": old_vendor},
+                    new=value,
+                )
+            )
     if rows:
         await conn.executemany(
             "UPDATE jobs SET state = ?, vendor_status = ?, job_type = ?, updated_at = ?,"
@@ -295,14 +379,20 @@ async def get(conn: aiosqlite.Connection, id_: int) -> JobRow | None:
 
 async def find(conn: aiosqlite.Connection, provider: str, job_id: str) -> JobRow | None:
     """The job registered as (provider, job_id)."""
-    async with conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE provider = ? AND job_id = ?",
-                            (provider, job_id)) as cur:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE provider = ? AND job_id = ?", (provider, job_id)
+    ) as cur:
         row = await cur.fetchone()
     return None if row is None else _row(row)
 
 
-async def list_jobs(conn: aiosqlite.Connection, *, state: str | None = None,
-                    provider: str | None = None, limit: int = 1000) -> list[JobRow]:
+async def list_jobs(
+    conn: aiosqlite.Connection,
+    *,
+    state: str | None = None,
+    provider: str | None = None,
+    limit: int = 1000,
+) -> list[JobRow]:
     """Jobs, newest registration first, optionally of one state and/or provider."""
     where: list[str] = []
     args: list[Any] = []
@@ -320,8 +410,9 @@ async def list_jobs(conn: aiosqlite.Connection, *, state: str | None = None,
         return [_row(r) for r in await cur.fetchall()]
 
 
-async def unfinished(conn: aiosqlite.Connection,
-                     providers: Iterable[str] | None = None) -> list[JobRow]:
+async def unfinished(
+    conn: aiosqlite.Connection, providers: Iterable[str] | None = None
+) -> list[JobRow]:
     """Every job still being polled, soonest due first (walks the ``jobs_due`` index)."""
     async with conn.execute(
         f"SELECT {_COLUMNS} FROM jobs WHERE finished_at IS NULL ORDER BY next_poll_ns"
@@ -337,7 +428,8 @@ async def due(conn: aiosqlite.Connection, before_ns: int, limit: int = 1000) -> 
     """Unfinished jobs whose next poll is due before ``before_ns``, soonest first (``jobs_due``)."""
     async with conn.execute(
         f"SELECT {_COLUMNS} FROM jobs WHERE finished_at IS NULL AND next_poll_ns < ?"
-        " ORDER BY next_poll_ns LIMIT ?", (before_ns, limit)
+        " ORDER BY next_poll_ns LIMIT ?",
+        (before_ns, limit),
     ) as cur:
         return [_row(r) for r in await cur.fetchall()]
 

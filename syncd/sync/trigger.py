@@ -34,9 +34,17 @@ DoneFn = Callable[[int, PassSummary], Awaitable[None]]
 class SyncTrigger:
     """Owns the loop that decides when ``run_pass`` is called."""
 
-    def __init__(self, run_pass: PassFn, *, interval: float, debounce: float, max_delay: float,
-                 retry_initial: float = 1.0, retry_max: float | None = None,
-                 on_pass_done: DoneFn | None = None) -> None:
+    def __init__(
+        self,
+        run_pass: PassFn,
+        *,
+        interval: float,
+        debounce: float,
+        max_delay: float,
+        retry_initial: float = 1.0,
+        retry_max: float | None = None,
+        on_pass_done: DoneFn | None = None,
+    ) -> None:
         self._run_pass = run_pass
         self.interval = interval
         self.debounce = debounce
@@ -78,8 +86,14 @@ class SyncTrigger:
             await self._debounce(stop)
             started = time.monotonic()
             ok = await self._one_pass(stop)
-            next_due = started + self.interval if ok else time.monotonic() + full_jitter(
-                self._failures - 1, initial=self._retry_initial, factor=2.0, cap=self._retry_max)
+            next_due = (
+                started + self.interval
+                if ok
+                else time.monotonic()
+                + full_jitter(
+                    self._failures - 1, initial=self._retry_initial, factor=2.0, cap=self._retry_max
+                )
+            )
 
     async def _wait(self, due: float, stop: asyncio.Event) -> None:
         """Sleep until ``due``, a poke, or stop."""
@@ -122,8 +136,12 @@ class SyncTrigger:
         except Exception as exc:  # the loop must survive anything a pass throws
             self._failures += 1
             self.last_error = str(exc) or type(exc).__name__
-            log.error("sync_pass_crashed", error=str(exc), error_type=type(exc).__name__,
-                      failures=self._failures)
+            log.error(
+                "sync_pass_crashed",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                failures=self._failures,
+            )
             return False
         if summary.ok:
             if self._failures:
@@ -135,16 +153,18 @@ class SyncTrigger:
                 try:
                     await self._on_pass_done(started_ns, summary)
                 except Exception as exc:  # bookkeeping after a pass must not stop the loop
-                    log.error("sync_pass_done_hook_failed", error=str(exc),
-                              error_type=type(exc).__name__)
+                    log.error(
+                        "sync_pass_done_hook_failed", error=str(exc), error_type=type(exc).__name__
+                    )
             return True
         self._failures += 1
         self.last_error = summary.error
         return False
 
 
-async def _unless_stopped(pass_run: Awaitable[PassSummary],
-                          stop: asyncio.Event) -> PassSummary | None:
+async def _unless_stopped(
+    pass_run: Awaitable[PassSummary], stop: asyncio.Event
+) -> PassSummary | None:
     """Run a pass to its end, or until ``stop``: then cancel it and return None.
 
     Cancellation lands between units of work: the page transaction in flight still commits, and the

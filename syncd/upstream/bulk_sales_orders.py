@@ -35,18 +35,25 @@ def _failure(order: Any) -> dict[str, Any] | None:
     return {
         "customerOrderNumber": as_text(order.get("customerOrderNumber")),
         "message": as_text(order.get("message")),
-        "lines": [{"customerLineNumber": as_text(line.get("customerLineNumber")),
-                   "message": as_text(line.get("message"))}
-                  for line in (lines if isinstance(lines, list) else [])
-                  if isinstance(line, dict)][:MAX_FAILURES],
+        "lines": [
+            {
+                "customerLineNumber": as_text(line.get("customerLineNumber")),
+                "message": as_text(line.get("message")),
+            }
+            for line in (lines if isinstance(lines, list) else [])
+            if isinstance(line, dict)
+        ][:MAX_FAILURES],
     }
 
 
 def _progress(raw: Any) -> dict[str, int] | None:
     if not isinstance(raw, dict):
         return None
-    found = {k: raw[k] for k in ("processed", "total")
-             if isinstance(raw.get(k), int) and not isinstance(raw.get(k), bool)}
+    found = {
+        k: raw[k]
+        for k in ("processed", "total")
+        if isinstance(raw.get(k), int) and not isinstance(raw.get(k), bool)
+    }
     return found or None
 
 
@@ -54,12 +61,14 @@ def parse(body: Any) -> Observation:
     """``{"data": job}`` -> Observation; UpstreamDataError if unreadable."""
     job = body.get("data") if isinstance(body, dict) else None
     if not isinstance(job, dict):
-        raise UpstreamDataError("bulk sales-order job: no data object in the body",
-                                op=f"jobs.{DIALECT}", field="data")
+        raise UpstreamDataError(
+            "bulk sales-order job: no data object in the body", op=f"jobs.{DIALECT}", field="data"
+        )
     status = as_text(job.get("status"))
     if status is None:
-        raise UpstreamDataError("bulk sales-order job: no status in the body",
-                                op=f"jobs.{DIALECT}", field="status")
+        raise UpstreamDataError(
+            "bulk sales-order job: no status in the body", op=f"jobs.{DIALECT}", field="status"
+        )
     raw_failed = job.get("failedOrders")
     failed_all = raw_failed if isinstance(raw_failed, list) else []
     failures = tuple(f for f in (_failure(o) for o in failed_all[:MAX_FAILURES]) if f is not None)
@@ -83,8 +92,14 @@ def parse(body: Any) -> Observation:
         result["jobId"] = job["jobId"]
     if progress:
         result.update(progress)
-    return Observation(state=state, vendor_status=status, known=known, failures=failures,
-                       progress=progress, result=result)
+    return Observation(
+        state=state,
+        vendor_status=status,
+        known=known,
+        failures=failures,
+        progress=progress,
+        result=result,
+    )
 
 
 class BulkSalesOrders(JobApi):

@@ -29,12 +29,14 @@ def parse(body: Any) -> Observation:
     """``{"data": job}`` -> Observation; UpstreamDataError if unreadable."""
     job = body.get("data") if isinstance(body, dict) else None
     if not isinstance(job, dict):
-        raise UpstreamDataError("commerce job: no data object in the body", op=f"jobs.{DIALECT}",
-                                field="data")
+        raise UpstreamDataError(
+            "commerce job: no data object in the body", op=f"jobs.{DIALECT}", field="data"
+        )
     status = as_text(job.get("status"))
     if status is None:
-        raise UpstreamDataError("commerce job: no status in the body", op=f"jobs.{DIALECT}",
-                                field="status")
+        raise UpstreamDataError(
+            "commerce job: no status in the body", op=f"jobs.{DIALECT}", field="status"
+        )
     state = STATUSES.get(status.lower())
     known = state is not None
     error = as_text(job.get("error"))
@@ -47,10 +49,15 @@ def parse(body: Any) -> Observation:
     if href:
         result["link"] = href
     return Observation(
-        state=state or JobState.RUNNING, vendor_status=status, known=known,
-        job_type=as_text(job.get("job_type")), messages=(error,) if error else (),
+        state=state or JobState.RUNNING,
+        vendor_status=status,
+        known=known,
+        job_type=as_text(job.get("job_type")),
+        messages=(error,) if error else (),
         failures=({"detail": error},) if error and state is JobState.FAILED else (),
-        result=result or None, result_link=href if state is JobState.SUCCEEDED else None)
+        result=result or None,
+        result_link=href if state is JobState.SUCCEEDED else None,
+    )
 
 
 class CommerceJobs(JobApi):

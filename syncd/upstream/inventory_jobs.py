@@ -23,8 +23,20 @@ STATUSES = {
     "SUCCESS": JobState.SUCCEEDED,
     "FAILED": JobState.FAILED,
 }
-_RESULT_KEYS = ("jobID", "tenantID", "locationCode", "type", "success", "hasData", "itemCount",
-                "numResults", "originalFilename", "added", "started", "finished")
+_RESULT_KEYS = (
+    "jobID",
+    "tenantID",
+    "locationCode",
+    "type",
+    "success",
+    "hasData",
+    "itemCount",
+    "numResults",
+    "originalFilename",
+    "added",
+    "started",
+    "finished",
+)
 _PROGRESS_KEYS = ("itemCount", "numResults")
 
 
@@ -33,24 +45,34 @@ def parse(body: Any) -> Observation:
     wrapped = isinstance(body, dict) and isinstance(body.get("data"), dict)
     job = body["data"] if wrapped else body
     if not isinstance(job, dict):
-        raise UpstreamDataError("inventory job: the body is not a job object", op=f"jobs.{DIALECT}",
-                                field="status")
+        raise UpstreamDataError(
+            "inventory job: the body is not a job object", op=f"jobs.{DIALECT}", field="status"
+        )
     status = as_text(job.get("status"))
     if status is None:
-        raise UpstreamDataError("inventory job: no status in the body", op=f"jobs.{DIALECT}",
-                                field="status")
+        raise UpstreamDataError(
+            "inventory job: no status in the body", op=f"jobs.{DIALECT}", field="status"
+        )
     state = STATUSES.get(status.upper())
     known = state is not None
     if state is None:
         state = JobState.RUNNING
     elif state is JobState.SUCCEEDED and job.get("success") is False:
         state = JobState.FAILED
-    progress = {k: job[k] for k in _PROGRESS_KEYS
-                if isinstance(job.get(k), int) and not isinstance(job.get(k), bool)}
+    progress = {
+        k: job[k]
+        for k in _PROGRESS_KEYS
+        if isinstance(job.get(k), int) and not isinstance(job.get(k), bool)
+    }
     return Observation(
-        state=state, vendor_status=status, known=known, job_type=as_text(job.get("type")),
-        messages=clip_messages(job.get("messages")), progress=progress or None,
-        result=pick(job, _RESULT_KEYS) or None)
+        state=state,
+        vendor_status=status,
+        known=known,
+        job_type=as_text(job.get("type")),
+        messages=clip_messages(job.get("messages")),
+        progress=progress or None,
+        result=pick(job, _RESULT_KEYS) or None,
+    )
 
 
 class InventoryJobs(JobApi):

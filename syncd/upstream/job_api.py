@@ -65,8 +65,13 @@ class JobApi:
     job_id_names: ClassVar[tuple[str, ...]]
     affects_inventory: ClassVar[bool] = False
 
-    def __init__(self, options: JobApiOptions, session: aiohttp.ClientSession | None = None, *,
-                 policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        options: JobApiOptions,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self._options = options
         self._session = session
         self._policy = policy or RetryPolicy(max_retries=0)
@@ -75,8 +80,9 @@ class JobApi:
         id_names = {*self.job_id_names, GENERIC_JOB_ID}
         if not id_names & set(self.placeholders):
             names = " or ".join("{" + n + "}" for n in (*self.job_id_names, GENERIC_JOB_ID))
-            raise ConfigError([(f"jobs.providers.{options.name}.path", self.template,
-                                f"must contain {names}")])
+            raise ConfigError(
+                [(f"jobs.providers.{options.name}.path", self.template, f"must contain {names}")]
+            )
         self._id_names = id_names
         self._headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
         self._hints = {
@@ -101,17 +107,23 @@ class JobApi:
         if not job_id.strip():
             raise JobProviderError("job id is empty", op="jobs.register", provider=self.name)
         merged = self._params(params)
-        if job_id in _DOT_SEGMENTS or any(merged.get(p) in _DOT_SEGMENTS
-                                          for p in self.placeholders):
-            raise JobProviderError("job id and path parameters may not be '.' or '..'",
-                                   op="jobs.register", provider=self.name)
+        if job_id in _DOT_SEGMENTS or any(
+            merged.get(p) in _DOT_SEGMENTS for p in self.placeholders
+        ):
+            raise JobProviderError(
+                "job id and path parameters may not be '.' or '..'",
+                op="jobs.register",
+                provider=self.name,
+            )
         missing = [p for p in self.placeholders if p not in self._id_names and not merged.get(p)]
         if missing:
             names = ", ".join(missing)
             raise JobProviderError(
                 f"provider {self.name!r} needs path parameter(s) {names} for {self.template}",
-                op="jobs.register", provider=self.name,
-                hint=f"pass --param {missing[0]}=VALUE, or set jobs.providers.{self.name}.params")
+                op="jobs.register",
+                provider=self.name,
+                hint=f"pass --param {missing[0]}=VALUE, or set jobs.providers.{self.name}.params",
+            )
 
     def url(self, job_id: str, params: Mapping[str, str]) -> tuple[str, dict[str, str]]:
         """The status URL and the query parameters (params the path does not use)."""
@@ -133,9 +145,15 @@ class JobApi:
         if query:
             url = f"{url}?{_query(query)}"
         try:
-            response = await request_json(self._session, "GET", url, op=self.op,
-                                          policy=self._policy, headers=self._headers,
-                                          status_hints=self._hints)
+            response = await request_json(
+                self._session,
+                "GET",
+                url,
+                op=self.op,
+                policy=self._policy,
+                headers=self._headers,
+                status_hints=self._hints,
+            )
         except UpstreamError as exc:
             if exc.status == 404:
                 return NotFound(_detail(exc.vendor_errors))
@@ -151,23 +169,30 @@ class JobApi:
         part = dest.with_name(f".{dest.name}.part")
         op = f"jobs.{self.dialect}.download"
         try:
-            async with self._session.get(url, headers=self._headers, allow_redirects=False,
-                                         timeout=DOWNLOAD_TIMEOUT) as resp:
+            async with self._session.get(
+                url, headers=self._headers, allow_redirects=False, timeout=DOWNLOAD_TIMEOUT
+            ) as resp:
                 if resp.status != 200:
                     raise UpstreamError(
-                        f"{op}: HTTP {resp.status} from {resp.url.path}", status=resp.status,
-                        retryable=resp.status in RETRY_STATUSES, op=op,
-                        retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                        f"{op}: HTTP {resp.status} from {resp.url.path}",
+                        status=resp.status,
+                        retryable=resp.status in RETRY_STATUSES,
+                        op=op,
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                    )
                 if resp.content_length is not None and resp.content_length > max_bytes:
                     raise DownloadRefused(
                         f"result file is {resp.content_length} bytes, over jobs.max_download_bytes"
-                        f" ({max_bytes})", op=op)
+                        f" ({max_bytes})",
+                        op=op,
+                    )
                 size = await _stream(resp, part, max_bytes, op)
             await asyncio.to_thread(os.replace, part, dest)
             return size
         except _NETWORK_ERRORS as exc:
-            raise UpstreamError(f"{op}: {type(exc).__name__}: {exc}"[:300], retryable=True,
-                                op=op) from exc
+            raise UpstreamError(
+                f"{op}: {type(exc).__name__}: {exc}"[:300], retryable=True, op=op
+            ) from exc
         finally:
             await asyncio.to_thread(part.unlink, missing_ok=True)
 
@@ -180,7 +205,8 @@ async def _stream(resp: aiohttp.ClientResponse, part: Path, max_bytes: int, op: 
             size += len(chunk)
             if size > max_bytes:
                 raise DownloadRefused(
-                    f"result file exceeds jobs.max_download_bytes ({max_bytes})", op=op)
+                    f"result file exceeds jobs.max_download_bytes ({max_bytes})", op=op
+                )
             await asyncio.to_thread(handle.write, chunk)
     finally:
         await asyncio.to_thread(handle.close)
@@ -209,14 +235,20 @@ def clip_messages(values: Any) -> tuple[str, ...]:
     """A vendor message list as clipped strings, at most MAX_MESSAGES."""
     if not isinstance(values, list):
         return ()
-    return tuple(str(v)[:_TEXT_MAX] for v in values[:MAX_MESSAGES]
-                 if isinstance(v, str | int | float) and not isinstance(v, bool))
+    return tuple(
+        str(v)[:_TEXT_MAX]
+        for v in values[:MAX_MESSAGES]
+        if isinstance(v, str | int | float) and not isinstance(v, bool)
+    )
 
 
 def pick(source: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The scalar fields ``keys`` of a vendor object that are present."""
-    return {k: source[k] for k in keys
-            if isinstance(source.get(k), str | int | float | bool) and source.get(k) != ""}
+    return {
+        k: source[k]
+        for k in keys
+        if isinstance(source.get(k), str | int | float | bool) and source.get(k) != ""
+    }
 
 
 if TYPE_CHECKING:

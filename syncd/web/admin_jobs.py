@@ -57,11 +57,13 @@ async def register_job(request: web.Request) -> web.Response:
         return _bad(f"unknown field(s): {', '.join(unknown)}; expected {expected}")
     try:
         row, created = await request.app[JOBS_KEY].register(
-            body.get("provider"), body.get("job_id"), body.get("params"), body.get("label"))
+            body.get("provider"), body.get("job_id"), body.get("params"), body.get("label")
+        )
     except JobProviderError as exc:
         return _bad(exc)
-    return json_response({"job": row.to_record(), "created": created},
-                         status=201 if created else 200)
+    return json_response(
+        {"job": row.to_record(), "created": created}, status=201 if created else 200
+    )
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -75,7 +77,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         return _bad(f"limit must be 1..{LIST_LIMIT_MAX}")
     try:
         rows = await request.app[JOBS_KEY].list_jobs(
-            state=query.get("state") or None, provider=query.get("provider") or None, limit=limit)
+            state=query.get("state") or None, provider=query.get("provider") or None, limit=limit
+        )
     except JobProviderError as exc:
         return _bad(exc)
     return json_response({"jobs": [row.to_record() for row in rows]})

@@ -25,12 +25,14 @@ log = structlog.get_logger("syncd.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """The one error envelope every endpoint uses."""
     body = {"error": {"status": status, "code": code, "message": message}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -38,8 +40,15 @@ def json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-            400: "bad_request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+_REASONS = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    503: "unavailable",
+}
 
 
 @web.middleware
@@ -54,8 +63,12 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, exc.reason, headers)
     except Exception as exc:  # the response never carries a traceback
-        log.exception("http_handler_error", path=request.path, method=request.method,
-                      error_type=type(exc).__name__)
+        log.exception(
+            "http_handler_error",
+            path=request.path,
+            method=request.method,
+            error_type=type(exc).__name__,
+        )
         return error_response(500, "internal_error", "internal error; see the daemon's log")
 
 
@@ -68,8 +81,12 @@ def bearer_auth(token: str | None) -> Middleware:
         if expected is not None:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                return error_response(401, "unauthorized", "missing or wrong bearer token",
-                                      {"WWW-Authenticate": 'Bearer realm="syncd-admin"'})
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                    {"WWW-Authenticate": 'Bearer realm="syncd-admin"'},
+                )
         return await handler(request)
 
     return check
@@ -82,8 +99,12 @@ def refuse_while(draining: asyncio.Event, *, retry_after: int = 5) -> Middleware
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if draining.is_set():
-            return error_response(503, "unavailable", "syncd is shutting down; retry later",
-                                  {"Retry-After": str(retry_after)})
+            return error_response(
+                503,
+                "unavailable",
+                "syncd is shutting down; retry later",
+                {"Retry-After": str(retry_after)},
+            )
         return await handler(request)
 
     return check
@@ -109,9 +130,13 @@ class Listener:
 
 
 @asynccontextmanager
-async def run_server(app: web.Application, listener: Listener, *,
-                     shutdown_timeout: float = 5.0,
-                     read_timeout: float | None = None) -> AsyncIterator[str]:
+async def run_server(
+    app: web.Application,
+    listener: Listener,
+    *,
+    shutdown_timeout: float = 5.0,
+    read_timeout: float | None = None,
+) -> AsyncIterator[str]:
     """Serve ``app`` until the block exits; yields the bound address (``http://h:p`` or ``unix:/p``).
 
     ``read_timeout`` closes a connection that has not sent a complete request for that many seconds
@@ -120,12 +145,18 @@ async def run_server(app: web.Application, listener: Listener, *,
     after the answer (aiohttp's lingering time, 10 s by default).
     """
     if read_timeout is None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                               handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=False
+        )
     else:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                               handle_signals=False, keepalive_timeout=read_timeout,
-                               lingering_time=read_timeout)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+            handle_signals=False,
+            keepalive_timeout=read_timeout,
+            lingering_time=read_timeout,
+        )
     await runner.setup()
     try:
         site: web.BaseSite

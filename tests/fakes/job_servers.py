@@ -42,12 +42,25 @@ class Step:
 # --- bodies per dialect --------------------------------------------------------------------------
 
 
-def inventory(status: str, *, success: bool | None = None, messages: tuple[str, ...] = (),
-              item_count: int | None = None, type_: str = "REFRESH", job_id: int = 1) -> Step:
+def inventory(
+    status: str,
+    *,
+    success: bool | None = None,
+    messages: tuple[str, ...] = (),
+    item_count: int | None = None,
+    type_: str = "REFRESH",
+    job_id: int = 1,
+) -> Step:
     """A seed-000 inventory job object."""
-    body: dict[str, Any] = {"jobID": job_id, "tenantID": 100, "locationCode": "WH1", "type": type_,
-                            "status": status, "messages": list(messages),
-                            "added": "2026-01-01T00:00:00Z"}
+    body: dict[str, Any] = {
+        "jobID": job_id,
+        "tenantID": 100,
+        "locationCode": "WH1",
+        "type": type_,
+        "status": status,
+        "messages": list(messages),
+        "added": "2026-01-01T00:00:00Z",
+    }
     if success is not None:
         body["success"] = success
     if item_count is not None:
@@ -55,28 +68,50 @@ def inventory(status: str, *, success: bool | None = None, messages: tuple[str, 
     return Step(body=body)
 
 
-def bulk(status: str, *, failed: int = 0, processed: int | None = None, total: int | None = None,
-         job_id: str = "J") -> Step:
+def bulk(
+    status: str,
+    *,
+    failed: int = 0,
+    processed: int | None = None,
+    total: int | None = None,
+    job_id: str = "J",
+) -> Step:
     """A seed-001 bulk sales-order job (``failed`` failed orders with one failed line each)."""
     data: dict[str, Any] = {
-        "jobId": job_id, "status": status,
-        "failedOrders": [{"customerOrderNumber": f"SO-{i}", "message": "invalid SKU",
-                          "item": {"echo": "x" * 50},
-                          "lines": [{"customerLineNumber": "1", "message": "SKU not found"}]}
-                         for i in range(failed)],
+        "jobId": job_id,
+        "status": status,
+        "failedOrders": [
+            {
+                "customerOrderNumber": f"SO-{i}",
+                "message": "invalid SKU",
+                "item": {"echo": "x" * 50},
+                "lines": [{"customerLineNumber": "1", "message": "SKU not found"}],
+            }
+            for i in range(failed)
+        ],
     }
     if processed is not None or total is not None:
         data["progress"] = {"processed": processed or 0, "total": total or 0}
     return Step(body={"data": data})
 
 
-def commerce(status: str, *, error: str | None = None, href: str | None = None,
-             job_type: str = "order_export", job_id: str = "00000000-0000") -> Step:
+def commerce(
+    status: str,
+    *,
+    error: str | None = None,
+    href: str | None = None,
+    job_type: str = "order_export",
+    job_id: str = "00000000-0000",
+) -> Step:
     """A seed-002 commerce job."""
-    data: dict[str, Any] = {"id": job_id, "type": "job", "job_type": job_type, "status": status,
-                            "timestamps": {"created_at": "2026-01-01T00:00:00Z",
-                                           "updated_at": "2026-01-01T00:00:01Z"},
-                            "link": {"href": href or ""}}
+    data: dict[str, Any] = {
+        "id": job_id,
+        "type": "job",
+        "job_type": job_type,
+        "status": status,
+        "timestamps": {"created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:01Z"},
+        "link": {"href": href or ""},
+    }
     if error is not None:
         data["error"] = error
     return Step(body={"data": data})
@@ -84,8 +119,9 @@ def commerce(status: str, *, error: str | None = None, href: str | None = None,
 
 def missing() -> Step:
     """404 in the commerce errors envelope (the other dialects' 404s parse the same way)."""
-    return Step(404, {"errors": [{"status": 404, "title": "Resource Not Found",
-                                  "detail": "Job Not Found"}]})
+    return Step(
+        404, {"errors": [{"status": 404, "title": "Resource Not Found", "detail": "Job Not Found"}]}
+    )
 
 
 def server_error() -> Step:
@@ -93,8 +129,11 @@ def server_error() -> Step:
 
 
 def rate_limited(retry_after: int = 1) -> Step:
-    return Step(429, {"errors": [{"status": 429, "title": "Too Many Requests"}]},
-                headers={"Retry-After": str(retry_after)})
+    return Step(
+        429,
+        {"errors": [{"status": 429, "title": "Too Many Requests"}]},
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -142,8 +181,11 @@ class FakeJobServer:
             if step.delay:
                 await asyncio.sleep(step.delay)
             raw = step.raw if step.raw is not None else orjson.dumps(step.body)
-            return web.Response(status=step.status, body=raw,
-                                headers={"Content-Type": "application/json", **step.headers})
+            return web.Response(
+                status=step.status,
+                body=raw,
+                headers={"Content-Type": "application/json", **step.headers},
+            )
         finally:
             self.in_flight -= 1
 
@@ -156,7 +198,7 @@ class FakeJobServer:
             resp = web.StreamResponse(headers={"Content-Type": "text/csv"})
             await resp.prepare(request)
             for start in range(0, len(content), 1024):
-                await resp.write(content[start:start + 1024])
+                await resp.write(content[start : start + 1024])
             await resp.write_eof()
             return resp
         return web.Response(body=content, content_type="text/csv")
@@ -189,8 +231,14 @@ class InstantProvider:
     """A JobProvider answering from memory: each job is ``running`` for ``polls_to_finish - 1``
     polls, then ``succeeded``. Counts polls and request starts (monotonic) like the fake server."""
 
-    def __init__(self, name: str = "fast", *, polls_to_finish: int = 2,
-                 latency: float = 0.0, record: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "fast",
+        *,
+        polls_to_finish: int = 2,
+        latency: float = 0.0,
+        record: bool = False,
+    ) -> None:
         self._name = name
         self.polls_to_finish = polls_to_finish
         self.latency = latency
