@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
 from syncd.config import Settings
-from syncd.publish.redis_target import RedisStreamTarget
 from syncd.publish.relay import Relay, RelayOptions
 from syncd.store import Store
+
+if TYPE_CHECKING:
+    from syncd.publish.redis_target import RedisStreamTarget
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -61,6 +64,9 @@ def open_publisher(settings: Settings, store: Store) -> Publisher | None:
     conf = settings.publish.redis
     if conf.url is None:
         return None
+    # Imported here: the Redis client costs ~20 MB of RSS, paid only when publishing is on.
+    from syncd.publish.redis_target import RedisStreamTarget
+
     target = RedisStreamTarget.from_url(
         conf.url.get_secret_value(),
         maxlen=conf.maxlen,
