@@ -42,8 +42,12 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish)
+bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
+	$(BIN)/python bench/webhook_ingest.py
+	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/publish.py
 
 ## soak: the long proofs of issue 6 (SIGKILL rounds, chaos against the daemon, a webhook fuzz run, a
 ## million-count sync under readers, hypothesis at 2,000 examples); prints the summary table.
