@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -142,8 +142,7 @@ async def open_components(
         yield Components(store=store, session=session, engine=engine)
 
 
-async def _logged_close(name: str, close: object) -> None:
-    assert callable(close)
+async def _logged_close(name: str, close: Callable[[], Awaitable[object]]) -> None:
     await close()
     log.info("component_closed", component=name)
 

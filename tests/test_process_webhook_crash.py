@@ -18,42 +18,21 @@ import pytest
 
 from syncd.simulator import SimulatorConfig, serve
 from tests.helpers import mirror
+from tests.process_kit import write_config
 from tests.webhook_kit import KEY, NOTIFICATION_URL, event, inbox_rows, signed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(tmp_path: Path, upstream: str) -> Path:
+def webhook_config(tmp_path: Path, upstream: str) -> Path:
     """A config whose debounce (30 s) and poll interval (300 s) keep any pass from starting between
     the webhook's answer and the kill."""
-    path = tmp_path / "syncd.toml"
-    path.write_text(f"""
-database = "{tmp_path / "syncd.db"}"
-shutdown_timeout = 5
-
-[square]
-base_url = "{upstream}"
-access_token = "test-token"
-poll_interval = 300
-overlap = 1
-clock_margin = 0
-notification_url = "{NOTIFICATION_URL}"
-webhook_signature_keys = ["{KEY}"]
-
-[webhooks]
-debounce = 30
-max_delay = 30
-
-[http]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-format = "json"
-""")
-    return path
+    return write_config(
+        tmp_path,
+        upstream,
+        square=f'notification_url = "{NOTIFICATION_URL}"\nwebhook_signature_keys = ["{KEY}"]',
+        extra="[webhooks]\ndebounce = 30\nmax_delay = 30",
+    )
 
 
 @contextmanager
@@ -117,7 +96,7 @@ async def test_sigkill_after_ack_before_pass_loses_nothing(tmp_path: Path) -> No
         serve(SimulatorConfig(locations=2, items=20)) as (sim, upstream),
         aiohttp.ClientSession() as client,
     ):
-        config = write_config(tmp_path, upstream)
+        config = webhook_config(tmp_path, upstream)
         with daemon_process(config, log) as first:
             url = await public_url(log, 1)
             await wait_ready(client, url)

@@ -349,6 +349,7 @@ class JobPoller:
             return
         old_state = job.state
         apply(job, outcome.update)
+        jlog = log.bind(provider=job.provider, id=job.id, job_id=job.job_id)
         if outcome.kind != "expired":
             self.polls += 1
             metrics.JOB_POLLS.labels(job.provider, outcome.kind).inc()
@@ -358,19 +359,13 @@ class JobPoller:
             key = (job.provider, obs.vendor_status)
             if key not in self._unknown_seen:  # once per status, not once per poll
                 self._unknown_seen.add(key)
-                log.warning(
+                jlog.warning(
                     "job_unknown_status",
-                    provider=job.provider,
-                    id=job.id,
-                    job_id=job.job_id,
                     vendor_status=obs.vendor_status,
                     treated_as=obs.state.value,
                 )
-        log.debug(
+        jlog.debug(
             "job_poll",
-            provider=job.provider,
-            id=job.id,
-            job_id=job.job_id,
             outcome=outcome.kind,
             vendor_status=job.vendor_status,
             state=job.state.value,
@@ -381,11 +376,8 @@ class JobPoller:
             state = job.state
             metrics.JOB_TRANSITIONS.labels(job.provider, state.value).inc()
             metrics.CHANGES_WRITTEN.labels(state.change_kind).inc()
-            log.info(
+            jlog.info(
                 "job_transition",
-                provider=job.provider,
-                id=job.id,
-                job_id=job.job_id,
                 old=old_state.value,
                 new=state.value,
                 vendor_status=job.vendor_status,

@@ -49,11 +49,7 @@ class Stored:
     calculated_at: str
 
     def value(self) -> dict[str, Any]:
-        return {
-            "quantity": self.quantity,
-            "calculated_at": self.calculated_at,
-            "catalog_object_type": self.catalog_object_type,
-        }
+        return _value(self.quantity, self.calculated_at, self.catalog_object_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +62,18 @@ class ApplyResult:
     last_seq: int | None
 
 
+def _value(quantity: str, calculated_at: str, object_type: str | None) -> dict[str, Any]:
+    """A count's value as the change log records it (docs/changelog.md), old and new alike."""
+    return {
+        "quantity": quantity,
+        "calculated_at": calculated_at,
+        "catalog_object_type": object_type,
+    }
+
+
 def count_value(count: InventoryCount) -> dict[str, Any]:
     """The JSON value recorded in the change log for a count."""
-    return {
-        "quantity": count.quantity,
-        "calculated_at": count.calculated_at,
-        "catalog_object_type": count.catalog_object_type,
-    }
+    return _value(count.quantity, count.calculated_at, count.catalog_object_type)
 
 
 def _newest_per_key(counts: Iterable[InventoryCount]) -> dict[Key, InventoryCount]:
@@ -111,10 +112,11 @@ async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> 
     return found
 
 
-def _same(stored: Stored, count: InventoryCount) -> bool:
+def _same(stored: Stored, stored_ns: int, count: InventoryCount) -> bool:
+    """Equal as values: same instant, same decimal quantity, same object type."""
     return (
-        stored.catalog_object_type == count.catalog_object_type
-        and parse_ns(stored.calculated_at) == count.calculated_at_ns
+        stored_ns == count.calculated_at_ns
+        and stored.catalog_object_type == count.catalog_object_type
         and parse_quantity(stored.quantity) == count.quantity_value
     )
 
@@ -144,8 +146,9 @@ async def apply_page(
     for key, count in incoming.items():
         old = stored.get(key)
         if old is not None:
-            is_stale = count.calculated_at_ns < parse_ns(old.calculated_at)
-            if is_stale or _same(old, count):
+            stored_ns = parse_ns(old.calculated_at)
+            is_stale = count.calculated_at_ns < stored_ns
+            if is_stale or _same(old, stored_ns, count):
                 stale += is_stale
                 if mark_seen:
                     seen.append((pass_id, source, *key))

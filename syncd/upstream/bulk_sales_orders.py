@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.errors import UpstreamDataError
 from syncd.jobs.ports import Observation
 from syncd.jobs.states import JobState
-from syncd.upstream.job_api import MAX_FAILURES, JobApi, as_text
+from syncd.upstream.job_api import MAX_FAILURES, JobApi, as_text, job_and_status
 
 DIALECT = "bulk_sales_orders"
 DEFAULT_PATH = "/business_units/{businessUnitId}/sales_orders/bulk/{bulkJobId}"
@@ -59,16 +58,7 @@ def _progress(raw: Any) -> dict[str, int] | None:
 
 def parse(body: Any) -> Observation:
     """``{"data": job}`` -> Observation; UpstreamDataError if unreadable."""
-    job = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(job, dict):
-        raise UpstreamDataError(
-            "bulk sales-order job: no data object in the body", op=f"jobs.{DIALECT}", field="data"
-        )
-    status = as_text(job.get("status"))
-    if status is None:
-        raise UpstreamDataError(
-            "bulk sales-order job: no status in the body", op=f"jobs.{DIALECT}", field="status"
-        )
+    job, status = job_and_status(body, dialect=DIALECT, label="bulk sales-order job")
     raw_failed = job.get("failedOrders")
     failed_all = raw_failed if isinstance(raw_failed, list) else []
     failures = tuple(f for f in (_failure(o) for o in failed_all[:MAX_FAILURES]) if f is not None)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.errors import UpstreamDataError
 from syncd.jobs.ports import Observation
 from syncd.jobs.states import JobState
-from syncd.upstream.job_api import JobApi, as_text, pick
+from syncd.upstream.job_api import JobApi, as_text, job_and_status, pick
 
 DIALECT = "commerce_jobs"
 DEFAULT_PATH = "/v2/jobs/{jobID}"
@@ -27,16 +26,7 @@ STATUSES = {
 
 def parse(body: Any) -> Observation:
     """``{"data": job}`` -> Observation; UpstreamDataError if unreadable."""
-    job = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(job, dict):
-        raise UpstreamDataError(
-            "commerce job: no data object in the body", op=f"jobs.{DIALECT}", field="data"
-        )
-    status = as_text(job.get("status"))
-    if status is None:
-        raise UpstreamDataError(
-            "commerce job: no status in the body", op=f"jobs.{DIALECT}", field="status"
-        )
+    job, status = job_and_status(body, dialect=DIALECT, label="commerce job")
     state = STATUSES.get(status.lower())
     known = state is not None
     error = as_text(job.get("error"))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.errors import UpstreamDataError
 from syncd.jobs.ports import Observation
 from syncd.jobs.states import JobState
-from syncd.upstream.job_api import JobApi, as_text, clip_messages, pick
+from syncd.upstream.job_api import JobApi, as_text, clip_messages, job_and_status, pick
 
 DIALECT = "inventory_jobs"
 DEFAULT_PATH = "/commerce/inventory/v1/queue/{jobID}"
@@ -42,17 +41,7 @@ _PROGRESS_KEYS = ("itemCount", "numResults")
 
 def parse(body: Any) -> Observation:
     """A job object (bare, or in ``data``) -> Observation; UpstreamDataError if unreadable."""
-    wrapped = isinstance(body, dict) and isinstance(body.get("data"), dict)
-    job = body["data"] if wrapped else body
-    if not isinstance(job, dict):
-        raise UpstreamDataError(
-            "inventory job: the body is not a job object", op=f"jobs.{DIALECT}", field="status"
-        )
-    status = as_text(job.get("status"))
-    if status is None:
-        raise UpstreamDataError(
-            "inventory job: no status in the body", op=f"jobs.{DIALECT}", field="status"
-        )
+    job, status = job_and_status(body, dialect=DIALECT, label="inventory job", bare_ok=True)
     state = STATUSES.get(status.upper())
     known = state is not None
     if state is None:

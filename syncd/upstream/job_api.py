@@ -21,7 +21,13 @@ from urllib.parse import quote
 import aiohttp
 
 from syncd.backoff import parse_retry_after
-from syncd.errors import ConfigError, DownloadRefused, JobProviderError, UpstreamError
+from syncd.errors import (
+    ConfigError,
+    DownloadRefused,
+    JobProviderError,
+    UpstreamDataError,
+    UpstreamError,
+)
 from syncd.jobs.ports import JobRef, NotFound, Observation
 from syncd.upstream.http import RETRY_STATUSES, RetryPolicy, request_json
 
@@ -224,6 +230,26 @@ def _detail(vendor_errors: list[dict[str, Any]]) -> str | None:
             if isinstance(value, str) and value:
                 return value[:_TEXT_MAX]
     return None
+
+
+def job_and_status(
+    body: Any, *, dialect: str, label: str, bare_ok: bool = False
+) -> tuple[dict[str, Any], str]:
+    """The job object of a poll answer (``{"data": job}``, or a bare job when ``bare_ok``) and its
+    ``status``; UpstreamDataError naming what is missing otherwise."""
+    wrapped = body.get("data") if isinstance(body, dict) else None
+    job = wrapped if isinstance(wrapped, dict) else (body if bare_ok else None)
+    if not isinstance(job, dict):
+        what = "the body is not a job object" if bare_ok else "no data object in the body"
+        raise UpstreamDataError(
+            f"{label}: {what}", op=f"jobs.{dialect}", field="status" if bare_ok else "data"
+        )
+    status = as_text(job.get("status"))
+    if status is None:
+        raise UpstreamDataError(
+            f"{label}: no status in the body", op=f"jobs.{dialect}", field="status"
+        )
+    return job, status
 
 
 def as_text(value: Any) -> str | None:
