@@ -34,8 +34,13 @@ async def admin(
         aiohttp.ClientSession() as http,
     ):
         assert daemon.components is not None
+        assert daemon.trigger is not None
         async with asyncio.timeout(5):
-            while daemon.components.store.changelog_head.head < ITEMS:
+            # The entries land page by page; the pass (watermark, counters) ends after them.
+            while (
+                daemon.components.store.changelog_head.head < ITEMS
+                or daemon.trigger.last_success is None
+            ):
                 await asyncio.sleep(0.01)
         assert daemon.admin_url is not None
         yield daemon, sim, http, daemon.admin_url
@@ -228,10 +233,11 @@ async def test_metrics_parse_and_move(make_settings: Callable[..., Settings]) ->
         assert total(before, "syncd_changelog_head_seq") == ITEMS
         assert total(before, "syncd_watermark_lag_seconds", source="square", partition="*") >= 0
         assert daemon.trigger is not None
-        passes = daemon.trigger.passes
+        succeeded = daemon.trigger.last_success
         await another_change(daemon, sim)
         async with asyncio.timeout(5):
-            while daemon.trigger.passes == passes or daemon.trigger.last_success is None:
+            # Wait for the pass to end, not just start: its counters move at its end.
+            while daemon.trigger.last_success == succeeded:
                 await asyncio.sleep(0.01)
             assert daemon.components is not None
             while daemon.components.store.changelog_head.head < ITEMS + 1:
