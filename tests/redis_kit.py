@@ -30,6 +30,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortTaken(AssertionError):
+    """redis-server could not bind its port: another process took it after ``free_port``."""
+
+
 class RedisServer:
     """One ``redis-server`` process; ``start`` waits for PING, ``stop``/``kill`` wait for the exit."""
 
@@ -56,7 +60,21 @@ class RedisServer:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
-        """Start (again, on the same port and directory: the AOF is loaded) and wait for PING."""
+        """Start (again, on the same port and directory: the AOF is loaded) and wait for PING.
+
+        The port was free when it was picked, but another process may take it before redis-server
+        binds it: on the first start, such a lost race is retried on a new port (bounded)."""
+        for attempt in range(5):
+            try:
+                await self._start_once()
+                return
+            except PortTaken:
+                if self.starts > 1 or attempt == 4:
+                    raise
+                self.starts -= 1
+                self.port = free_port()
+
+    async def _start_once(self) -> None:
         assert not self.running
         self.directory.mkdir(parents=True, exist_ok=True)
         log = (self.directory / "redis.log").open("ab")
@@ -94,8 +112,11 @@ class RedisServer:
             async with asyncio.timeout(READY_TIMEOUT):
                 while not await self._pong():
                     if self.proc.returncode is not None:
+                        tail = self.log_tail()
+                        if "Address already in use" in tail:
+                            raise PortTaken(tail)
                         raise AssertionError(
-                            f"redis-server exited ({self.proc.returncode}): {self.log_tail()}"
+                            f"redis-server exited ({self.proc.returncode}): {tail}"
                         )
                     await asyncio.sleep(0.01)
         except BaseException:

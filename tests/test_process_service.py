@@ -78,7 +78,9 @@ async def test_notify_ready_watchdog_stopping_in_order(tmp_path: Path) -> None:
                     await asyncio.sleep(0.02)
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
-        await asyncio.sleep(0.05)  # let the last datagram land
+        async with asyncio.timeout(5):  # the last datagram was sent before the exit
+            while not any("STOPPING=1" in m for m in messages):
+                await asyncio.sleep(0.01)
     kinds = [
         next(k for k in ("READY=1", "WATCHDOG=1", "STOPPING=1") if k in m)
         for m in messages

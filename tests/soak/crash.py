@@ -14,6 +14,8 @@ round picks a moment from the seeded RNG and SIGKILLs the daemon there:
   (the change-log head moved to a ``count.*`` entry) while the write lock is free;
 - ``after_webhook_ack``: right after a webhook was answered 200, before the debounced pass;
 - ``during_job_poll``: while the fake job server holds a poll's answer;
+- ``at_spawn``: at once (0 ms) after the process is spawned, before it has imported anything, so
+  the database may not exist yet or have no schema (the checker's empty state);
 - ``random``: at a random instant after the start (possibly during startup or migration).
 
 After every kill the committed state is checked (``invariants.Checker.committed_state``). After the
@@ -55,7 +57,14 @@ from tests.soak.report import ScenarioResult
 
 KEY = "crash-signature-key-0123456789"
 NOTIFICATION_URL = "https://syncd.example.com/webhooks/square"
-MOMENTS = ("during_write_txn", "between_pages", "after_webhook_ack", "during_job_poll", "random")
+MOMENTS = (
+    "during_write_txn",
+    "between_pages",
+    "after_webhook_ack",
+    "during_job_poll",
+    "at_spawn",
+    "random",
+)
 WAL_WRITE_LOCK = 120  # byte of the -shm file SQLite's WAL writer locks for a write transaction
 
 
@@ -70,6 +79,7 @@ class CrashPlan:
     start_timeout: float = 20.0
     moment_timeout: float = 5.0
     final_timeout: float = 60.0
+    moments: tuple[str, ...] = MOMENTS  # what the rounds pick from
 
 
 def write_config(
@@ -244,8 +254,9 @@ class CrashDriver:
         load = asyncio.create_task(self._load(stop_load), name="crash-load")
         try:
             # Every kind of moment once (in seeded order), then seeded picks.
-            schedule = self.rng.sample(MOMENTS, len(MOMENTS))[: self.plan.rounds]
-            schedule += [self.rng.choice(MOMENTS) for _ in range(self.plan.rounds - len(schedule))]
+            moments = list(dict.fromkeys(self.plan.moments))
+            schedule = self.rng.sample(moments, len(moments))[: self.plan.rounds]
+            schedule += [self.rng.choice(moments) for _ in range(self.plan.rounds - len(schedule))]
             for number, moment in enumerate(schedule, 1):
                 await self._round(number, moment)
                 self.checker.context = f"round {number} ({moment})"
@@ -276,8 +287,10 @@ class CrashDriver:
         async with syncd("run", "--config", str(self.config), env=clean_env()) as proc:
             self.current = _Round(proc)
             try:
-                if moment == "random":
-                    await asyncio.sleep(self.rng.uniform(0.05, 2.0))
+                if moment == "at_spawn":
+                    landed = True
+                elif moment == "random":
+                    await asyncio.sleep(self.rng.uniform(0.0, 2.0))
                     await self._learn_urls(wait=False)
                     landed = True
                 else:

@@ -45,6 +45,11 @@ def _ro(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
 
 
+def _rw(db: Path) -> sqlite3.Connection:
+    """Read-write (so a hot WAL is recovered, as syncd would) but never creating the file."""
+    return sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=10)
+
+
 @dataclass
 class Checker:
     """Counts checks and collects violations for one database."""
@@ -65,7 +70,18 @@ class Checker:
     # --- at every committed state ----------------------------------------------------------------
 
     def committed_state(self) -> None:
-        """Everything that must hold whenever syncd is not in the middle of a transaction."""
+        """Everything that must hold whenever syncd is not in the middle of a transaction.
+
+        A kill before the first migration committed legitimately leaves no database file, or one
+        with ``user_version`` 0 and no tables: that is the empty state (no entries, empty mirror),
+        and it is only acceptable while nothing was ever read from this database before.
+        """
+        if self.is_empty():
+            self.check(
+                not self.seen,
+                f"the database is empty again after {len(self.seen)} entries were read",
+            )
+            return
         self.check(self._integrity() == "ok", "PRAGMA integrity_check is not ok")
         entries = self._entries()
         self._seq_order(entries)
@@ -74,8 +90,21 @@ class Checker:
         self._job_chains(entries)
         self._replay(entries)
 
+    def is_empty(self) -> bool:
+        """No schema yet: no file, or a file with ``user_version`` 0 and no tables. Never creates
+        the file it inspects."""
+        if not self.db.exists():
+            return True
+        conn = _rw(self.db)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+        return bool(version == 0 and tables == 0)
+
     def _integrity(self) -> str:
-        conn = sqlite3.connect(self.db, timeout=10)  # read-write: recovers a hot WAL like syncd
+        conn = _rw(self.db)  # read-write: recovers a hot WAL like syncd
         try:
             return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
         finally:

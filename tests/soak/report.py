@@ -28,7 +28,11 @@ def scenario_seed() -> int:
     """``$SYNCD_SOAK_SEED`` when set (to replay a run), else a fresh random seed (printed by the
     caller, so any run can be replayed)."""
     raw = os.environ.get(SEED_ENV)
-    return int(raw) if raw else random.SystemRandom().randrange(1, 2**31)
+    seed = int(raw) if raw else random.SystemRandom().randrange(1, 2**31)
+    # On stderr, which pytest shows with a failing test (also one that fails by an exception, not
+    # an assertion), so every seeded run can be replayed.
+    print(f"seed {seed} ({SEED_ENV}={seed} replays it)", file=sys.stderr)
+    return seed
 
 
 @dataclass
