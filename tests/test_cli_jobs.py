@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,12 +24,6 @@ from tests.fakes.job_servers import inventory, serve_jobs
 from tests.helpers import changes
 
 CLI = [sys.executable, "-m", "syncd"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -81,13 +74,14 @@ base_url = "{jobs_url}"
 
 @pytest.fixture(name="offline")
 def fixture_offline(tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
-    """Run the CLI in-process with no daemon listening (TCP port refused); returns
+    """Run the CLI in-process with no daemon listening (a unix socket path nothing binds, so the
+    refusal is certain, unlike a TCP port that was free a moment ago); returns
     (exit code, stdout, stderr)."""
     config = write_config(
         tmp_path / "syncd.toml",
         database=tmp_path / "syncd.db",
         jobs_url="http://127.0.0.1:9",
-        admin_listen=f"127.0.0.1:{free_port()}",
+        admin_listen=f"unix:{tmp_path / 'no-daemon.sock'}",
     )
 
     def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
