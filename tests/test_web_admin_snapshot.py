@@ -54,6 +54,15 @@ async def _changes_after(
     return entries
 
 
+def _by_key(counts: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Snapshot count lines as tests.helpers.mirror() shapes the stored mirror."""
+    fields = ("quantity", "calculated_at", "catalog_object_type", "seq")
+    return {
+        (c["catalog_object_id"], c["location_id"], c["state"]): {k: c[k] for k in fields}
+        for c in counts
+    }
+
+
 def _apply(state: dict[Key, dict[str, Any]], entries: list[dict[str, Any]]) -> None:
     for e in entries:
         key = (e["catalog_object_id"], e["location_id"], e["state"])
@@ -95,12 +104,7 @@ async def test_snapshot_then_changes_equals_the_mirror_while_a_sync_runs(
         assert footer == {"type": "end", "seq": seq, "counts": len(counts)}
         assert seq > head_before, "the snapshot was not taken while entries were being written"
         assert all(c["type"] == "count" and c["seq"] <= seq for c in counts)
-        state: dict[Key, dict[str, Any]] = {
-            (c["catalog_object_id"], c["location_id"], c["state"]): {
-                k: c[k] for k in ("quantity", "calculated_at", "catalog_object_type", "seq")
-            }
-            for c in counts
-        }
+        state = _by_key(counts)
         entries = await _changes_after(http, base, seq, store.changelog_head.head)
         assert entries, "no change was written after the snapshot: nothing was proven"
         _apply(state, entries)
@@ -151,10 +155,4 @@ async def test_iter_snapshot_matches_the_stored_mirror(
     header, *counts, footer = lines
     assert header["seq"] == footer["seq"] == 50
     assert footer["counts"] == len(counts) == 50
-    got = {
-        (c["catalog_object_id"], c["location_id"], c["state"]): {
-            k: c[k] for k in ("quantity", "calculated_at", "catalog_object_type", "seq")
-        }
-        for c in counts
-    }
-    assert got == mirror(settings.database)
+    assert _by_key(counts) == mirror(settings.database)
