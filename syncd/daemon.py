@@ -43,6 +43,7 @@ from syncd.upstream.square import SquareCounts, SquareOptions
 from syncd.web.admin_changes import ChangeFeed, add_change_routes
 from syncd.web.admin_jobs import add_job_routes
 from syncd.web.admin_metrics import add_metrics_routes
+from syncd.web.admin_snapshot import add_snapshot_routes
 from syncd.web.app import Listener, build_admin_app, build_public_app, refuse_while, run_server
 from syncd.web.health import Readiness, add_health_routes
 from syncd.web.signatures import SignatureVerifier
@@ -320,6 +321,7 @@ class Daemon:
             add_job_routes(admin, self.jobs.service)
         add_change_routes(admin, ChangeFeed(components.store, self.stop_event))
         add_metrics_routes(admin, components.store)
+        add_snapshot_routes(admin, settings.database)
         return public, admin
 
     def _service_tasks(

@@ -78,6 +78,17 @@ async def test_sync_status_counts_changes_round_trip(tmp_path: Path) -> None:
         2104,
         2105,
     ]
+    code, out, _ = await run_cli("snapshot", "--database", db)
+    assert code == 0
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert lines[0]["type"] == "snapshot"
+    assert lines[0]["seq"] == 2105
+    assert lines[-1] == {"type": "end", "seq": 2105, "counts": 2100}
+    assert {(r["location_id"], r["catalog_object_id"], r["state"]) for r in lines[1:-1]} == {
+        (r["location_id"], r["catalog_object_id"], r["state"]) for r in rows
+    }
+    code, out, _ = await run_cli("snapshot", "--source", "nope", "--database", db)
+    assert out.splitlines()[-1] == '{"type":"end","seq":2105,"counts":0}'
 
 
 async def test_sync_against_a_refusing_upstream_exits_1_with_a_hint(tmp_path: Path) -> None:
@@ -96,7 +107,7 @@ async def test_sync_against_a_refusing_upstream_exits_1_with_a_hint(tmp_path: Pa
 async def test_reading_commands_without_a_database_exit_1_with_a_hint(tmp_path: Path) -> None:
     """status/counts/changes on a missing database say so (exit 1) and never create one."""
     db = tmp_path / "missing.db"
-    for command in (["status"], ["counts"], ["changes", "--after", "0"]):
+    for command in (["status"], ["counts"], ["changes", "--after", "0"], ["snapshot"]):
         code, _, err = await run_cli(*command, "--database", str(db))
         assert code == 1, command
         assert "no database" in err

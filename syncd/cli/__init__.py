@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from syncd import __version__
-from syncd.cli import changes, config_cmd, counts, jobs, run, simulate, status, sync
+from syncd.cli import changes, config_cmd, counts, jobs, run, simulate, snapshot, status, sync
 from syncd.cli.common import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
 from syncd.errors import AlreadyRunning, ChangelogGap, ConfigError, JobProviderError, SyncdError
 
-COMMANDS = (run, sync, status, counts, changes, jobs, config_cmd, simulate)
+COMMANDS = (run, sync, status, counts, changes, snapshot, jobs, config_cmd, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
