@@ -42,12 +42,13 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish)
+## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
 	$(BIN)/python bench/webhook_ingest.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/snapshot.py
 
 ## soak: the long proofs of issue 6 (SIGKILL rounds, chaos against the daemon, a webhook fuzz run, a
 ## million-count sync under readers, hypothesis at 2,000 examples); prints the summary table.
