@@ -9,33 +9,59 @@ re-read the mirror); 4 another syncd holds the database; 130 interrupted. This i
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from syncd import __version__
-from syncd.cli import changes, config_cmd, counts, jobs, run, simulate, snapshot, status, sync
-from syncd.cli.common import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
+from syncd.cli.exits import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
 from syncd.errors import AlreadyRunning, ChangelogGap, ConfigError, JobProviderError, SyncdError
 
-COMMANDS = (run, sync, status, counts, changes, snapshot, jobs, config_cmd, simulate)
+# Subcommand -> (module in syncd.cli, one-line help). Only the module of the command being run is
+# imported (its own imports are the heavy ones: config, aiohttp, the store); `syncd --help` imports
+# none. tests/test_cli_imports.py checks that each module registers the help written here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the daemon until SIGINT/SIGTERM"),
+    "sync": ("sync", "run one sync pass and exit (0 = ok, 1 = failed)"),
+    "status": ("status", "show sync state, last passes and change-log head"),
+    "counts": ("counts", "list mirrored inventory counts"),
+    "changes": ("changes", "print change-log entries as NDJSON"),
+    "snapshot": ("snapshot", "print the mirror as NDJSON at one change-log seq"),
+    "jobs": ("jobs", "track upstream jobs: add, list, show, forget"),
+    "config": ("config_cmd", "inspect configuration"),
+    "simulate": ("simulate", "serve a fake Square batch-retrieve upstream on loopback"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to generate the CLI reference in the README)."""
+def command_module(name: str) -> Any:
+    """The module that implements subcommand ``name`` (imported on first use)."""
+    return importlib.import_module(f"syncd.cli.{COMMANDS[name][0]}")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. With ``argv``, only the subcommand it names is registered in full (the
+    others are one-line entries, enough for ``--help``); without, every subcommand is (also used to
+    generate the CLI reference in the README)."""
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Inventory sync daemon: a local SQLite mirror plus an append-only change log.",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(sub)
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (_, help_text) in COMMANDS.items():
+        if chosen is None or name == chosen:
+            command_module(name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncd`` console script."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

@@ -7,16 +7,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from syncd.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_GAP,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 from syncd.config import Settings, load_settings
 from syncd.errors import StoreError
 from syncd.logs import configure_logging
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_GAP = 3  # the change log was pruned past the reader: re-read the mirror
-EXIT_LOCKED = 4  # another syncd holds the database
-EXIT_INTERRUPTED = 130
+# The exit codes are re-exported: the subcommand modules import them from here.
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_GAP",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SQLITE_INT_MAX",
+    "add_common",
+    "require_database",
+    "settings_from",
+    "setup_logging",
+    "sqlite_int",
+]
+
 SQLITE_INT_MAX = 2**63 - 1
 
 
