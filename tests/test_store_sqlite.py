@@ -10,8 +10,12 @@ import aiosqlite
 import pytest
 
 from syncd.errors import SchemaTooNew, StoreClosed
-from syncd.store import Store
-from syncd.store.migrations import SCHEMA_VERSION
+from syncd.store import Store, sync_state
+from syncd.store import counts as counts_store
+from syncd.store.migrations import SCHEMA_VERSION, migrate
+from syncd.store.sqlite import Writer, connect_writer
+from syncd.timeutil import parse_ns
+from tests.helpers import assert_log_invariants, count
 
 
 async def test_open_sets_wal_full_and_schema_version(store: Store, db_path: Path) -> None:
@@ -95,3 +99,109 @@ async def test_cancellation_does_not_split_a_unit_of_work(store: Store, db_path:
         await task
     rows = await store.read(lambda c: c.execute_fetchall("SELECT started_at FROM passes"))
     assert sorted(r[0] for r in rows) == ["a", "b"]
+
+
+def _raw(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows exactly as stored (text as hex, so the comparison is byte for byte)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+_CHANGES_RAW = (
+    "SELECT seq, typeof(seq), hex(recorded_at), hex(kind), hex(source), hex(catalog_object_id),"
+    " hex(location_id), hex(state), job_id, hex(old), typeof(old), hex(new), typeof(new)"
+    " FROM changes ORDER BY seq"
+)
+
+
+async def _build_v5(path: Path) -> None:
+    """A database at schema 5, written by the real migration path and the normal store functions:
+    two sources with passes, updates and a full-pass removal, plus rows of a source with no pass."""
+    conn = await connect_writer(path)
+    await migrate(conn, target=5)
+    writer = Writer(conn)
+
+    async def history(c: aiosqlite.Connection) -> None:
+        for source, started in (
+            ("square", "2025-12-01T00:00:00Z"),
+            ("north", "2025-12-05T00:00:00Z"),
+        ):
+            first = await sync_state.begin_pass(c, source, "full", started)
+            await counts_store.apply_page(
+                c,
+                source,
+                [count(item=f"I{i}") for i in range(30)],
+                pass_id=first,
+                recorded_at="2025-12-06T00:00:00.000000Z",
+                mark_seen=True,
+            )
+            second = await sync_state.begin_pass(c, source, "full", "2025-12-07T00:00:00Z")
+            await counts_store.apply_page(
+                c,
+                source,
+                [
+                    count(item=f"I{i}", quantity="7", at="2026-01-01T00:00:01Z")
+                    for i in range(0, 30, 2)
+                ],
+                pass_id=second,
+                recorded_at="2025-12-07T00:00:01.000000Z",
+                mark_seen=True,
+            )
+            await counts_store.remove_unseen(
+                c,
+                source,
+                pass_id=second,
+                location_id=None,
+                recorded_at="2025-12-07T00:00:02.000000Z",
+            )
+        await counts_store.apply_page(
+            c, "orphan", [count(item="X")], pass_id=0, recorded_at="2025-12-08T00:00:00.000000Z"
+        )
+
+    await writer.run(history)
+    await writer.aclose()
+
+
+async def test_v5_database_migrates_in_place_keeping_the_change_log(db_path: Path) -> None:
+    """A v5 database with counts and changes migrates to the current schema without any change
+    entry rewritten or renumbered; replay still equals the mirror; sources seen are registered."""
+    await _build_v5(db_path)
+    assert _raw(db_path, "PRAGMA user_version") == [(5,)]
+    before = _raw(db_path, _CHANGES_RAW)
+    mirror_before = _raw(db_path, "SELECT * FROM inventory_counts ORDER BY 1, 2, 3, 4")
+    high_water_before = _raw(db_path, "SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+    assert len(before) == 2 * (30 + 15 + 15) + 1  # first sight, updates, removals; the orphan
+
+    store = await Store.open(db_path)
+    try:
+        assert _raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        assert _raw(db_path, _CHANGES_RAW) == before
+        assert _raw(db_path, "SELECT * FROM inventory_counts ORDER BY 1, 2, 3, 4") == mirror_before
+        assert _raw(db_path, "SELECT seq FROM sqlite_sequence WHERE name = 'changes'") == (
+            high_water_before
+        )
+        for source in ("square", "north", "orphan"):
+            assert_log_invariants(db_path, source)
+        seen = {
+            r[0]: r[1:]
+            for r in _raw(db_path, "SELECT source, merchant_id, added_at, removed_at FROM sources")
+        }
+        assert seen.keys() == {"square", "north", "orphan"}
+        assert seen["square"] == (None, "2025-12-01T00:00:00Z", None)  # since its first pass
+        assert seen["north"] == (None, "2025-12-05T00:00:00Z", None)
+        assert seen["orphan"][0] is None
+        assert seen["orphan"][2] is None
+        parse_ns(seen["orphan"][1])  # no pass: the migration's time, still RFC 3339
+        assert _raw(db_path, "SELECT COUNT(*) FROM source_credentials") == [(0,)]
+        # The next entry continues after the old high-water mark.
+        await store.write(
+            lambda c: counts_store.apply_page(
+                c, "square", [count(item="NEW")], pass_id=9, recorded_at="2026-02-01T00:00:00Z"
+            )
+        )
+        assert _raw(db_path, "SELECT MAX(seq) FROM changes") == [(high_water_before[0][0] + 1,)]
+    finally:
+        await store.aclose()

@@ -139,13 +139,44 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, stream)
     ) WITHOUT ROWID;
     """,
+    # 6: several sources (Square sellers) in one database: the sources this database has seen,
+    # and each one's OAuth state (private: holds secrets). Sources already in the mirror, the
+    # sync bookkeeping or the passes are registered as seen, since their first pass (or now).
+    """
+    CREATE TABLE sources (
+        source      TEXT PRIMARY KEY,
+        merchant_id TEXT,
+        added_at    TEXT NOT NULL,
+        removed_at  TEXT
+    ) WITHOUT ROWID;
+
+    CREATE TABLE source_credentials (
+        source        TEXT PRIMARY KEY,
+        merchant_id   TEXT,
+        access_token  TEXT,
+        expires_at    TEXT,
+        refresh_token TEXT,
+        refreshed_at  TEXT,
+        status        TEXT NOT NULL DEFAULT 'ok',
+        error         TEXT,
+        updated_at    TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    INSERT INTO sources (source, added_at)
+        SELECT seen.source, COALESCE(first.started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        FROM (SELECT source FROM inventory_counts UNION SELECT source FROM sync_state
+              UNION SELECT source FROM passes) AS seen
+        LEFT JOIN (SELECT source, MIN(started_at) AS started_at FROM passes GROUP BY source)
+            AS first ON first.source = seen.source;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; return the version found before. Refuses a newer database."""
+async def migrate(conn: aiosqlite.Connection, *, target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema to ``target`` (SCHEMA_VERSION unless a test builds an older database);
+    return the version found before. Refuses a database newer than SCHEMA_VERSION."""
     async with conn.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
     found = int(row[0]) if row else 0
@@ -155,7 +186,7 @@ async def migrate(conn: aiosqlite.Connection) -> int:
             op="store.migrate",
             hint="upgrade syncd, or point it at another database",
         )
-    for version in range(found + 1, SCHEMA_VERSION + 1):
+    for version in range(found + 1, target + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:
             # executescript would COMMIT on its own; run statement by statement inside our transaction.
