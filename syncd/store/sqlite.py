@@ -42,9 +42,57 @@ WRITER_PRAGMAS = (
 )
 
 
+DATABASE_MODE = 0o600
+"""The mode a new database file is created with: it holds OAuth tokens (``source_credentials``).
+SQLite gives the ``-wal`` and ``-shm`` files the database file's mode."""
+
+
+def _create_private(path: Path) -> bool:
+    """Create ``path`` as an empty file of mode 0600 unless it exists; True if it was created.
+
+    O_EXCL makes this atomic (an existing file is never touched, its mode left alone), and the
+    mode is set on the file itself instead of through the process-wide umask. An empty file is
+    an empty SQLite database, which the connection then fills.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DATABASE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, DATABASE_MODE)  # exactly 0600 whatever the umask
+    finally:
+        os.close(fd)
+    return True
+
+
+def database_mode_problem(path: Path) -> str | None:
+    """A warning for the log when others can read the database (or its -wal/-shm), else None.
+
+    syncd never changes an existing file's mode; group read (0640) is fine, "other" read is not,
+    since the file holds OAuth tokens. A file that does not exist is no problem.
+    """
+    readable: list[str] = []
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o004:
+            readable.append(f"{file} (mode {mode & 0o777:04o})")
+    if not readable:
+        return None
+    return (
+        "the database holds OAuth tokens but is readable by any user: "
+        + ", ".join(readable)
+        + "; run chmod o-r on them (0640 keeps group syncd's readers, 0600 is syncd alone)"
+    )
+
+
 async def connect_writer(path: Path) -> aiosqlite.Connection:
-    """Open the read-write connection with the durability settings syncd promises."""
-    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    """Open the read-write connection with the durability settings syncd promises; a database
+    file that does not exist yet is created with mode 0600 (``DATABASE_MODE``)."""
+    await asyncio.to_thread(_create_private, path)
     try:
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         for pragma in WRITER_PRAGMAS:
