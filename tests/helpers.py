@@ -94,9 +94,11 @@ def assert_log_invariants(path: Path, source: str = "square") -> None:
     entries = changes(path)
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(set(seqs)), "seq must strictly increase"
-    last: dict[tuple[str, str, str], Any] = {}
+    # (source, key): the same key in two sources is two counts.
+    last: dict[tuple[str, tuple[str, str, str]], Any] = {}
     for e in entries:
         if e["kind"].startswith("count."):
-            assert last.get(e["key"], object()) != e["new"], f"duplicate change entry {e}"
-            last[e["key"]] = e["new"]
+            key = (e["source"], e["key"])
+            assert last.get(key, object()) != e["new"], f"duplicate change entry {e}"
+            last[key] = e["new"]
     assert replay([e for e in entries if e["source"] == source]) == mirror(path, source)
