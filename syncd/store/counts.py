@@ -219,6 +219,39 @@ async def remove_outside(
     return await _delete_logged(conn, source, sql, [source, *location_ids], recorded_at)
 
 
+FORGET_CHUNK = 5000
+"""Rows per statement when a whole source is removed: what one chunk holds in memory."""
+
+
+async def remove_source(
+    conn: aiosqlite.Connection, source: str, *, recorded_at: str, chunk: int = FORGET_CHUNK
+) -> int:
+    """Delete every row of ``source``, logging each like ``remove_unseen`` does; return how many.
+
+    Runs in the caller's transaction, ``chunk`` rows at a time in primary-key order (each chunk is
+    one key range: the first ``chunk`` rows left), so a source of a million rows never sits in
+    memory at once, and the entries come out in the same order as one big removal would log them.
+    """
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
+    removed = 0
+    while True:
+        async with conn.execute(
+            "SELECT location_id, catalog_object_id, state FROM inventory_counts WHERE source = ?"
+            " ORDER BY location_id, catalog_object_id, state LIMIT 1 OFFSET ?",
+            (source, chunk - 1),
+        ) as cur:
+            last = await cur.fetchone()
+        sql = "DELETE FROM inventory_counts WHERE source = ?"
+        params: list[Any] = [source]
+        if last is not None:
+            sql += " AND (location_id, catalog_object_id, state) <= (?, ?, ?)"
+            params.extend(last)
+        removed += await _delete_logged(conn, source, sql, params, recorded_at)
+        if last is None:  # fewer than ``chunk`` rows were left: that delete took them all
+            return removed
+
+
 async def _delete_logged(
     conn: aiosqlite.Connection, source: str, sql: str, params: list[Any], recorded_at: str
 ) -> int:

@@ -46,6 +46,12 @@ async def partitions(conn: aiosqlite.Connection, source: str | None = None) -> l
     return [PartitionState(*row) for row in rows]
 
 
+async def forget_partitions(conn: aiosqlite.Connection, source: str) -> int:
+    """Delete every partition state of ``source``; return how many there were. Its passes stay."""
+    cursor = await conn.execute("DELETE FROM sync_state WHERE source = ?", (source,))
+    return int(cursor.rowcount)
+
+
 async def begin_pass(conn: aiosqlite.Connection, source: str, kind: str, started_at: str) -> int:
     """Record a pass as running; return its id. Passes left 'running' by a crash stay visible."""
     async with conn.execute(
