@@ -24,7 +24,7 @@ from syncd.upstream.http import RetryPolicy, parse_vendor_errors, request_json
 OP_OBTAIN_TOKEN = "square.oauth.obtain_token"
 TOKEN_PATH = "/oauth2/token"
 REAUTHORISE_HINT = "the seller must authorise the app again; set a new refresh token"
-CLIENT_HINT = "check the OAuth client id and secret (square.oauth.client_id / client_secret)"
+CLIENT_HINT = "check the app's OAuth client id and client secret"
 # Fields whose blame is the app's, not the seller's grant.
 _CLIENT_FIELDS = frozenset({"client_id", "client_secret"})
 _GRANT_FIELDS = frozenset({"refresh_token", ""})
