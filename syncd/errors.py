@@ -113,6 +113,11 @@ class UpstreamDataError(UpstreamError):
     """The upstream answered 2xx but the body is not what the API promises (bad JSON, bad field)."""
 
 
+class OAuthGrantRevoked(UpstreamError):
+    """The seller's OAuth grant no longer works: Square rejected the refresh token (invalid, expired
+    or revoked). No retry helps; the seller must authorise the app again."""
+
+
 class SignatureError(SyncdError):
     """A webhook's signature is missing or does not match any configured key."""
 

@@ -1,13 +1,16 @@
 """The simulator's aiohttp application.
 
-The batch-retrieve route, the ``/_sim/`` control routes, and the background tasks (mutations and
-webhook delivery, owned by the app's ``cleanup_ctx``).
+The Square API routes (batch-retrieve, ListLocations, the OAuth token routes), the ``/_sim/``
+control routes, and the background tasks (mutations and webhook delivery, owned by the app's
+``cleanup_ctx``). The app serves a ``Marketplace``: one Square app and its sellers; ``build_app``
+of a lone ``Simulator`` wraps it in one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -16,11 +19,20 @@ from aiohttp import web
 
 from syncd.simulator.api import SquareError, answer, check_headers, error, parse_request
 from syncd.simulator.catalog import Simulator
+from syncd.simulator.sellers import Marketplace, auth_error
 from syncd.simulator.webhooks import WebhookTarget
 
 BATCH_RETRIEVE_PATH = "/v2/inventory/counts/batch-retrieve"
-SIMULATOR_KEY = web.AppKey("simulator", Simulator)
+LOCATIONS_PATH = "/v2/locations"
+TOKEN_PATH = "/oauth2/token"
+REVOKE_PATH = "/oauth2/revoke"
+SIMULATOR_KEY = web.AppKey("simulator", Simulator)  # the first seller
+MARKETPLACE_KEY = web.AppKey("marketplace", Marketplace)
+# The seller the current API call was resolved to: set by the handler, read by the middleware
+# (both run in the request's one task; a ContextVar needs no aiohttp RequestKey, new in 3.12).
+_SELLER: ContextVar[Simulator | None] = ContextVar("simulator_seller", default=None)
 _CONTROL_PREFIX = "/_sim/"
+_OAUTH_PREFIX = "/oauth2/"
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_ENTITY_TOO_LARGE"}
 
 log = structlog.get_logger("syncd.simulator")
@@ -38,12 +50,17 @@ def _square_error(exc: SquareError) -> web.Response:
 
 @web.middleware
 async def _square_envelope(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count API calls by status and answer every API failure in Square's error envelope."""
+    """Count API calls by status and answer every API failure in Square's error envelope.
+
+    A call counts for the app, and for the seller it acted for; a call no seller could be found
+    for counts for the first seller (as with one seller), except the OAuth routes (app only).
+    """
     if request.path.startswith(_CONTROL_PREFIX):
         response: web.StreamResponse = await handler(request)
         return response
-    sim = request.app[SIMULATOR_KEY]
-    sim.requests += 1
+    market = request.app[MARKETPLACE_KEY]
+    market.requests += 1
+    reset = _SELLER.set(None)
     try:
         response = await handler(request)
     except SquareError as exc:
@@ -54,24 +71,121 @@ async def _square_envelope(request: web.Request, handler: Any) -> web.StreamResp
     except Exception as exc:
         log.exception("simulator_request_failed", path=request.path, error=str(exc))
         response = _square_error(SquareError.scripted(500))
-    sim.status_counts[response.status] += 1
+    market.status_counts[response.status] += 1
+    seller = _SELLER.get()
+    _SELLER.reset(reset)
+    if seller is None and not request.path.startswith(_OAUTH_PREFIX):
+        seller = market.first
+    if seller is not None:
+        seller.requests += 1
+        seller.status_counts[response.status] += 1
     return response
 
 
+def _authenticated(request: web.Request) -> Simulator:
+    """The seller this API call acts for (see ``Marketplace.authenticate``); checks the
+    ``Square-Version`` format too."""
+    sim = request.app[MARKETPLACE_KEY].authenticate(request.headers.get("Authorization"))
+    _SELLER.set(sim)
+    return sim
+
+
 async def _batch_retrieve(request: web.Request) -> web.Response:
-    sim = request.app[SIMULATOR_KEY]
+    sim = _authenticated(request)
     if sim.faults:
         raise SquareError.scripted(*sim.faults.popleft())
+    check_headers(None, request.headers.get("Square-Version"), None)
     config = sim.config
-    check_headers(
-        request.headers.get("Authorization"),
-        request.headers.get("Square-Version"),
-        config.access_token,
-    )
     query = parse_request(await request.read(), max_limit=config.max_limit)
     if config.page_delay > 0:
         await asyncio.sleep(config.page_delay)
     return web.Response(body=answer(sim, query), content_type="application/json")
+
+
+async def _list_locations(request: web.Request) -> web.Response:
+    """ListLocations: every location of the token's seller, active and inactive, one page."""
+    sim = _authenticated(request)
+    check_headers(None, request.headers.get("Square-Version"), None)
+    locations = sim.locations()
+    return _json({"locations": locations} if locations else {})
+
+
+async def _api_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object body of an API call, else 400 in Square's envelope."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise SquareError(
+            400, [error("EXPECTED_JSON_BODY", "The request body is not a JSON object.")]
+        )
+    return body
+
+
+def _required_string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise SquareError(
+            400,
+            [
+                error(
+                    "MISSING_REQUIRED_PARAMETER",
+                    f"Missing required parameter `{name}`.",
+                    field=name,
+                )
+            ],
+        )
+    return value
+
+
+async def _obtain_token(request: web.Request) -> web.Response:
+    """ObtainToken with ``grant_type=refresh_token`` (the only grant the simulator plays)."""
+    market = request.app[MARKETPLACE_KEY]
+    body = await _api_body(request)
+    market.check_client(body.get("client_id"), body.get("client_secret"))
+    grant_type = _required_string(body, "grant_type")
+    if grant_type != "refresh_token":
+        raise SquareError(
+            400,
+            [
+                error(
+                    "INVALID_VALUE",
+                    f"grant_type {grant_type!r} is not supported by the simulator.",
+                    field="grant_type",
+                )
+            ],
+        )
+    return _json(market.refresh(_required_string(body, "refresh_token")))
+
+
+async def _revoke_token(request: web.Request) -> web.Response:
+    """RevokeToken: ``Authorization: Client <secret>``; a merchant_id or an access_token."""
+    market = request.app[MARKETPLACE_KEY]
+    expected = f"Client {market.oauth.client_secret}"
+    if request.headers.get("Authorization") != expected:
+        raise auth_error("UNAUTHORIZED", "The Authorization header must be `Client <secret>`.")
+    body = await _api_body(request)
+    if body.get("client_id") != market.oauth.client_id:
+        raise auth_error("UNAUTHORIZED", "Invalid client_id.", field="client_id")
+    merchant_id, access_token = body.get("merchant_id"), body.get("access_token")
+    if (merchant_id is None) == (access_token is None):
+        raise SquareError(
+            400,
+            [error("INVALID_REQUEST", "Provide exactly one of `merchant_id` and `access_token`.")],
+        )
+    try:
+        if access_token is not None:
+            market.revoke_access_token(
+                str(access_token), only_this=bool(body.get("revoke_only_access_token"))
+            )
+        else:
+            market.revoke(str(merchant_id), revoker_type="APPLICATION")
+    except KeyError:
+        raise SquareError(
+            404, [error("NOT_FOUND", "No such authorization.", category="INVALID_REQUEST_ERROR")]
+        ) from None
+    return _json({"success": True})
 
 
 # ---- control routes (tests, demos): plain JSON, no auth ----------------------------------------
@@ -93,6 +207,26 @@ def _bad(message: str) -> web.Response:
     return _json({"error": message}, status=400)
 
 
+def _seller(request: web.Request, merchant_id: object = None) -> Simulator:
+    """The seller a control call names (``merchant_id``; absent: the first), else a plain 404."""
+    if merchant_id is None:
+        merchant_id = request.query.get("merchant_id")
+    try:
+        return request.app[MARKETPLACE_KEY].seller(
+            None if merchant_id is None else str(merchant_id)
+        )
+    except KeyError:
+        raise web.HTTPNotFound(
+            text=orjson.dumps({"error": f"no seller {merchant_id!r}"}).decode(),
+            content_type="application/json",
+        ) from None
+
+
+async def _control_seller(request: web.Request) -> tuple[dict[str, Any], Simulator]:
+    body = await _control_body(request)
+    return body, _seller(request, body.get("merchant_id"))
+
+
 def _count_arg(body: dict[str, Any]) -> int | None:
     n = body.get("n", 1)
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
@@ -100,20 +234,19 @@ def _count_arg(body: dict[str, Any]) -> int | None:
 
 async def _sim_mutate(request: web.Request) -> web.Response:
     """``{"n": K, "same_instant": false}`` -> ``{"changed": [counts]}``."""
-    body = await _control_body(request)
+    body, sim = await _control_seller(request)
     n = _count_arg(body)
     if n is None:
         return _bad("n must be an integer >= 0")
-    changed = request.app[SIMULATOR_KEY].mutate(n, same_instant=bool(body.get("same_instant")))
-    return _json({"changed": changed})
+    return _json({"changed": sim.mutate(n, same_instant=bool(body.get("same_instant")))})
 
 
 async def _sim_set(request: web.Request) -> web.Response:
     """One count: catalog_object_id, location_id, state, quantity, optional calculated_at and
     catalog_object_type -> ``{"count": count}``."""
-    body = await _control_body(request)
+    body, sim = await _control_seller(request)
     try:
-        count = request.app[SIMULATOR_KEY].set_count(
+        count = sim.set_count(
             body["catalog_object_id"],
             body["location_id"],
             body.get("state", "IN_STOCK"),
@@ -129,8 +262,7 @@ async def _sim_set(request: web.Request) -> web.Response:
 async def _sim_remove(request: web.Request) -> web.Response:
     """``{"n": K}`` (random counts) or one key (catalog_object_id, location_id, state) ->
     ``{"removed": [counts]}``."""
-    body = await _control_body(request)
-    sim = request.app[SIMULATOR_KEY]
+    body, sim = await _control_seller(request)
     if "catalog_object_id" in body:
         one = sim.remove_count(
             str(body["catalog_object_id"]),
@@ -146,26 +278,24 @@ async def _sim_remove(request: web.Request) -> web.Response:
 
 async def _sim_fail(request: web.Request) -> web.Response:
     """``{"status": 429, "times": 1, "retry_after": 1}``: script the next batch-retrieve answers."""
-    body = await _control_body(request)
+    body, sim = await _control_seller(request)
     try:
-        request.app[SIMULATOR_KEY].fail_next(
-            int(body["status"]), int(body.get("times", 1)), body.get("retry_after")
-        )
+        sim.fail_next(int(body["status"]), int(body.get("times", 1)), body.get("retry_after"))
     except (KeyError, TypeError, ValueError) as exc:
         return _bad(f"bad fault: {exc}")
-    return _json({"queued": len(request.app[SIMULATOR_KEY].faults)})
+    return _json({"queued": len(sim.faults)})
 
 
 async def _sim_counts(request: web.Request) -> web.Response:
     """Every current count, newest first: ``{"counts": [...]}``."""
-    return _json({"counts": request.app[SIMULATOR_KEY].snapshot()})
+    return _json({"counts": _seller(request).snapshot()})
 
 
 async def _sim_webhooks(request: web.Request) -> web.Response:
-    """``{"url": ..., "signature_key": ..., "notification_url": ...}`` sets where signed webhooks go
-    after each change; ``{"url": null}`` stops them. Answers the sender's stats."""
+    """``{"url": ..., "signature_key": ..., "notification_url": ...}`` sets where the app's signed
+    webhooks go (every seller's); ``{"url": null}`` stops them. Answers the sender's stats."""
     body = await _control_body(request)
-    sender = request.app[SIMULATOR_KEY].webhooks
+    sender = request.app[MARKETPLACE_KEY].webhooks
     if body.get("url") is None:
         sender.target = None
     else:
@@ -183,7 +313,58 @@ async def _sim_webhooks(request: web.Request) -> web.Response:
 
 
 async def _sim_stats(request: web.Request) -> web.Response:
-    return _json(request.app[SIMULATOR_KEY].stats())
+    """One seller's counters plus the app's: ``oauth.sellers[merchant_id].token_refreshes``."""
+    sim = _seller(request)
+    return _json({**sim.stats(), "oauth": request.app[MARKETPLACE_KEY].stats()})
+
+
+async def _sim_sellers(request: web.Request) -> web.Response:
+    """``{"sellers": [{"merchant_id", "location_ids", "static_token", "grants"}]}``."""
+    return _json({"sellers": request.app[MARKETPLACE_KEY].describe()})
+
+
+async def _sim_oauth_grant(request: web.Request) -> web.Response:
+    """The seller authorises the app: ``{"merchant_id"}`` -> ``{"refresh_token"}``."""
+    _, sim = await _control_seller(request)
+    token = request.app[MARKETPLACE_KEY].grant(sim.merchant_id)
+    return _json({"merchant_id": sim.merchant_id, "refresh_token": token})
+
+
+async def _sim_oauth_expire(request: web.Request) -> web.Response:
+    """Every live access token of the seller expires now -> ``{"expired": n}``."""
+    _, sim = await _control_seller(request)
+    return _json({"expired": request.app[MARKETPLACE_KEY].expire(sim.merchant_id)})
+
+
+async def _sim_oauth_revoke(request: web.Request) -> web.Response:
+    """The seller's grant is revoked (``revoker_type`` MERCHANT by default) -> ``{"webhook"}``."""
+    body, sim = await _control_seller(request)
+    try:
+        sent = request.app[MARKETPLACE_KEY].revoke(
+            sim.merchant_id, revoker_type=str(body.get("revoker_type", "MERCHANT"))
+        )
+    except ValueError as exc:
+        return _bad(str(exc))
+    return _json({"merchant_id": sim.merchant_id, "webhook": sent})
+
+
+async def _sim_locations_add(request: web.Request) -> web.Response:
+    """``{"merchant_id", "name"?}`` -> ``{"location": Location}``."""
+    body, sim = await _control_seller(request)
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        return _bad("name must be a string")
+    return _json({"location": sim.add_location(name)})
+
+
+async def _sim_locations_status(request: web.Request) -> web.Response:
+    """``{"merchant_id", "location_id", "status"}`` -> ``{"location": Location}``."""
+    body, sim = await _control_seller(request)
+    try:
+        location = sim.set_location_status(str(body["location_id"]), str(body["status"]))
+    except (KeyError, ValueError) as exc:
+        return _bad(f"bad location status: {exc}")
+    return _json({"location": location})
 
 
 # ---- background mutations ----------------------------------------------------------------------
@@ -211,36 +392,46 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 async def _mutations(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: own the mutation task for the app's lifetime; reap it so a crash surfaces."""
-    sim = app[SIMULATOR_KEY]
-    if sim.config.mutation_rate <= 0:
-        yield
-        return
-    task = asyncio.create_task(_mutate_forever(sim), name="simulator-mutations")
-    task.add_done_callback(_log_crash)
+    """cleanup_ctx: own one mutation task per seller with ``mutation_rate > 0`` for the app's
+    lifetime; reap them so a crash surfaces."""
+    tasks = [
+        asyncio.create_task(_mutate_forever(sim), name=f"simulator-mutations-{mid}")
+        for mid, sim in app[MARKETPLACE_KEY].sellers.items()
+        if sim.config.mutation_rate > 0
+    ]
+    for task in tasks:
+        task.add_done_callback(_log_crash)
     try:
         yield
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: deliver the simulator's webhooks (if it has a target) for the app's lifetime."""
-    async with app[SIMULATOR_KEY].webhooks.running():
+    """cleanup_ctx: deliver the app's webhooks (if it has a target) for the app's lifetime."""
+    async with app[MARKETPLACE_KEY].webhooks.running():
         yield
 
 
-def build_app(sim: Simulator) -> web.Application:
-    """The fake Square upstream over ``sim``: batch-retrieve plus the ``/_sim/`` control routes."""
+def build_app(target: Simulator | Marketplace) -> web.Application:
+    """The fake Square upstream over one seller or a marketplace: the API routes plus the
+    ``/_sim/`` control routes."""
+    market = target if isinstance(target, Marketplace) else Marketplace([target])
     app = web.Application(middlewares=[_square_envelope])
-    app[SIMULATOR_KEY] = sim
+    app[MARKETPLACE_KEY] = market
+    app[SIMULATOR_KEY] = market.first
     app.router.add_post(BATCH_RETRIEVE_PATH, _batch_retrieve)
+    app.router.add_get(LOCATIONS_PATH, _list_locations)
+    app.router.add_post(TOKEN_PATH, _obtain_token)
+    app.router.add_post(REVOKE_PATH, _revoke_token)
     app.router.add_post("/_sim/mutate", _sim_mutate)
     app.router.add_post("/_sim/set", _sim_set)
     app.router.add_post("/_sim/remove", _sim_remove)
@@ -248,6 +439,12 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/counts", _sim_counts)
     app.router.add_get("/_sim/stats", _sim_stats)
     app.router.add_post("/_sim/webhooks", _sim_webhooks)
+    app.router.add_post("/_sim/sellers", _sim_sellers)
+    app.router.add_post("/_sim/oauth/grant", _sim_oauth_grant)
+    app.router.add_post("/_sim/oauth/expire", _sim_oauth_expire)
+    app.router.add_post("/_sim/oauth/revoke", _sim_oauth_revoke)
+    app.router.add_post("/_sim/locations/add", _sim_locations_add)
+    app.router.add_post("/_sim/locations/status", _sim_locations_status)
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_mutations)
     return app

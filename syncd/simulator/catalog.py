@@ -60,6 +60,8 @@ _COMPACT_MIN = 1024  # never compact an array for fewer stale entries than this
 _HISTORY_MS = 30 * 24 * 3600 * 1000  # generated calculated_at values spread over the last 30 days
 _SHARED_INSTANT = 0.05  # share of generated counts reusing the previous one's instant (bulk import)
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+LOCATION_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
+_LOCATION_TIMEZONE = "America/Los_Angeles"
 
 # Statuses fail_next() can script, with the Square error each answers (the spec's added responses).
 FAULTS: dict[int, tuple[str, str, str]] = {
@@ -96,6 +98,7 @@ class SimulatorConfig:
     short_pages: bool = False  # sometimes answer fewer rows than `limit` yet still send a cursor
     omit_empty_counts: bool = True  # like Square (proto3 JSON), an empty page has no "counts" key
     webhook: WebhookTarget | None = None  # set: signed webhooks after each change (see webhooks.py)
+    merchant_id: str | None = None  # the seller's id; None = derived from the seed
 
     def __post_init__(self) -> None:
         problems = []
@@ -110,8 +113,20 @@ class SimulatorConfig:
             problems.append("max_limit must be >= 1")
         if self.cursor_ttl is not None and self.cursor_ttl <= 0:
             problems.append("cursor_ttl must be > 0 or None")
+        if self.merchant_id is not None and not self.merchant_id:
+            problems.append("merchant_id must be non-empty or None")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def merchant_id_for_seed(seed: int) -> str:
+    """A stable merchant id per seed, drawn apart from the catalog's RNG (the data stays as is)."""
+    return "SIMMERCHANT" + _ids(random.Random(f"merchant:{seed}"), 1, 6)[0]
+
+
+def format_seconds(ns: int) -> str:
+    """RFC 3339 UTC to the second, like Square's ``created_at`` and ``expires_at``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS_PER_S))
 
 
 def format_calculated_at(ns: int) -> str:
@@ -244,8 +259,11 @@ class Simulator:
         self.removals = 0
         self.seq = 0  # bumped by every change; cursors remember where their chain began
         self.faults: deque[tuple[int, float | None]] = deque()  # scripted (status, retry_after)
-        # One signed inventory.count.updated webhook per changed count, while the app runs.
+        self.merchant_id = self.config.merchant_id or merchant_id_for_seed(self.config.seed)
+        # One signed inventory.count.updated webhook per changed count, while the app runs. In a
+        # Marketplace every seller shares the app's sender and stamps its own event_merchant_id.
         self.webhooks = WebhookSender(self.config.webhook)
+        self.event_merchant_id: str | None = None  # None: the target's merchant_id
         self._rng = random.Random(self.config.seed)
         self._recs: list[Count | None] = []
         self._by_key: dict[Key, int] = {}
@@ -256,6 +274,7 @@ class Simulator:
         self._by_location: dict[str, _Index] = {}
         self._last_ns = 0
         self.location_ids: list[str] = []
+        self._locations: dict[str, dict[str, str]] = {}
         self._generate()
 
     # ---- generation ------------------------------------------------------------------------------
@@ -264,6 +283,8 @@ class Simulator:
         cfg, rng = self.config, self._rng
         self.location_ids = _ids(rng, cfg.locations, 13)
         base_ms = self.wall_ns() // _MS - _HISTORY_MS
+        for location in self.location_ids:
+            self._describe_location(location, None, base_ms * _MS)
         ns = 0
         for item in _ids(rng, cfg.items, 24):
             for location in self.location_ids:
@@ -360,7 +381,7 @@ class Simulator:
             self._change(rec, quantity, shared if shared is not None else self._next_ns())
             out.append(rec.api())
         self.mutations += len(out)
-        self.webhooks.notify(out)
+        self._notify(out)
         return out
 
     def set_count(
@@ -398,7 +419,7 @@ class Simulator:
             rec = found
         self.mutations += 1
         row = rec.api()
-        self.webhooks.notify([row])
+        self._notify([row])
         return row
 
     def remove(self, n: int) -> list[Row]:
@@ -426,6 +447,72 @@ class Simulator:
         self._retire(rec.location_id)
         self.removals += 1
         return rec.api()
+
+    # ---- locations -------------------------------------------------------------------------------
+
+    def _describe_location(self, location_id: str, name: str | None, created_ns: int) -> None:
+        """Record a location's Square metadata; names follow creation order ("Store 3")."""
+        self._locations[location_id] = {
+            "id": location_id,
+            "name": name or f"Store {len(self._locations) + 1}",
+            "merchant_id": self.merchant_id,
+            "status": "ACTIVE",
+            "timezone": _LOCATION_TIMEZONE,
+            "created_at": format_seconds(created_ns),
+            "business_name": f"Sim Seller {self.merchant_id}",
+            "type": "PHYSICAL",
+            "country": "US",
+            "currency": "USD",
+            "language_code": "en-US",
+        }
+
+    def locations(self) -> list[dict[str, str]]:
+        """Every location, active and inactive, as Square Location JSON (ListLocations order)."""
+        return [dict(self._locations[location]) for location in self.location_ids]
+
+    def add_location(self, name: str | None = None) -> dict[str, str]:
+        """Open a new active location with one count per existing item per state.
+
+        The counts are issued as changes (calculated now, after every earlier one), so an
+        incremental sync sees them and a webhook goes out for each, like a mutation.
+        """
+        location_id = _ids(self._rng, 1, 13)[0]
+        while location_id in self._locations:
+            location_id = _ids(self._rng, 1, 13)[0]
+        self.location_ids.append(location_id)
+        self._describe_location(location_id, name, self.wall_ns())
+        items = sorted(oid for oid, kids in self._by_object.items() if kids)
+        rows: list[Row] = []
+        for item in items:
+            for state in self.config.states:
+                self.seq += 1
+                rec = Count(
+                    len(self._recs),
+                    (item, location_id, state),
+                    ITEM_VARIATION,
+                    random_quantity(self._rng),
+                    self._next_ns(),
+                    self.seq,
+                )
+                self._add(rec)
+                self._place(rec)
+                rows.append(rec.api())
+        self.mutations += len(rows)
+        self._notify(rows)
+        return dict(self._locations[location_id])
+
+    def set_location_status(self, location_id: str, status: str) -> dict[str, str]:
+        """Mark a location ACTIVE or INACTIVE (its counts stay); raises ValueError otherwise."""
+        if status not in LOCATION_STATUSES:
+            raise ValueError(f"status must be ACTIVE or INACTIVE, got {status!r}")
+        location = self._locations.get(location_id)
+        if location is None:
+            raise ValueError(f"no location {location_id!r} at {self.merchant_id}")
+        location["status"] = status
+        return dict(location)
+
+    def _notify(self, rows: list[Row]) -> None:
+        self.webhooks.notify(rows, merchant_id=self.event_merchant_id)
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
         """Answer the next ``times`` batch-retrieve calls with this error status.
@@ -523,6 +610,7 @@ class Simulator:
     def stats(self) -> dict[str, object]:
         """Counters for ``GET /_sim/stats`` and logs."""
         return {
+            "merchant_id": self.merchant_id,
             "requests": self.requests,
             "by_status": {str(k): v for k, v in sorted(self.status_counts.items())},
             "counts": self.count_total(),

@@ -33,6 +33,8 @@ log = structlog.get_logger("syncd.simulator")
 
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
 EVENT_TYPE = "inventory.count.updated"
+REVOKED_EVENT_TYPE = "oauth.authorization.revoked"
+REVOKER_TYPES = frozenset({"APPLICATION", "MERCHANT", "SQUARE"})
 
 Row = dict[str, str]  # one InventoryCount as API JSON
 
@@ -81,6 +83,25 @@ def event_body(
     )
 
 
+def revocation_body(
+    *, merchant_id: str, revoker_type: str, revoked_at: str, event_id: str | None = None
+) -> bytes:
+    """One ``oauth.authorization.revoked`` event: the seller's grant to the app is gone."""
+    return orjson.dumps(
+        {
+            "merchant_id": merchant_id,
+            "type": REVOKED_EVENT_TYPE,
+            "event_id": event_id or str(uuid.uuid4()),
+            "created_at": format_ns(now_ns()),
+            "data": {
+                "type": "revocation",
+                "id": str(uuid.uuid4()),
+                "object": {"revocation": {"revoked_at": revoked_at, "revoker_type": revoker_type}},
+            },
+        }
+    )
+
+
 class WebhookSender:
     """Queues one event per changed count and delivers them while ``running()``.
 
@@ -103,15 +124,37 @@ class WebhookSender:
         self.statuses: Counter[int] = Counter()
         self.event_ids: list[str] = []  # of every event queued, in order (tests match them)
 
-    def notify(self, counts: list[Row]) -> None:
-        """Queue one event per changed count (called by the Simulator after each change)."""
+    def notify(self, counts: list[Row], *, merchant_id: str | None = None) -> None:
+        """Queue one event per changed count (called by the Simulator after each change).
+
+        ``merchant_id`` is the seller the counts belong to; None means the target's (one seller).
+        """
         target = self.target
         if target is None or not self._running or not counts:
             return
+        merchant = merchant_id or target.merchant_id
         for count in counts:
             event_id = str(uuid.uuid4())
-            self.event_ids.append(event_id)
-            self._queue.append(event_body(count, merchant_id=target.merchant_id, event_id=event_id))
+            self._enqueue(event_id, event_body(count, merchant_id=merchant, event_id=event_id))
+
+    def notify_revoked(self, merchant_id: str, *, revoker_type: str, revoked_at: str) -> bool:
+        """Queue one ``oauth.authorization.revoked`` event; False when nothing is sent (no target
+        or not running)."""
+        if self.target is None or not self._running:
+            return False
+        event_id = str(uuid.uuid4())
+        body = revocation_body(
+            merchant_id=merchant_id,
+            revoker_type=revoker_type,
+            revoked_at=revoked_at,
+            event_id=event_id,
+        )
+        self._enqueue(event_id, body)
+        return True
+
+    def _enqueue(self, event_id: str, body: bytes) -> None:
+        self.event_ids.append(event_id)
+        self._queue.append(body)
         self._idle.clear()
         self._wakeup.set()
 

@@ -1,0 +1,118 @@
+"""Square's ListLocations: ``GET /v2/locations``, every location of the token's seller.
+
+Square answers all of them, active and inactive, in one page (no cursor). A 401/403 is the
+``UpstreamError`` of ``request_json``, with its hint; a 2xx answer of the wrong shape is an
+``UpstreamDataError`` naming the field (``locations[2].status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import aiohttp
+
+from syncd.errors import UpstreamDataError
+from syncd.upstream.http import RetryInfo, RetryPolicy, parse_vendor_errors, request_json
+
+OP_LIST_LOCATIONS = "square.list_locations"
+LOCATIONS_PATH = "/v2/locations"
+LOCATION_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Location:
+    """One seller location; ``status`` is ACTIVE or INACTIVE."""
+
+    id: str
+    name: str | None
+    status: str
+    merchant_id: str | None
+    timezone: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ACTIVE"
+
+
+async def list_locations(
+    session: aiohttp.ClientSession,
+    *,
+    base_url: str,
+    api_version: str,
+    access_token: str | None,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+    on_retry: Callable[[RetryInfo], None] | None = None,
+) -> list[Location]:
+    """Every location of the seller the token belongs to, in Square's order."""
+    headers = {"Square-Version": api_version}
+    if access_token is not None:
+        headers["Authorization"] = f"Bearer {access_token}"
+    response = await request_json(
+        session,
+        "GET",
+        base_url.rstrip("/") + LOCATIONS_PATH,
+        op=OP_LIST_LOCATIONS,
+        policy=policy,
+        headers=headers,
+        sleep=sleep,
+        rand=rand,
+        on_retry=on_retry,
+    )
+    return parse_locations(response.body)
+
+
+def parse_locations(body: Any) -> list[Location]:
+    """A ListLocationsResponse as Locations; Square omits an empty ``locations`` array."""
+    if not isinstance(body, dict):
+        _data_error(f"response is not a JSON object but {type(body).__name__}", field="$")
+    if body.get("errors"):
+        raise UpstreamDataError(
+            f"{OP_LIST_LOCATIONS}: a 200 response carries errors",
+            status=200,
+            vendor_errors=parse_vendor_errors(200, body),
+            op=OP_LIST_LOCATIONS,
+            field="errors",
+        )
+    raw = body.get("locations")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        _data_error(f"locations is not a list but {type(raw).__name__}", field="locations")
+    return [_location(item, f"locations[{i}]") for i, item in enumerate(raw)]
+
+
+def _location(raw: Any, where: str) -> Location:
+    if not isinstance(raw, dict):
+        _data_error(f"{where} is not an object", field=where)
+    location_id = raw.get("id")
+    if not isinstance(location_id, str) or not location_id:
+        _data_error(f"{where}.id is missing or empty", field=f"{where}.id")
+    status = raw.get("status")
+    if status not in LOCATION_STATUSES:
+        _data_error(f"{where}.status is not ACTIVE or INACTIVE: {status!r}", f"{where}.status")
+    return Location(
+        id=location_id,
+        name=_optional(raw, "name", where),
+        status=str(status),
+        merchant_id=_optional(raw, "merchant_id", where),
+        timezone=_optional(raw, "timezone", where),
+    )
+
+
+def _optional(raw: dict[str, Any], name: str, where: str) -> str | None:
+    value = raw.get(name)
+    if value is not None and not isinstance(value, str):
+        _data_error(f"{where}.{name} is not a string", field=f"{where}.{name}")
+    return value
+
+
+def _data_error(message: str, field: str) -> NoReturn:
+    raise UpstreamDataError(
+        f"{OP_LIST_LOCATIONS}: {message}", status=200, op=OP_LIST_LOCATIONS, field=field
+    )
