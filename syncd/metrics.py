@@ -148,6 +148,24 @@ SYNC_POKES = Counter(
     "Requests for a pass soon (webhooks, jobs, admin), before coalescing",
     registry=REGISTRY,
 )
+OAUTH_REFRESHES = Counter(
+    "syncd_oauth_refreshes_total",
+    "Access-token refreshes by outcome (ok, revoked, failed)",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+SOURCE_UNAUTHORIZED = Gauge(
+    "syncd_source_unauthorized",
+    "1 while the source's OAuth grant is revoked or invalid (its passes stop until fixed)",
+    ["source"],
+    registry=REGISTRY,
+)
+OAUTH_TOKEN_AGE = Gauge(
+    "syncd_oauth_token_age_seconds",
+    "Age of the source's current access token (alert past oauth.alert_after)",
+    ["source"],
+    registry=REGISTRY,
+)
 SYNC_LAST_SUCCESS = Gauge(
     "syncd_sync_last_success_timestamp_seconds",
     "Unix time the partition last finished a good pass (at scrape)",

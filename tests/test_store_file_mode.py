@@ -11,13 +11,13 @@ from syncd.store.sqlite import database_mode_problem
 
 
 async def test_new_database_files_are_private(tmp_path: Path) -> None:
-    """A database Store.open creates is mode 0600, and so are the -wal and -shm SQLite adds."""
+    """A database Store.open creates is mode 0640 (no world access), and so are the -wal and -shm SQLite adds."""
     path = tmp_path / "new" / "syncd.db"
     store = await Store.open(path)
     try:
         files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
         assert {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in files} == {
-            f.name: 0o600 for f in files
+            f.name: 0o640 for f in files
         }
         assert database_mode_problem(path) is None
     finally:

@@ -42,13 +42,13 @@ WRITER_PRAGMAS = (
 )
 
 
-DATABASE_MODE = 0o600
+DATABASE_MODE = 0o640
 """The mode a new database file is created with: it holds OAuth tokens (``source_credentials``).
 SQLite gives the ``-wal`` and ``-shm`` files the database file's mode."""
 
 
 def _create_private(path: Path) -> bool:
-    """Create ``path`` as an empty file of mode 0600 unless it exists; True if it was created.
+    """Create ``path`` as an empty file of mode 0640 (owner, group syncd's readers) unless it exists; True if it was created.
 
     O_EXCL makes this atomic (an existing file is never touched, its mode left alone), and the
     mode is set on the file itself instead of through the process-wide umask. An empty file is
@@ -60,7 +60,7 @@ def _create_private(path: Path) -> bool:
     except FileExistsError:
         return False
     try:
-        os.fchmod(fd, DATABASE_MODE)  # exactly 0600 whatever the umask
+        os.fchmod(fd, DATABASE_MODE)  # exactly 0640 whatever the umask
     finally:
         os.close(fd)
     return True
@@ -91,7 +91,7 @@ def database_mode_problem(path: Path) -> str | None:
 
 async def connect_writer(path: Path) -> aiosqlite.Connection:
     """Open the read-write connection with the durability settings syncd promises; a database
-    file that does not exist yet is created with mode 0600 (``DATABASE_MODE``)."""
+    file that does not exist yet is created with mode 0640 (``DATABASE_MODE``)."""
     await asyncio.to_thread(_create_private, path)
     try:
         conn = await aiosqlite.connect(str(path), isolation_level=None)

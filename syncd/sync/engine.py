@@ -25,7 +25,7 @@ from syncd.model import InventoryCount, Page, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
-from syncd.sync.ports import CountsSource
+from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.sync")
@@ -46,6 +46,7 @@ class EngineOptions:
     full_resync_interval: float = 86_400.0
     full_resync_after: float = 21_600.0
     cursor_restarts: int = 3
+    locations_interval: float = 300.0
 
 
 @dataclass(slots=True)
@@ -74,9 +75,14 @@ class SyncEngine:
         *,
         clock: Callable[[], int] = now_ns,
         on_page: ProgressFn | None = None,
+        locations: LocationsSource | None = None,
     ) -> None:
         self._store = store
         self._upstream = upstream
+        self._locations = locations
+        self._discovered: tuple[str, ...] = ()
+        self._discovery_error: str | None = None
+        self._discovered_at: float | None = None
         self.options = options
         self._clock = clock
         self._on_page = on_page
@@ -86,11 +92,52 @@ class SyncEngine:
 
     @property
     def partitions(self) -> tuple[str, ...]:
-        return self.options.location_ids or (ALL_LOCATIONS,)
+        return self._explicit_locations() or (ALL_LOCATIONS,)
+
+    def _explicit_locations(self) -> tuple[str, ...]:
+        """The configured locations, else the discovered active ones, else none (one chain)."""
+        return self.options.location_ids or self._discovered
+
+    async def _discover(self) -> None:
+        """With no configured locations: partition by the seller's active locations. When they
+        cannot be listed the partitions stay as they were (one chain for all at first), logged
+        once per distinct error: the pass still mirrors every location."""
+        if self._locations is None or self.options.location_ids:
+            return
+        now = time.monotonic()
+        if (
+            self._discovered_at is not None
+            and now - self._discovered_at < self.options.locations_interval
+        ):
+            return
+        self._discovered_at = now
+        try:
+            found = await self._locations.active_location_ids()
+        except SyncdError as exc:
+            if exc.message != self._discovery_error:
+                log.warning(
+                    "locations_not_discovered",
+                    source=self.options.source,
+                    partitions=list(self.partitions),
+                    **exc.fields(),
+                )
+            self._discovery_error = exc.message
+            return
+        self._discovery_error = None
+        if found and found != self._discovered:
+            log.info(
+                "locations_discovered",
+                source=self.options.source,
+                locations=list(found),
+                added=sorted(set(found) - set(self._discovered)),
+                gone=sorted(set(self._discovered) - set(found)),
+            )
+            self._discovered = found
 
     async def run_pass(self, *, full: bool | None = None) -> PassSummary:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide."""
         async with self._lock:
+            await self._discover()
             states = await self._store.read(
                 lambda conn: sync_state.partitions(conn, self.options.source)
             )
@@ -132,12 +179,13 @@ class SyncEngine:
         with bound:
             try:
                 errors = await self._run_partitions(states, summary, full)
-                if full and not errors and self.options.location_ids:
+                explicit = self._explicit_locations()
+                if full and not errors and explicit:
                     summary.removed += await self._store.write(
                         lambda conn: counts_store.remove_outside(
                             conn,
                             source,
-                            location_ids=self.options.location_ids,
+                            location_ids=explicit,
                             recorded_at=now_rfc3339(),
                         )
                     )

@@ -25,3 +25,35 @@ class CountsSource(Protocol):
         are exhausted or for a non-retryable answer, ``UpstreamDataError`` for a malformed page.
         """
         ...
+
+
+class Grant(Protocol):
+    """What a token refresh answers (``syncd.upstream.oauth.TokenGrant`` has this shape)."""
+
+    @property
+    def access_token(self) -> str: ...
+
+    @property
+    def expires_at(self) -> str: ...
+
+    @property
+    def merchant_id(self) -> str | None: ...
+
+    @property
+    def refresh_token(self) -> str | None: ...
+
+
+class Refresher(Protocol):
+    """Trades a refresh token for a new access token; raises ``OAuthGrantRevoked`` when the
+    seller's grant is gone, ``UpstreamError`` for anything else."""
+
+    async def __call__(self, refresh_token: str) -> Grant: ...
+
+
+class LocationsSource(Protocol):
+    """An upstream that lists the seller's active locations."""
+
+    async def active_location_ids(self) -> tuple[str, ...]:
+        """The active location ids, in a stable order; raises ``UpstreamError`` when it cannot
+        tell (the engine then keeps the partitions it had)."""
+        ...

@@ -16,7 +16,14 @@ from typing import Any, NoReturn
 import aiohttp
 
 from syncd.errors import UpstreamDataError
-from syncd.upstream.http import RetryInfo, RetryPolicy, parse_vendor_errors, request_json
+from syncd.upstream.http import (
+    JsonResponse,
+    RetryInfo,
+    RetryPolicy,
+    parse_vendor_errors,
+    request_json,
+)
+from syncd.upstream.square import AccessTokens, SquareOptions, authorized
 
 OP_LIST_LOCATIONS = "square.list_locations"
 LOCATIONS_PATH = "/v2/locations"
@@ -65,6 +72,45 @@ async def list_locations(
         on_retry=on_retry,
     )
     return parse_locations(response.body)
+
+
+class SquareLocations:
+    """The seller's active locations as the engine's ``LocationsSource``; reports the merchant id
+    the locations carry (``on_merchant``), which routes the app's webhooks to this source."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        options: SquareOptions,
+        *,
+        tokens: AccessTokens | None = None,
+        on_merchant: Callable[[str], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._options = options
+        self._tokens = tokens
+        self._on_merchant = on_merchant
+        self._headers = {"Square-Version": options.api_version}
+        if options.access_token is not None:
+            self._headers["Authorization"] = f"Bearer {options.access_token}"
+
+    async def active_location_ids(self) -> tuple[str, ...]:
+        def send(headers: dict[str, str]) -> Awaitable[JsonResponse]:
+            return request_json(
+                self._session,
+                "GET",
+                self._options.base_url.rstrip("/") + LOCATIONS_PATH,
+                op=OP_LIST_LOCATIONS,
+                policy=self._options.policy,
+                headers=headers,
+            )
+
+        response = await authorized(self._tokens, self._headers, send)
+        locations = parse_locations(response.body)
+        merchants = {loc.merchant_id for loc in locations if loc.merchant_id}
+        if len(merchants) == 1 and self._on_merchant is not None:
+            self._on_merchant(merchants.pop())
+        return tuple(sorted(loc.id for loc in locations if loc.active))
 
 
 def parse_locations(body: Any) -> list[Location]:

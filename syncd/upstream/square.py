@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import aiohttp
 import structlog
@@ -48,6 +48,37 @@ _COUNT_FIELDS = frozenset(
 )
 
 
+class AccessTokens(Protocol):
+    """Where an OAuth source's bearer token comes from (``syncd.sync.credentials.TokenKeeper``)."""
+
+    async def token(self) -> str:
+        """The current access token, refreshed first when due."""
+        ...
+
+    async def rejected(self, token: str) -> str:
+        """``token`` was answered 401: refresh once and return the new one."""
+        ...
+
+
+async def authorized(
+    tokens: AccessTokens | None,
+    headers: dict[str, str],
+    send: Callable[[dict[str, str]], Awaitable[JsonResponse]],
+) -> JsonResponse:
+    """``send(headers)`` with the current bearer token; after a 401, once more with a fresh one."""
+    if tokens is None:
+        return await send(headers)
+    token = await tokens.token()
+    try:
+        return await send({**headers, "Authorization": f"Bearer {token}"})
+    except UpstreamError as exc:
+        if exc.status != 401:
+            raise
+        log.info("upstream_token_rejected", op=exc.op, hint="refreshing the access token once")
+    token = await tokens.rejected(token)
+    return await send({**headers, "Authorization": f"Bearer {token}"})
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SquareOptions:
     """What the adapter needs from config (built at the edge). The token is kept out of ``repr``."""
@@ -77,8 +108,10 @@ class SquareCounts:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         on_retry: Callable[[RetryInfo], None] | None = None,
+        tokens: AccessTokens | None = None,
     ) -> None:
         self._session = session
+        self._tokens = tokens
         self._options = options
         self._url = options.base_url.rstrip("/") + BATCH_RETRIEVE_PATH
         self._headers = _headers(options)
@@ -120,19 +153,23 @@ class SquareCounts:
 
     async def _post(self, body: dict[str, Any], *, had_cursor: bool) -> JsonResponse:
         """One retried POST; a 400 INVALID_CURSOR is flagged so the engine restarts the chain."""
-        try:
-            return await request_json(
+
+        def send(headers: dict[str, str]) -> Awaitable[JsonResponse]:
+            return request_json(
                 self._session,
                 "POST",
                 self._url,
                 op=OP_BATCH_RETRIEVE,
                 policy=self._options.policy,
                 json_body=body,
-                headers=self._headers,
+                headers=headers,
                 sleep=self._sleep,
                 rand=self._rand,
                 on_retry=self._on_retry,
             )
+
+        try:
+            return await authorized(self._tokens, self._headers, send)
         except UpstreamError as exc:
             if exc.status == 400 and _has_code(exc.vendor_errors, INVALID_CURSOR):
                 raise UpstreamError(
