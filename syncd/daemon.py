@@ -20,34 +20,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 from aiohttp import web
 
 from syncd import __version__
-from syncd.config import Settings, TcpAddress, parse_listen
+from syncd.config import Settings, SourceSettings, TcpAddress, parse_listen
 from syncd.daemon_jobs import JobTracking, open_job_tracking
 from syncd.daemon_publish import Publisher, open_publisher
+from syncd.daemon_sources import (
+    LIVE_SOURCE_KEYS,
+    SourceParts,
+    SourceRunner,
+    SourceSet,
+    open_source,
+)
 from syncd.errors import SyncdError
 from syncd.model import PassSummary
 from syncd.notify import Notifier
-from syncd.reload import Reloader, engine_keys, logging_keys, pruner_keys, trigger_keys
+from syncd.reload import SOURCE_PREFIXES, Reloader, logging_keys, pruner_keys, schedule_keys
 from syncd.store import Store
 from syncd.store.inbox import Inbox
 from syncd.store.lock import InstanceLock
 from syncd.store.retention import ChangelogPruner, RetentionPolicy
-from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
-from syncd.sync.trigger import DoneFn, PassFn, SyncTrigger
-from syncd.upstream.http import RetryPolicy, make_session
-from syncd.upstream.square import SquareCounts, SquareOptions
+from syncd.store.sqlite import database_mode_problem
+from syncd.sync.engine import ProgressFn, SyncEngine
+from syncd.sync.trigger import SyncTrigger
 from syncd.web.admin_changes import ChangeFeed, add_change_routes
 from syncd.web.admin_jobs import add_job_routes
 from syncd.web.admin_metrics import add_metrics_routes
 from syncd.web.admin_snapshot import add_snapshot_routes
 from syncd.web.app import Listener, build_admin_app, build_public_app, refuse_while, run_server
 from syncd.web.health import Readiness, add_health_routes
-from syncd.web.signatures import SignatureVerifier
-from syncd.web.webhooks import WebhookIngress, WebhookSource, add_webhook_routes
+from syncd.web.webhooks import WebhookIngress, add_webhook_routes
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -55,92 +59,63 @@ log = structlog.get_logger("syncd.daemon")
 INBOX_PRUNE_INTERVAL = 3600.0
 
 
-def engine_options(settings: Settings) -> EngineOptions:
-    """Map config onto the engine's plain parameters."""
-    sq = settings.square
-    return EngineOptions(
-        source=sq.name,
-        location_ids=tuple(sq.location_ids),
-        overlap=sq.overlap,
-        clock_margin=sq.clock_margin,
-        partition_concurrency=sq.partition_concurrency,
-        full_resync_interval=sq.full_resync_interval,
-        full_resync_after=sq.full_resync_after,
-        cursor_restarts=sq.cursor_restarts,
-    )
-
-
-def square_options(settings: Settings, base_url: str | None = None) -> SquareOptions:
-    """Map config onto the Square adapter's options (``base_url`` overrides, e.g. the simulator's)."""
-    sq = settings.square
-    return SquareOptions(
-        base_url=base_url or sq.base_url,
-        access_token=sq.access_token.get_secret_value() if sq.access_token else None,
-        api_version=sq.api_version,
-        states=tuple(sq.states),
-        catalog_object_ids=tuple(sq.catalog_object_ids),
-        location_ids=tuple(sq.location_ids),
-        page_limit=sq.page_limit,
-        policy=RetryPolicy(
-            max_retries=sq.max_retries,
-            backoff_initial=sq.retry_backoff_initial,
-            backoff_factor=sq.retry_backoff_factor,
-            backoff_max=sq.retry_backoff_max,
-        ),
-    )
-
-
-def webhook_verifier(settings: Settings) -> SignatureVerifier | None:
-    """The source's signature verifier, or None (every webhook refused) when keys or URL are unset."""
-    sq = settings.square
-    keys = [k.get_secret_value() for k in sq.webhook_signature_keys if k.get_secret_value()]
-    if not keys or not sq.notification_url:
-        log.warning(
-            "webhooks_not_configured",
-            source=sq.name,
-            keys=len(keys),
-            notification_url=sq.notification_url,
-            hint="set square.webhook_signature_keys and square.notification_url;"
-            " until then every webhook is answered 401",
-        )
-        return None
-    return SignatureVerifier(keys, sq.notification_url)
-
-
-def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """The HTTP client session for the Square upstream."""
-    return make_session(
-        request_timeout=settings.square.request_timeout,
-        connect_timeout=settings.square.connect_timeout,
-        user_agent=f"syncd/{__version__}",
-        limit_per_host=max(4, settings.square.partition_concurrency),
-    )
+def with_base_url(settings: Settings, base_url: str | None) -> Settings:
+    """``settings`` with every source's base_url replaced (the simulator's, in tests and demos)."""
+    if base_url is None:
+        return settings
+    sources = {
+        name: conf.model_copy(update={"base_url": base_url.rstrip("/")})
+        for name, conf in settings.sources.items()
+    }
+    return settings.model_copy(update={"sources": sources})
 
 
 @dataclass(slots=True)
 class Components:
-    """What a running syncd is made of; built by ``open_components``."""
+    """The store and every source's upstream parts, for one-shot tools (``syncd sync``)."""
 
     store: Store
-    session: aiohttp.ClientSession
-    engine: SyncEngine
+    sources: dict[str, SourceParts]
+
+    @property
+    def engine(self) -> SyncEngine:
+        """The engine of the only source (one-source tools and tests)."""
+        if len(self.sources) != 1:
+            raise ValueError(f"{len(self.sources)} sources: name one")
+        return next(iter(self.sources.values())).engine
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The instance lock (one writer process per database), then the migrated store."""
+    async with AsyncExitStack() as stack:
+        lock = await InstanceLock.acquire(settings.database)
+        stack.callback(lock.release)
+        store = await Store.open(settings.database)
+        stack.push_async_callback(_logged_close, "store", store.aclose)
+        yield store
 
 
 @asynccontextmanager
 async def open_components(
-    settings: Settings, *, base_url: str | None = None, on_page: ProgressFn | None = None
+    settings: Settings,
+    *,
+    base_url: str | None = None,
+    on_page: ProgressFn | None = None,
+    only: str | None = None,
 ) -> AsyncIterator[Components]:
-    """Open the store, the upstream session and the engine; close them in reverse order."""
+    """Open the store and the upstream parts of every source (or ``only`` that one); close them
+    in reverse order."""
+    settings = with_base_url(settings, base_url)
     async with AsyncExitStack() as stack:
-        lock = await InstanceLock.acquire(settings.database)  # one writer process per database
-        stack.callback(lock.release)
-        store = await Store.open(settings.database)
-        stack.push_async_callback(_logged_close, "store", store.aclose)
-        session = make_upstream_session(settings)
-        stack.push_async_callback(_logged_close, "upstream_session", session.close)
-        upstream = SquareCounts(session, square_options(settings, base_url))
-        engine = SyncEngine(store, upstream, engine_options(settings), on_page=on_page)
-        yield Components(store=store, session=session, engine=engine)
+        store = await stack.enter_async_context(open_store(settings))
+        parts: dict[str, SourceParts] = {}
+        for name, conf in settings.sources.items():
+            if only is not None and name != only:
+                continue
+            parts[name] = open_source(store, name, conf, on_page=on_page)
+            stack.push_async_callback(_logged_close, f"upstream_session:{name}", parts[name].aclose)
+        yield Components(store=store, sources=parts)
 
 
 async def _logged_close(name: str, close: Callable[[], Awaitable[object]]) -> None:
@@ -160,7 +135,7 @@ class DaemonCrashed(SyncdError):
 
 
 class Daemon:
-    """A running syncd: periodic and poked passes until stopped."""
+    """A running syncd: periodic and poked passes of every source until stopped."""
 
     def __init__(
         self,
@@ -170,27 +145,50 @@ class Daemon:
         reload_settings: Callable[[], Settings] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        self.settings = settings
         self._base_url = base_url
+        self.settings = with_base_url(settings, base_url)
         self._reload_settings = reload_settings
         self.reloader: Reloader | None = None
         self.notifier = notifier or Notifier.from_environ()
         self.stop_event = asyncio.Event()
-        self.components: Components | None = None
-        self.trigger: SyncTrigger | None = None
+        self.store: Store | None = None
+        self.sources: SourceSet | None = None
         self.inbox: Inbox | None = None
         self.jobs: JobTracking | None = None
         self.publisher: Publisher | None = None
         self.ready = asyncio.Event()
         self.public_url: str | None = None
         self.admin_url: str | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    def runner(self, name: str | None = None) -> SourceRunner | None:
+        """A running source by name; with no name, the only one (one-source tests and tools)."""
+        if self.sources is None:
+            return None
+        if name is not None:
+            return self.sources.get(name)
+        runners = list(self.sources)
+        return runners[0] if len(runners) == 1 else None
+
+    @property
+    def trigger(self) -> SyncTrigger | None:
+        """The only source's trigger (None before start, or with several sources)."""
+        runner = self.runner()
+        return None if runner is None else runner.trigger
+
+    @property
+    def engine(self) -> SyncEngine | None:
+        """The only source's engine (None before start, or with several sources)."""
+        runner = self.runner()
+        return None if runner is None else runner.parts.engine
 
     def handle_exit(self) -> None:
         """What the first SIGTERM/SIGINT calls; tests call it directly."""
         self.stop_event.set()
 
     def handle_reload(self) -> None:
-        """What SIGHUP calls: re-read the config, apply what can change live (``syncd.reload``)."""
+        """What SIGHUP calls: re-read the config, apply what can change live (``syncd.reload``);
+        sources added, removed or changed are started, stopped or restarted in the background."""
         if self.reloader is None:
             log.warning("config_reload_ignored", reason="no config source to re-read, or not ready")
             return
@@ -201,26 +199,25 @@ class Daemon:
     async def serve(self) -> None:
         """Run until ``handle_exit``; then shut down in order."""
         settings = self.settings
-        async with open_components(settings, base_url=self._base_url) as components:
-            self.components = components
-            source = settings.square.name
-            inbox = Inbox(components.store, window=settings.webhooks.group_commit_window)
+        async with open_store(settings) as store:
+            self.store = store
+            _log_startup_warnings(settings)
+            inbox = Inbox(store, window=settings.webhooks.group_commit_window)
             self.inbox = inbox
-            trigger = SyncTrigger(
-                self._run_pass(components.engine),
-                interval=settings.square.poll_interval,
+            sources = SourceSet(
+                store,
+                inbox,
+                max_concurrent_passes=settings.sync.max_concurrent_passes,
                 debounce=settings.webhooks.debounce,
                 max_delay=settings.webhooks.max_delay,
-                retry_initial=settings.square.retry_backoff_initial,
-                retry_max=settings.square.poll_interval,
-                on_pass_done=self._mark_inbox(inbox, source),
+                on_pass=lambda summary: self.notifier.status(pass_status(summary)),
             )
-            self.trigger = trigger
-            # Job tracking (issue 4): an inventory job's success pokes the trigger.
-            self.jobs = jobs = open_job_tracking(settings, components.store, trigger.poke)
+            self.sources = sources
+            # Job tracking (issue 4): an inventory job's success pokes every source's trigger.
+            self.jobs = jobs = open_job_tracking(settings, store, self._poke_all)
             # Redis Streams relay (issue 7), when publish.redis.url is set.
-            self.publisher = publisher = open_publisher(settings, components.store)
-            public, admin = self._build_apps(components)
+            self.publisher = publisher = open_publisher(settings, store)
+            public, admin = self._build_apps(store)
             await inbox.start()
             tasks: list[asyncio.Task[None]] = []
             crashed: asyncio.Task[None] | None = None
@@ -237,26 +234,22 @@ class Daemon:
                     self.admin_url = await servers.enter_async_context(
                         run_server(admin, listener_for(settings.admin.listen), shutdown_timeout=1.0)
                     )
+                    await sources.load_merchants(set(settings.sources))
+                    for name, conf in settings.sources.items():
+                        await sources.start(name, conf, self.stop_event)
                     log.info(
                         "daemon_started",
                         version=__version__,
                         database=str(settings.database),
-                        source=source,
-                        upstream=self._base_url or settings.square.base_url,
+                        sources=sorted(settings.sources),
                         public_url=self.public_url,
                         admin_url=self.admin_url,
                     )
-                    pending = await inbox.count_unprocessed(source)
-                    if pending:
-                        # Acknowledged before a crash or stop, not yet covered by a pass.
-                        log.info("webhook_inbox_pending", source=source, events=pending)
-                        trigger.run_soon()
                     self.ready.set()
-                    self.notifier.ready(f"serving; admin {self.admin_url}")
-                    tasks.extend(self._service_tasks(components, trigger))
-                    tasks.append(
-                        asyncio.create_task(trigger.run(self.stop_event), name="sync-trigger")
+                    self.notifier.ready(
+                        f"serving {len(settings.sources)} sources; admin {self.admin_url}"
                     )
+                    tasks.extend(self._service_tasks(store, sources))
                     tasks.append(
                         asyncio.create_task(
                             inbox.prune_forever(
@@ -276,16 +269,21 @@ class Daemon:
                                 publisher.run(self.stop_event), name="publish-relay"
                             )
                         )
-                    crashed = await _until_stop_or_crash(self.stop_event, tasks)
+                    crashed = await _until_stop_or_crash(
+                        self.stop_event, tasks, extra=lambda: [r.task for r in sources if r.task]
+                    )
                     # From here the public listener answers 503 (refuse_while) while we drain.
                     self.notifier.stopping("stopping: draining")
                     log.info("daemon_stopping", step="webhook_inbox")
                     await inbox.aclose()
+                    log.info("daemon_stopping", step="sources")
+                    await sources.aclose(self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="background_tasks")
                     await _bounded(tasks, self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="listeners")
             finally:
                 await _cancel(tasks)
+                await sources.aclose(0.0)
                 await inbox.aclose()
                 await jobs.aclose()
                 if publisher is not None:
@@ -294,15 +292,18 @@ class Daemon:
         if crashed is not None:
             raise DaemonCrashed(crashed)
 
-    def _build_apps(self, components: Components) -> tuple[web.Application, web.Application]:
+    def _poke_all(self) -> None:
+        for runner in self.sources or ():
+            runner.trigger.poke()
+
+    def _build_apps(self, store: Store) -> tuple[web.Application, web.Application]:
         """The public (webhooks, health) and admin (control plane) applications with their routes."""
         settings = self.settings
+        sources = self.sources
+        assert sources is not None
+        assert self.inbox is not None
         public = build_public_app(client_max_size=settings.http.max_body_bytes)
         public.middlewares.append(refuse_while(self.stop_event))  # 503 while draining
-        assert self.trigger is not None
-        assert self.inbox is not None
-        name = settings.square.name
-        sources = {name: WebhookSource(name, webhook_verifier(settings), self.trigger.poke)}
         add_webhook_routes(
             public,
             WebhookIngress(
@@ -313,66 +314,89 @@ class Daemon:
             ),
         )
         add_health_routes(
-            public, Readiness(components.store, self.trigger, settings.http.ready_max_staleness)
+            public, Readiness(store, sources.health, settings.http.ready_max_staleness)
         )
         token = settings.admin.token.get_secret_value() if settings.admin.token else None
         admin = build_admin_app(token=token)
         if self.jobs is not None:
             add_job_routes(admin, self.jobs.service)
-        add_change_routes(admin, ChangeFeed(components.store, self.stop_event))
-        add_metrics_routes(admin, components.store)
+        add_change_routes(admin, ChangeFeed(store, self.stop_event))
+        add_metrics_routes(admin, store)
         add_snapshot_routes(admin, settings.database)
         return public, admin
 
-    def _service_tasks(
-        self, components: Components, trigger: SyncTrigger
-    ) -> list[asyncio.Task[None]]:
+    def _service_tasks(self, store: Store, sources: SourceSet) -> list[asyncio.Task[None]]:
         """Change-log retention, the systemd watchdog, and SIGHUP's appliers (issue 5)."""
         settings = self.settings
         retain = settings.changelog
         pruner = ChangelogPruner(
-            components.store,
+            store,
             RetentionPolicy(days=retain.retain_days, max_rows=retain.retain_max_rows),
             interval=retain.prune_interval,
         )
         if self._reload_settings is not None:
-            self.reloader = reloader = Reloader(self._reload_settings, settings)
+            load = self._reload_settings
+            base_url = self._base_url
+            self.reloader = reloader = Reloader(lambda: with_base_url(load(), base_url), settings)
             for keys, apply in (
                 logging_keys(),
-                trigger_keys(trigger),
-                engine_keys(components.engine),
+                schedule_keys(sources),
                 pruner_keys(pruner),
             ):
                 reloader.add(keys, apply)
+            reloader.add_prefix(SOURCE_PREFIXES, self._apply_sources)
             reloader.add({"shutdown_timeout"}, lambda s: None)  # read from self.settings at stop
         return [
             asyncio.create_task(pruner.run(self.stop_event), name="changelog-prune"),
             asyncio.create_task(self.notifier.run_watchdog(self.stop_event), name="watchdog"),
         ]
 
-    @staticmethod
-    def _mark_inbox(inbox: Inbox, source: str) -> DoneFn:
-        """After a successful pass: the webhook events received before it started are covered."""
-
-        async def done(started_ns: int, summary: PassSummary) -> None:
-            marked = await inbox.mark_processed(source, started_ns)
-            if marked:
+    def _apply_sources(self, new: Settings) -> None:
+        """SIGHUP changed the sources: live keys now; sources to start, stop or restart in the
+        background, in order (a restart waits for the pass in flight)."""
+        sources = self.sources
+        if sources is None or self.stop_event.is_set():
+            return
+        restart: dict[str, SourceSettings] = {}
+        for name, conf in new.sources.items():
+            runner = sources.get(name)
+            if runner is None:
+                continue
+            changed = sources.changes(name, conf)
+            if changed - LIVE_SOURCE_KEYS:
+                restart[name] = conf
+            elif changed:
+                sources.apply_live(name, conf)
                 log.info(
-                    "webhook_events_processed",
-                    source=source,
-                    events=marked,
-                    pass_id=summary.pass_id,
+                    "source_reconfigured", source=name, outcome="applied", keys=sorted(changed)
                 )
+        task = asyncio.create_task(self._reconcile(new, restart), name="sources-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
-        return done
+    async def _reconcile(self, new: Settings, restart: dict[str, SourceSettings]) -> None:
+        sources = self.sources
+        if sources is None:
+            return
+        running = {runner.name for runner in sources}
+        for name in sorted(running - set(new.sources)):
+            await sources.remove(name, new.shutdown_timeout)
+        for name, conf in restart.items():
+            await sources.restart(name, conf, self.stop_event)
+            log.info("source_reconfigured", source=name, outcome="restarted")
+        for name, conf in new.sources.items():
+            if name not in running and not self.stop_event.is_set():
+                await sources.start(name, conf, self.stop_event)
+                log.info("source_added", source=name)
 
-    def _run_pass(self, engine: SyncEngine) -> PassFn:
-        async def run() -> PassSummary:
-            summary = await engine.run_pass()
-            self.notifier.status(pass_status(summary))
-            return summary
 
-        return run
+def _log_startup_warnings(settings: Settings) -> None:
+    """What an operator should fix but syncd can run with: deprecated config, a readable database."""
+    for line in settings.deprecations:
+        log.warning("config_deprecated", detail=line)
+    problem = database_mode_problem(settings.database)
+    if problem is not None:
+        log.warning("database_permissions", database=str(settings.database), problem=problem)
 
 
 def pass_status(summary: PassSummary) -> str:
@@ -393,18 +417,27 @@ def listener_for(value: str) -> Listener:
 
 
 async def _until_stop_or_crash(
-    stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+    *,
+    extra: Callable[[], list[asyncio.Task[None]]] = list,
+    recheck: float = 1.0,
 ) -> asyncio.Task[None] | None:
     """Wait for the stop signal while watching the background tasks. A task may finish early when it
     has nothing to do (e.g. the watchdog without WatchdogSec); one that raises has crashed: log it,
-    start the drain, and return it so the daemon exits non-zero (and systemd restarts it)."""
+    start the drain, and return it so the daemon exits non-zero (and systemd restarts it).
+    ``extra`` names tasks that come and go (the sources' triggers, on SIGHUP): re-read every
+    ``recheck`` seconds."""
     stop_wait = asyncio.create_task(stop.wait(), name="stop-wait")
-    watched = set(tasks)
+    finished: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
-            done, _ = await asyncio.wait([stop_wait, *watched], return_when=asyncio.FIRST_COMPLETED)
-            for task in [t for t in tasks if t in done and t in watched]:
-                watched.discard(task)
+            current = [t for t in [*tasks, *extra()] if t not in finished]
+            done, _ = await asyncio.wait(
+                [stop_wait, *current], timeout=recheck, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in [t for t in current if t in done]:
+                finished.add(task)
                 exc = None if task.cancelled() else task.exception()
                 if exc is not None:
                     log.error("task_crashed", task=task.get_name(), error=repr(exc))

@@ -87,8 +87,8 @@ def open_job_tracking(
     providers = settings.jobs.providers
     apis = job_apis(settings, None)  # validates every path template before anything opens
     session = make_session(
-        request_timeout=settings.square.request_timeout,
-        connect_timeout=settings.square.connect_timeout,
+        request_timeout=settings.jobs.request_timeout,
+        connect_timeout=settings.jobs.connect_timeout,
         user_agent=f"syncd/{__version__}",
         limit=max(8, sum(p.concurrency for p in providers.values()) + 4),
         limit_per_host=0,  # each provider's lane bounds its own concurrency

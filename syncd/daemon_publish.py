@@ -23,11 +23,17 @@ log = structlog.get_logger("syncd.daemon")
 
 
 def stream_key(settings: Settings) -> str:
-    """The stream for this daemon's change log: the template with ``{source}`` = ``square.name``.
+    """The stream for this daemon's change log: the template with ``{instance}`` (the instance
+    name, else the host name) and ``{source}`` (the only source's name; validation refuses it with
+    several sources).
 
-    One stream per database: job entries go there too, so the stream keeps the log's one order.
+    One stream per database: every source's entries and job entries go there, so the stream keeps
+    the log's one order.
     """
-    return settings.publish.redis.stream.replace("{source}", settings.square.name)
+    key = settings.publish.redis.stream.replace("{instance}", settings.instance_name())
+    if "{source}" in key:
+        key = key.replace("{source}", next(iter(settings.sources)))
+    return key
 
 
 def relay_options(settings: Settings) -> RelayOptions:

@@ -10,8 +10,7 @@ keeps its running value until the next start. A reload that fails validation cha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -20,16 +19,18 @@ from syncd.errors import ConfigError
 from syncd.logs import set_level
 from syncd.metrics import CONFIG_RELOADS
 from syncd.store.retention import ChangelogPruner, RetentionPolicy
-from syncd.sync.engine import SyncEngine
-from syncd.sync.trigger import SyncTrigger
 
 log = structlog.get_logger("syncd.reload")
 
 Applier = Callable[[Settings], None]
 
 
+class Schedulable(Protocol):
+    def set_schedule(self, debounce: float, max_delay: float) -> None: ...
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"square": {"page_limit": 5}}`` -> ``{"square.page_limit": 5}`` (lists stay values)."""
+    """``{"sync": {"max_concurrent_passes": 5}}`` -> ``{"sync.max_concurrent_passes": 5}`` (lists stay values)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -54,14 +55,20 @@ class Reloader:
         self._started = running
         self.current = running
         self._appliers: list[tuple[frozenset[str], Applier]] = []
+        self._prefixed: list[tuple[tuple[str, ...], Applier]] = []
 
     def add(self, keys: Iterable[str], apply: Applier) -> None:
         """Call ``apply(new_settings)`` when any of ``keys`` changes on a reload."""
         self._appliers.append((frozenset(keys), apply))
 
-    @property
-    def live_keys(self) -> frozenset[str]:
-        return frozenset().union(*(keys for keys, _ in self._appliers))
+    def add_prefix(self, prefixes: Iterable[str], apply: Applier) -> None:
+        """Call ``apply(new_settings)`` when any key starting with one of ``prefixes`` changes."""
+        self._prefixed.append((tuple(prefixes), apply))
+
+    def is_live(self, key: str) -> bool:
+        return any(key in keys for keys, _ in self._appliers) or any(
+            key.startswith(prefixes) for prefixes, _ in self._prefixed
+        )
 
     def reload(self) -> Settings | None:
         """Re-read and apply; return the new settings, or None when they were invalid."""
@@ -75,13 +82,15 @@ class Reloader:
                 hint="fix the file and send SIGHUP again; the running configuration stays",
             )
             return None
-        live = self.live_keys
         changed = changed_keys(self.current, new)
-        applied = [k for k in changed if k in live]
+        applied = [k for k in changed if self.is_live(k)]
         for keys, apply in self._appliers:
             if keys.intersection(applied):
                 apply(new)
-        restart = [k for k in changed_keys(self._started, new) if k not in live]
+        for prefixes, apply in self._prefixed:
+            if any(k.startswith(prefixes) for k in applied):
+                apply(new)
+        restart = [k for k in changed_keys(self._started, new) if not self.is_live(k)]
         shown_old, shown_new = flatten(redacted(self.current)), flatten(redacted(new))
         CONFIG_RELOADS.labels(outcome="ok").inc()
         log.info(
@@ -99,44 +108,18 @@ def logging_keys() -> tuple[set[str], Applier]:
     return {"log.level"}, lambda s: set_level(s.log.level)
 
 
-def trigger_keys(trigger: SyncTrigger) -> tuple[set[str], Applier]:
-    """The pass schedule: interval between passes, webhook debounce and maximum delay. A new
-    interval starts a pass at once, and the new schedule from there (rather than after the wait the
-    old interval had set)."""
+# Every key under these belongs to the sources: the daemon's reconciler takes them (a source added
+# or removed starts or stops it; a changed one is applied live or restarted: ``SourceSet.apply``).
+SOURCE_PREFIXES = ("sources.", "source_defaults.")
+
+
+def schedule_keys(sources: Schedulable) -> tuple[set[str], Applier]:
+    """Webhook debounce and maximum delay, for every source's trigger."""
 
     def apply(s: Settings) -> None:
-        if trigger.interval != s.square.poll_interval:
-            trigger.interval = s.square.poll_interval
-            trigger.run_soon()
-        trigger.debounce = s.webhooks.debounce
-        trigger.max_delay = s.webhooks.max_delay
+        sources.set_schedule(s.webhooks.debounce, s.webhooks.max_delay)
 
-    return {"square.poll_interval", "webhooks.debounce", "webhooks.max_delay"}, apply
-
-
-def engine_keys(engine: SyncEngine) -> tuple[set[str], Applier]:
-    """The engine's limits and windows; the next pass uses them (the source and locations do not
-    change live: they decide which partitions exist)."""
-
-    def apply(s: Settings) -> None:
-        sq = s.square
-        engine.options = replace(
-            engine.options,
-            overlap=sq.overlap,
-            clock_margin=sq.clock_margin,
-            partition_concurrency=sq.partition_concurrency,
-            full_resync_interval=sq.full_resync_interval,
-            full_resync_after=sq.full_resync_after,
-        )
-
-    keys = {
-        "square.overlap",
-        "square.clock_margin",
-        "square.partition_concurrency",
-        "square.full_resync_interval",
-        "square.full_resync_after",
-    }
-    return keys, apply
+    return {"webhooks.debounce", "webhooks.max_delay"}, apply
 
 
 def pruner_keys(pruner: ChangelogPruner) -> tuple[set[str], Applier]:

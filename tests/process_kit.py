@@ -34,7 +34,7 @@ def write_config(
 database = "{tmp_path / "syncd.db"}"
 shutdown_timeout = 5
 
-[square]
+[sources.square]
 base_url = "{upstream}"
 access_token = "test-token"
 poll_interval = 300

@@ -19,9 +19,23 @@ async def test_config_check_prints_effective_config_with_secrets_redacted(tmp_pa
     code, out, err = await run_cli("config", "check", "--config", str(config), env=env)
     assert code == 0, err
     effective = orjson.loads(out)
-    assert effective["square"]["page_limit"] == 250
-    assert effective["square"]["access_token"] == "***"
+    assert effective["sources"]["square"]["page_limit"] == 250
+    assert effective["sources"]["square"]["access_token"] == "***"
     assert "s3cr3t-token" not in out + err
+
+
+async def test_config_check_names_the_legacy_square_table(tmp_path: Path) -> None:
+    """A config written for one seller (`[square]`) still loads, as the source it names, and
+    `config check` says on stderr what to write instead."""
+    config = tmp_path / "old.toml"
+    config.write_text('[square]\nname = "shop"\npage_limit = 70\n')
+    code, out, err = await run_cli("config", "check", "--config", str(config), env=clean_env())
+    assert code == 0, err
+    effective = orjson.loads(out)
+    assert list(effective["sources"]) == ["shop"]
+    assert effective["sources"]["shop"]["page_limit"] == 70
+    assert "square" not in effective
+    assert "deprecated: [square] is deprecated: write it as [sources.shop]" in err
 
 
 async def test_bad_config_names_every_bad_key_and_exits_2(tmp_path: Path) -> None:

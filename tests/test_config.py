@@ -16,7 +16,7 @@ from syncd.config import (
     AdminSettings,
     JobProviderSettings,
     Settings,
-    SquareSettings,
+    SourceSettings,
     TcpAddress,
     UnixAddress,
     describe_settings,
@@ -74,11 +74,11 @@ def test_defaults() -> None:
     settings = load_settings(env={})
     assert settings.database == Path("syncd.db")
     assert settings.shutdown_timeout == 10
-    assert settings.square.name == "square"
-    assert settings.square.base_url == "https://connect.squareup.com"
-    assert settings.square.access_token is None
-    assert settings.square.page_limit == 1000
-    assert settings.square.location_ids == []
+    assert list(settings.sources) == ["square"]
+    assert settings.sources["square"].base_url == "https://connect.squareup.com"
+    assert settings.sources["square"].access_token is None
+    assert settings.sources["square"].page_limit == 1000
+    assert settings.sources["square"].location_ids == []
     assert settings.http.listen == "127.0.0.1:8787"
     assert settings.admin.address == TcpAddress("127.0.0.1", 8788)
     assert settings.jobs.providers == {}
@@ -105,9 +105,9 @@ def test_toml_file_loads(write_toml: Callable[[str], Path]) -> None:
     )
     settings = load_settings(path, env={})
     assert settings.database == Path("/srv/mirror.db")
-    assert settings.square.page_limit == 250
-    assert settings.square.location_ids == ["L1", "L2"]
-    assert settings.square.overlap == 120
+    assert settings.sources["square"].page_limit == 250
+    assert settings.sources["square"].location_ids == ["L1", "L2"]
+    assert settings.sources["square"].overlap == 120
     provider = settings.jobs.providers["seed0"]
     assert provider == JobProviderSettings(
         dialect="inventory_jobs", base_url="http://127.0.0.1:9000", params={"tenant": "acme"}
@@ -122,25 +122,27 @@ def test_urls_base_trimmed_notification_exact() -> None:
         "SYNCD_SQUARE__NOTIFICATION_URL": "https://hooks.example.com/webhooks/square/",
     }
     settings = load_settings(env=env)
-    assert settings.square.base_url == "http://127.0.0.1:8080"
-    assert settings.square.notification_url == "https://hooks.example.com/webhooks/square/"
+    assert settings.sources["square"].base_url == "http://127.0.0.1:8080"
+    assert (
+        settings.sources["square"].notification_url == "https://hooks.example.com/webhooks/square/"
+    )
 
 
 def test_syncd_config_env_names_the_file(write_toml: Callable[[str], Path]) -> None:
     """Without an explicit path, SYNCD_CONFIG names the TOML file; an explicit path wins."""
     from_env = write_toml("[square]\npage_limit = 11\n")
     explicit = write_toml("[square]\npage_limit = 22\n")
-    assert load_settings(env={"SYNCD_CONFIG": str(from_env)}).square.page_limit == 11
+    assert load_settings(env={"SYNCD_CONFIG": str(from_env)}).sources["square"].page_limit == 11
     settings = load_settings(explicit, env={"SYNCD_CONFIG": str(from_env)})
-    assert settings.square.page_limit == 22
+    assert settings.sources["square"].page_limit == 22
 
 
 def test_env_overrides_toml(write_toml: Callable[[str], Path]) -> None:
     """An environment variable beats the file for its key only; sections merge key by key."""
     path = write_toml('[square]\npage_limit = 250\nname = "fromfile"\n')
     settings = load_settings(path, env={"SYNCD_SQUARE__PAGE_LIMIT": "500"})
-    assert settings.square.page_limit == 500
-    assert settings.square.name == "fromfile"
+    assert settings.sources["fromfile"].page_limit == 500
+    assert list(settings.sources) == ["fromfile"]
 
 
 def test_nested_env_lists_and_maps() -> None:
@@ -158,15 +160,15 @@ def test_nested_env_lists_and_maps() -> None:
         "SYNCD_SQUARE__CLOCK_MARGIN": "",
     }
     settings = load_settings(env=env)
-    assert settings.square.location_ids == ["A", "B"]
-    assert settings.square.states == ["IN_STOCK"]
+    assert settings.sources["square"].location_ids == ["A", "B"]
+    assert settings.sources["square"].states == ["IN_STOCK"]
     assert settings.database == Path("/data/x.db")
     provider = settings.jobs.providers["Seed_0"]
     assert provider.dialect == "commerce_jobs"
     assert provider.params == {"locationId": "L1", "pageSize": "50"}
     assert settings.publish.redis.url is not None
     assert settings.publish.redis.url.get_secret_value() == "redis://localhost:6379/0"
-    assert settings.square.clock_margin == 2  # an empty variable counts as unset
+    assert settings.sources["square"].clock_margin == 2  # an empty variable counts as unset
 
 
 def test_secrets_dir_overrides_env(secrets: Callable[..., Path]) -> None:
@@ -174,8 +176,8 @@ def test_secrets_dir_overrides_env(secrets: Callable[..., Path]) -> None:
     directory = secrets(**{"square.access_token": TOKEN + "\n", "admin__token": "adm\n"})
     env = {"SYNCD_SQUARE__ACCESS_TOKEN": "from-env", "SYNCD_ADMIN__TOKEN": "from-env"}
     settings = load_settings(env=env, secrets_dir=directory)
-    assert settings.square.access_token is not None
-    assert settings.square.access_token.get_secret_value() == TOKEN
+    assert settings.sources["square"].access_token is not None
+    assert settings.sources["square"].access_token.get_secret_value() == TOKEN
     assert settings.admin.token is not None
     assert settings.admin.token.get_secret_value() == "adm"
 
@@ -184,16 +186,16 @@ def test_credentials_directory_is_the_default_secrets_dir(secrets: Callable[...,
     """$CREDENTIALS_DIRECTORY (systemd LoadCredential=) is read when no secrets_dir is given."""
     directory = secrets(**{"square.access_token": TOKEN, "tls.crt": "not ours", ".hidden": "x"})
     settings = load_settings(env={"CREDENTIALS_DIRECTORY": str(directory)})
-    assert settings.square.access_token == SecretStr(TOKEN)
+    assert settings.sources["square"].access_token == SecretStr(TOKEN)
 
 
 def test_secret_list_one_per_line_or_json(secrets: Callable[..., Path]) -> None:
     """A list-valued secret file takes one item per line, or a JSON array."""
     lines = secrets(**{"square.webhook_signature_keys": "new-key\nold-key\n"})
-    keys = load_settings(env={}, secrets_dir=lines).square.webhook_signature_keys
+    keys = load_settings(env={}, secrets_dir=lines).sources["square"].webhook_signature_keys
     assert [k.get_secret_value() for k in keys] == ["new-key", "old-key"]
     (lines / "square.webhook_signature_keys").write_text('["a", "b"]')
-    keys = load_settings(env={}, secrets_dir=lines).square.webhook_signature_keys
+    keys = load_settings(env={}, secrets_dir=lines).sources["square"].webhook_signature_keys
     assert [k.get_secret_value() for k in keys] == ["a", "b"]
 
 
@@ -206,7 +208,7 @@ def test_overrides_beat_everything(secrets: Callable[..., Path]) -> None:
         overrides={"database": "/from/flag.db", "square": {"page_limit": 7}},
     )
     assert settings.database == Path("/from/flag.db")
-    assert settings.square.page_limit == 7
+    assert settings.sources["square"].page_limit == 7
     with pytest.raises(ConfigError) as exc:
         load_settings(env={}, overrides={"square": {"page_limit": 0}})
     assert list(problems(exc)) == ["square.page_limit"]
@@ -217,15 +219,15 @@ def test_env_none_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCD_SQUARE__PAGE_LIMIT", "42")
     monkeypatch.delenv("SYNCD_CONFIG", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    assert load_settings().square.page_limit == 42
+    assert load_settings().sources["square"].page_limit == 42
 
 
 def test_direct_construction_is_pure(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings(**kwargs) uses only kwargs and defaults, never the environment."""
     monkeypatch.setenv("SYNCD_SQUARE__PAGE_LIMIT", "42")
     settings = Settings(square={"page_limit": 5})  # type: ignore[arg-type]
-    assert settings.square.page_limit == 5
-    assert Settings().square.page_limit == 1000
+    assert settings.sources["square"].page_limit == 5
+    assert Settings().sources["square"].page_limit == 1000
 
 
 # --- database and paths ------------------------------------------------------------------------
@@ -341,7 +343,7 @@ def test_more_validation_messages(write_toml: Callable[[str], Path]) -> None:
         load_settings(path, env={})
     found = problems(exc)
     assert found["bogus_section"][1] == "unknown key"
-    assert found["square.name"] == ('"Has Spaces"', "must be lowercase letters, digits, '_' or '-'")
+    assert found["square.name"][1].startswith("must be 1..64 lowercase letters, digits")
     assert found["square.base_url"][1] == "must be an http:// or https:// URL"
     assert found["square.api_version"][1] == "must be a date in the form YYYY-MM-DD"
     assert found["square.location_ids[1]"] == ("5", "must be a valid string")
@@ -391,7 +393,7 @@ def test_require_upstream_credentials() -> None:
     with pytest.raises(ConfigError) as exc:
         require_upstream_credentials(load_settings(env={}))
     ((key, value, why),) = exc.value.problems
-    assert (key, value) == ("square.access_token", "unset")
+    assert (key, value) == ("sources.square.access_token", "unset")
     assert why.startswith("required to talk to the real upstream")
     require_upstream_credentials(load_settings(env={"SYNCD_SQUARE__ACCESS_TOKEN": TOKEN}))
 
@@ -400,7 +402,7 @@ def test_settings_are_frozen() -> None:
     """The tree cannot be changed after validation."""
     settings = load_settings(env={})
     with pytest.raises(ValidationError):
-        settings.square.page_limit = 5
+        settings.sources["square"].page_limit = 5
     with pytest.raises(ValidationError):
         settings.database = Path("x")
 
@@ -428,7 +430,12 @@ def _secret_settings(secrets: Callable[..., Path]) -> Settings:
 def test_repr_and_str_never_leak(secrets: Callable[..., Path]) -> None:
     """repr() and str() of the tree and of each section hide every secret."""
     settings = _secret_settings(secrets)
-    for text in (repr(settings), str(settings), repr(settings.square), str(settings.jobs)):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(settings.sources["square"]),
+        str(settings.jobs),
+    ):
         assert TOKEN not in text
     assert settings.jobs.providers["p"].token == SecretStr(f"{TOKEN}-job")
 
@@ -438,11 +445,11 @@ def test_redacted_masks_secrets(secrets: Callable[..., Path]) -> None:
     dump = redacted(_secret_settings(secrets))
     text = json.dumps(dump)
     assert TOKEN not in text
-    assert dump["square"]["access_token"] == "***"
-    assert dump["square"]["webhook_signature_keys"] == ["***"]
+    assert dump["sources"]["square"]["access_token"] == "***"
+    assert dump["sources"]["square"]["webhook_signature_keys"] == ["***"]
     assert dump["publish"]["redis"]["url"] == "***"
     assert dump["jobs"]["providers"]["p"]["token"] == "***"
-    assert dump["square"]["page_limit"] == 1000
+    assert dump["sources"]["square"]["page_limit"] == 1000
     assert redacted(load_settings(env={}))["admin"]["token"] is None
 
 
@@ -468,6 +475,7 @@ def _example_keys(text: str) -> set[str]:
     section = ""
     for line in text.splitlines():
         if match := re.match(r"^#?\[([^\]]+)\]\s*$", line):
+            keys.add(match.group(1))  # a table key (source_defaults) is shown by its section
             section = match.group(1) + "."
         elif match := re.match(r"^#?([a-z_]+)\s*=", line):
             keys.add(section + match.group(1))
@@ -501,8 +509,13 @@ def test_example_config_optional_values_are_valid(tmp_path: Path) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     path = tmp_path / "uncommented.toml"
     path.write_text(re.sub(r"(?m)^#(?=[\[a-z])", "", text), encoding="utf-8")
-    settings = load_settings(path, env={})
-    assert settings.square.access_token is not None
+    # Two sources and one change log: the stream must not name {source} (one stream per instance).
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, env={})
+    assert "use {instance}" in str(exc.value)
+    settings = load_settings(path, env={"SYNCD_PUBLISH__REDIS__STREAM": "syncd:changes:{instance}"})
+    assert settings.sources["square"].access_token is not None
+    assert settings.sources["second-seller"].oauth is not None
     assert settings.jobs.providers["inventory"].dialect == "inventory_jobs"
     assert settings.publish.redis.url is not None
     data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -511,7 +524,7 @@ def test_example_config_optional_values_are_valid(tmp_path: Path) -> None:
 
 def test_every_section_is_documented() -> None:
     """Every section model has a docstring and every field a description (used for docs)."""
-    for model in (Settings, SquareSettings, AdminSettings, JobProviderSettings):
+    for model in (Settings, SourceSettings, AdminSettings, JobProviderSettings):
         assert model.__doc__
     for name, field in Settings.model_fields.items():
         assert field.description, name

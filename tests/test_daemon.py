@@ -59,5 +59,5 @@ async def test_a_crashed_background_task_stops_the_daemon_non_zero(
         with pytest.raises(DaemonCrashed):
             async with asyncio.timeout(10):
                 await daemon.serve()
-    assert daemon.components is not None
-    assert daemon.components.store.closed
+    assert daemon.store is not None
+    assert daemon.store.closed

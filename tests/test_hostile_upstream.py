@@ -361,9 +361,7 @@ async def passes_after(daemon: Daemon, n: int) -> None:
     target = trigger.passes + n + 1  # the pass running now may have read the old rows
     async with asyncio.timeout(10):
         while (
-            trigger.passes < target
-            or daemon.components is None
-            or (daemon.components.engine.last_summary is None)
+            trigger.passes < target or daemon.engine is None or daemon.engine.last_summary is None
         ):
             await asyncio.sleep(0.01)
 
@@ -440,7 +438,7 @@ async def test_rejected_values_fail_passes_cleanly_and_the_daemon_recovers(
                 assert name in failed[-1]["field"], (failed[-1], name)
                 assert mirror(db) == before, (name, bad)
                 assert watermark(db) == marks
-                engine = daemon.components.engine if daemon.components else None
+                engine = daemon.engine
                 assert engine is not None
                 assert engine.last_summary is not None
                 assert not engine.last_summary.ok
@@ -489,7 +487,7 @@ async def test_extreme_years_are_stored_and_never_poison_the_watermark(
                     row("NEW", "4", format_ns(parse_ns("2026-01-01T00:00:00Z"))),
                 ]
                 await passes_after(daemon, 3)
-                engine = daemon.components.engine if daemon.components else None
+                engine = daemon.engine
                 assert engine is not None
                 assert engine.last_summary is not None
                 assert engine.last_summary.ok, engine.last_summary.error

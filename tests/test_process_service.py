@@ -221,8 +221,8 @@ async def test_sighup_reloads_log_level_and_poll_interval(tmp_path: Path) -> Non
                 lambda e: e.get("event") == "config_reloaded", after=mark
             )
             assert reloaded["changed"]["log.level"] == ["info", "debug"]
-            assert reloaded["changed"]["square.poll_interval"] == [300.0, 0.3]
-            assert set(reloaded["applied"]) == {"log.level", "square.poll_interval"}
+            assert reloaded["changed"]["sources.square.poll_interval"] == [300.0, 0.3]
+            assert set(reloaded["applied"]) == {"log.level", "sources.square.poll_interval"}
             assert reloaded["restart_required"] == ["http.listen"]
             await daemon.wait_for(lambda e: e.get("level") == "debug", after=mark)
             t0 = time.monotonic()

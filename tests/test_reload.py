@@ -34,31 +34,33 @@ def test_reloader_applies_live_keys_and_lists_the_rest(
             "log": {"level": "debug"},
             "admin": {"token": "s3cret"},
             "http": {"listen": "0.0.0.0:1"},
-            "square": {"overlap": 7},
+            "changelog": {"retain_days": 7},
         },
     ]
     reloader = Reloader(lambda: make_settings(**sources.pop(0)), old)
     applied: list[tuple[str, object]] = []
     reloader.add({"log.level"}, lambda s: applied.append(("log", s.log.level)))
-    reloader.add({"square.overlap"}, lambda s: applied.append(("overlap", s.square.overlap)))
+    reloader.add(
+        {"changelog.retain_days"}, lambda s: applied.append(("retain", s.changelog.retain_days))
+    )
     with capture_logs() as logs:
         first = reloader.reload()
         second = reloader.reload()
     assert first is not None
     assert second is not None
-    assert applied == [("log", "debug"), ("overlap", 7.0)]
+    assert applied == [("log", "debug"), ("retain", 7.0)]
     one, two = (e for e in logs if e["event"] == "config_reloaded")
     assert one["changed"]["admin.token"] == [None, "***"]
     assert one["applied"] == ["log.level"]
     assert one["restart_required"] == ["admin.token", "http.listen"]
-    assert two["applied"] == ["square.overlap"]
+    assert two["applied"] == ["changelog.retain_days"]
     assert two["restart_required"] == ["admin.token", "http.listen"]
     assert "s3cret" not in repr(logs)
     assert changed_keys(old, second) == [
         "admin.token",
+        "changelog.retain_days",
         "http.listen",
         "log.level",
-        "square.overlap",
     ]
 
 
@@ -103,9 +105,9 @@ async def test_daemon_applies_intervals_limits_and_retention_live(
                 daemon.handle_reload()
             reloaded = next(e for e in logs if e["event"] == "config_reloaded")
             assert set(reloaded["applied"]) == {
-                "square.poll_interval",
-                "square.overlap",
-                "square.partition_concurrency",
+                "sources.square.poll_interval",
+                "sources.square.overlap",
+                "sources.square.partition_concurrency",
                 "webhooks.debounce",
                 "changelog.retain_max_rows",
                 "shutdown_timeout",
@@ -113,9 +115,10 @@ async def test_daemon_applies_intervals_limits_and_retention_live(
             assert reloaded["restart_required"] == []
             assert daemon.trigger.interval == 0.5
             assert daemon.trigger.debounce == 0.5
-            assert daemon.components is not None
-            assert daemon.components.engine.options.overlap == 9
-            assert daemon.components.engine.options.partition_concurrency == 2
+            assert daemon.store is not None
+            assert daemon.engine is not None
+            assert daemon.engine.options.overlap == 9
+            assert daemon.engine.options.partition_concurrency == 2
             assert daemon.settings.shutdown_timeout == 2
             async with asyncio.timeout(2):
                 while daemon.trigger.passes == passes:

@@ -33,14 +33,11 @@ async def admin(
         running_daemon(settings, url) as daemon,
         aiohttp.ClientSession() as http,
     ):
-        assert daemon.components is not None
+        assert daemon.store is not None
         assert daemon.trigger is not None
         async with asyncio.timeout(5):
             # The entries land page by page; the pass (watermark, counters) ends after them.
-            while (
-                daemon.components.store.changelog_head.head < ITEMS
-                or daemon.trigger.last_success is None
-            ):
+            while daemon.store.changelog_head.head < ITEMS or daemon.trigger.last_success is None:
                 await asyncio.sleep(0.01)
         assert daemon.admin_url is not None
         yield daemon, sim, http, daemon.admin_url
@@ -171,10 +168,8 @@ async def test_gap_is_410_for_batches_and_streams(make_settings: Callable[..., S
     """After retention pruned the front of the log, asking from before it gets 410 changelog_gap
     with the way out, for GET /changes and for the stream (also via Last-Event-ID)."""
     async with admin(make_settings) as (daemon, _, http, base):
-        assert daemon.components is not None
-        await daemon.components.store.write(
-            lambda conn: prune_batch(conn, cutoff=None, max_rows=5, batch=100)
-        )
+        assert daemon.store is not None
+        await daemon.store.write(lambda conn: prune_batch(conn, cutoff=None, max_rows=5, batch=100))
         for url, headers in (
             (f"{base}/changes?after=3", {}),
             (f"{base}/changes/stream?after=0", {}),
@@ -239,8 +234,8 @@ async def test_metrics_parse_and_move(make_settings: Callable[..., Settings]) ->
             # Wait for the pass to end, not just start: its counters move at its end.
             while daemon.trigger.last_success == succeeded:
                 await asyncio.sleep(0.01)
-            assert daemon.components is not None
-            while daemon.components.store.changelog_head.head < ITEMS + 1:
+            assert daemon.store is not None
+            while daemon.store.changelog_head.head < ITEMS + 1:
                 await asyncio.sleep(0.01)
         async with http.get(f"{base}/metrics") as resp:
             after = samples(await resp.text())

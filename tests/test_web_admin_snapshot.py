@@ -81,9 +81,9 @@ async def test_snapshot_then_changes_equals_the_mirror_while_a_sync_runs(
         running_daemon(settings, url) as daemon,
         aiohttp.ClientSession() as http,
     ):
-        assert daemon.components is not None
+        assert daemon.store is not None
         assert daemon.admin_url is not None
-        store, base = daemon.components.store, daemon.admin_url
+        store, base = daemon.store, daemon.admin_url
         async with asyncio.timeout(20):
             while store.changelog_head.head < 800:
                 await asyncio.sleep(0.01)
@@ -96,7 +96,8 @@ async def test_snapshot_then_changes_equals_the_mirror_while_a_sync_runs(
         seq, lines = await _snapshot(http, f"{base}/snapshot")
         stop.set()
         assert await mutator > 0
-        await daemon.components.engine.run_pass()  # a whole pass after the last upstream change
+        assert daemon.engine is not None
+        await daemon.engine.run_pass()  # a whole pass after the last upstream change
 
         header, *counts, footer = lines
         assert header["type"] == "snapshot"
@@ -122,10 +123,10 @@ async def test_snapshot_filters_by_source_and_refuses_a_bad_one(
         running_daemon(settings, url) as daemon,
         aiohttp.ClientSession() as http,
     ):
-        assert daemon.components is not None
+        assert daemon.store is not None
         assert daemon.admin_url is not None
         async with asyncio.timeout(10):
-            while daemon.components.store.changelog_head.head < 30:
+            while daemon.store.changelog_head.head < 30:
                 await asyncio.sleep(0.01)
         _, lines = await _snapshot(http, f"{daemon.admin_url}/snapshot?source=square")
         assert lines[-1]["counts"] == 30
@@ -145,7 +146,7 @@ async def test_iter_snapshot_matches_the_stored_mirror(
         serve(SimulatorConfig(locations=2, items=25)) as (_, url),
         running_daemon(settings, url) as daemon,
     ):
-        assert daemon.components is not None
+        assert daemon.store is not None
         assert daemon.trigger is not None
         async with asyncio.timeout(10):
             while daemon.trigger.last_success is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from syncd.config import Settings
-from syncd.daemon import Daemon
+from syncd.daemon_sources import inbox_marker
 from syncd.model import PassSummary
 from syncd.simulator import SimulatorConfig, WebhookTarget, serve
 from syncd.store import Store
@@ -72,7 +72,7 @@ async def test_row_received_during_a_pass_waits_for_the_next(store: Store, db_pa
         interval=300,
         debounce=0,
         max_delay=0,
-        on_pass_done=Daemon._mark_inbox(inbox, "square"),
+        on_pass_done=inbox_marker(inbox, "square"),
     )
     stop = asyncio.Event()
     loop = asyncio.create_task(trigger.run(stop))

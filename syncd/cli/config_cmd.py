@@ -1,4 +1,5 @@
-"""`syncd config check`: validate the configuration and print the effective config, secrets redacted."""
+"""`syncd config check`: validate the configuration and print the effective config, secrets
+redacted; deprecated forms it used are named on stderr."""
 
 from __future__ import annotations
 
@@ -24,5 +25,7 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    for line in settings.deprecations:
+        sys.stderr.write(f"deprecated: {line}\n")
     sys.stdout.write(orjson.dumps(redacted(settings), option=orjson.OPT_INDENT_2).decode() + "\n")
     return EXIT_OK

@@ -1,8 +1,9 @@
 """`syncd run`: the daemon. With `--simulate`, against the built-in simulator (no credentials needed).
 
-With `--simulate` the simulator also sends signed webhooks to the daemon after each change, with the
-configured signature key or, when none is configured, a key generated for this run, so the demo
-shows webhook-driven sync; polling stays on as the safety net.
+With `--simulate` the simulator plays one Square app with a seller per source (three, ``seller-1``
+.. ``seller-3``, when the config names none): each source syncs over OAuth with a grant of its
+seller, and the app's signed webhooks (a key generated for this run) reach the daemon's one
+``/webhooks`` URL after each change, routed by merchant; polling stays on as the safety net.
 """
 
 from __future__ import annotations
@@ -11,17 +12,26 @@ import argparse
 import asyncio
 import secrets
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
 
 from syncd.cli.common import EXIT_OK, add_common, settings_from, setup_logging
-from syncd.config import Settings, require_upstream_credentials
+from syncd.config import DEFAULT_SOURCE, Settings, SourceSettings, require_upstream_credentials
 from syncd.daemon import Daemon, install_signal_handlers
-from syncd.simulator import SimulatorConfig, WebhookTarget, serve
+from syncd.simulator import (
+    Marketplace,
+    OAuthConfig,
+    SimulatorConfig,
+    WebhookTarget,
+    serve_marketplace,
+)
+from syncd.web.webhooks import APP_WEBHOOK_ROUTE
 
 log = structlog.get_logger("syncd.cli")
+
+# Safety-net poll interval of simulated sources: the simulator's webhooks trigger the passes.
+SIM_POLL_INTERVAL = 30.0
 
 
 def register(sub: Any) -> None:
@@ -43,79 +53,120 @@ def register(sub: Any) -> None:
         help="random count changes per second (default 2)",
     )
     demo.add_argument(
-        "--sim-poll-interval",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="safety-net poll interval used with --simulate (default 30 s; the"
-        " simulator's webhooks trigger the passes in between)",
+        "--sim-sellers",
+        type=int,
+        default=3,
+        metavar="N",
+        help="sellers of the simulated app when the config names no source (default 3)",
     )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {}
-    if args.simulate:
-        extra["square"] = {"poll_interval": args.sim_poll_interval}
-    settings = settings_from(args, **extra)
-    if args.simulate and not settings.square.webhook_signature_keys:
-        sq = settings.square
-        extra["square"] |= {
-            "webhook_signature_keys": [secrets.token_urlsafe(24)],
-            "notification_url": sq.notification_url
-            or f"http://{settings.http.listen}/webhooks/{sq.name}",
-        }
-        settings = settings_from(args, **extra)
+    settings = settings_from(args)
     setup_logging(settings, to_stdout=True)
     if not args.simulate:
         require_upstream_credentials(settings)
-    sim = (
-        SimulatorConfig(
-            locations=args.sim_locations, items=args.sim_items, mutation_rate=args.sim_mutation_rate
-        )
-        if args.simulate
-        else None
-    )
-    # SIGHUP re-reads every source with the same command-line overrides (syncd.reload).
-    asyncio.run(_main(settings, sim, reload=lambda: settings_from(args, **extra)))
+        # SIGHUP re-reads every source with the same command-line overrides (syncd.reload).
+        asyncio.run(_serve(settings, reload=lambda: settings_from(args)))
+        return EXIT_OK
+    asyncio.run(_simulate(args, settings))
     return EXIT_OK
 
 
-async def _main(
-    settings: Settings,
-    sim_config: SimulatorConfig | None,
-    reload: Callable[[], Settings] | None = None,
-) -> None:
-    async with AsyncExitStack() as stack:
-        sim, base_url = None, None
-        if sim_config is not None:
-            sim, base_url = await stack.enter_async_context(serve(sim_config))
-            log.info(
-                "simulator_started",
-                url=base_url,
-                locations=sim_config.locations,
-                items=sim_config.items,
-                mutation_rate=sim_config.mutation_rate,
-            )
-        daemon = Daemon(settings, base_url=base_url, reload_settings=reload)
+async def _serve(settings: Settings, reload: Callable[[], Settings]) -> None:
+    daemon = Daemon(settings, reload_settings=reload)
+    install_signal_handlers(daemon)
+    await daemon.serve()
+
+
+def simulated_names(settings: Settings, sellers: int) -> list[str]:
+    """The sources the simulation serves: the configured ones, or, when the config names none
+    (the embedded default), ``seller-1`` .. ``seller-N``."""
+    only = settings.sources.get(DEFAULT_SOURCE)
+    if (
+        list(settings.sources) == [DEFAULT_SOURCE]
+        and only is not None
+        and not has_credentials(only)
+    ):
+        return [f"seller-{i}" for i in range(1, sellers + 1)]
+    return list(settings.sources)
+
+
+def has_credentials(conf: SourceSettings) -> bool:
+    return conf.access_token is not None or conf.oauth is not None
+
+
+async def _simulate(args: argparse.Namespace, settings: Settings) -> None:
+    """One simulated Square app with a seller per source, each source on OAuth with a grant of its
+    seller, and the app's webhook subscription pointed at ``/webhooks`` of the daemon."""
+    names = simulated_names(settings, args.sim_sellers)
+    configs = [
+        SimulatorConfig(
+            locations=args.sim_locations,
+            items=args.sim_items,
+            mutation_rate=args.sim_mutation_rate / len(names),
+            seed=seed,
+        )
+        for seed, _ in enumerate(names)
+    ]
+    oauth = OAuthConfig()
+    async with serve_marketplace(configs, oauth) as (market, base_url):
+        key = secrets.token_urlsafe(24)
+        extra = _simulated_sources(settings, names, market, oauth, key)
+        settings = settings_from(args, **extra)
+        log.info(
+            "simulator_started",
+            url=base_url,
+            sellers=len(names),
+            locations=args.sim_locations,
+            items=args.sim_items,
+            mutation_rate=args.sim_mutation_rate,
+        )
+        daemon = Daemon(
+            settings, base_url=base_url, reload_settings=lambda: settings_from(args, **extra)
+        )
         install_signal_handlers(daemon)
-        if sim is None:
-            await daemon.serve()
-            return
         serving = asyncio.create_task(daemon.serve(), name="daemon")
         ready = asyncio.create_task(daemon.ready.wait(), name="daemon-ready")
         await asyncio.wait([serving, ready], return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if daemon.ready.is_set() and daemon.public_url is not None:
-            sq = settings.square
-            sim.webhooks.target = WebhookTarget(
-                url=f"{daemon.public_url}/webhooks/{sq.name}",
-                signature_key=sq.webhook_signature_keys[0].get_secret_value(),
-                notification_url=sq.notification_url,
+            notification_url = extra["source_defaults"]["notification_url"]
+            market.webhooks.target = WebhookTarget(
+                url=f"{daemon.public_url}{APP_WEBHOOK_ROUTE}",
+                signature_key=key,
+                notification_url=notification_url,
             )
             log.info(
                 "simulator_webhooks",
-                url=sim.webhooks.target.url,
-                notification_url=sq.notification_url,
+                url=market.webhooks.target.url,
+                notification_url=notification_url,
             )
         await serving
+
+
+def _simulated_sources(
+    settings: Settings, names: list[str], market: Marketplace, oauth: OAuthConfig, key: str
+) -> dict[str, Any]:
+    """Overrides that give each simulated source its seller's grant and the app's webhook key."""
+    notification_url = f"http://{settings.http.listen}{APP_WEBHOOK_ROUTE}"
+    sellers = list(market.sellers)
+    return {
+        "source_defaults": {
+            "webhook_signature_keys": [key],
+            "notification_url": notification_url,
+        },
+        "sources": {
+            name: {
+                "poll_interval": SIM_POLL_INTERVAL,
+                "access_token": None,
+                "oauth": {
+                    "client_id": oauth.client_id,
+                    "client_secret": oauth.client_secret,
+                    "refresh_token": market.grant(merchant_id),
+                },
+            }
+            for name, merchant_id in zip(names, sellers, strict=True)
+        },
+    }

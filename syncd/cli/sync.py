@@ -1,4 +1,5 @@
-"""`syncd sync [--full]`: one pass, a progress line on a TTY, a summary at the end; exit 0 or 1."""
+"""`syncd sync [--full] [--source NAME]`: one pass of each source (or the named ones), a progress
+line on a TTY, one summary line per source at the end; exit 0 when every pass succeeded, else 1."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from syncd.cli.common import EXIT_FAILURE, EXIT_OK, add_common, settings_from, setup_logging
 from syncd.config import Settings, require_upstream_credentials
 from syncd.daemon import open_components
+from syncd.errors import ConfigError
 from syncd.model import PassSummary
 from syncd.timeutil import NS_PER_S
 
@@ -26,7 +28,13 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--base-url",
         metavar="URL",
-        help="override square.base_url (e.g. a running `syncd simulate`)",
+        help="override every source's base_url (e.g. a running `syncd simulate`)",
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME",
+        help="only this source (repeatable); default: every configured source",
     )
     parser.set_defaults(handler=handle)
 
@@ -57,25 +65,40 @@ class Progress:
 
 
 def handle(args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {}
-    if args.base_url:
-        extra["square"] = {"base_url": args.base_url}
-    settings = settings_from(args, **extra)
+    settings = settings_from(args)
     setup_logging(settings)
+    names = args.source or list(settings.sources)
+    unknown = sorted(set(names) - set(settings.sources))
+    if unknown:
+        raise ConfigError(
+            [("--source", name, "no such source") for name in unknown],
+            hint=f"configured sources: {', '.join(sorted(settings.sources))}",
+        )
     if not args.base_url:
         require_upstream_credentials(settings)
-    summary = asyncio.run(_one_pass(settings, full=True if args.full else None))
-    print(describe(summary))
-    return EXIT_OK if summary.ok else EXIT_FAILURE
+    summaries = asyncio.run(
+        _passes(settings, names, base_url=args.base_url, full=True if args.full else None)
+    )
+    for summary in summaries:
+        print(describe(summary))
+    return EXIT_OK if all(s.ok for s in summaries) else EXIT_FAILURE
 
 
-async def _one_pass(settings: Settings, *, full: bool | None) -> PassSummary:
-    progress = Progress()
-    try:
-        async with open_components(settings, on_page=progress) as parts:
-            return await parts.engine.run_pass(full=full)
-    finally:
-        progress.done()
+async def _passes(
+    settings: Settings, names: list[str], *, base_url: str | None, full: bool | None
+) -> list[PassSummary]:
+    """One pass of each named source, one after the other (the progress line is per pass)."""
+    summaries: list[PassSummary] = []
+    for name in names:
+        progress = Progress()
+        try:
+            async with open_components(
+                settings, base_url=base_url, on_page=progress, only=name
+            ) as parts:
+                summaries.append(await parts.sources[name].engine.run_pass(full=full))
+        finally:
+            progress.done()
+    return summaries
 
 
 def describe(summary: PassSummary) -> str:

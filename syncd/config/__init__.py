@@ -11,21 +11,25 @@ from syncd.config.docs import FieldDoc, describe_settings, redacted
 from syncd.config.fields import TcpAddress, UnixAddress, parse_listen
 from syncd.config.loading import config_error, load_settings, require_upstream_credentials
 from syncd.config.models import (
+    DEFAULT_SOURCE,
     AdminSettings,
     ChangelogSettings,
     HttpSettings,
     JobProviderSettings,
     JobsSettings,
     LogSettings,
+    OAuthSettings,
     PublishSettings,
     RedisSettings,
     Settings,
-    SquareSettings,
+    SourceSettings,
+    SyncSettings,
     WebhookSettings,
 )
 from syncd.config.sources import default_database
 
 __all__ = [
+    "DEFAULT_SOURCE",
     "AdminSettings",
     "ChangelogSettings",
     "FieldDoc",
@@ -33,10 +37,12 @@ __all__ = [
     "JobProviderSettings",
     "JobsSettings",
     "LogSettings",
+    "OAuthSettings",
     "PublishSettings",
     "RedisSettings",
     "Settings",
-    "SquareSettings",
+    "SourceSettings",
+    "SyncSettings",
     "TcpAddress",
     "UnixAddress",
     "WebhookSettings",

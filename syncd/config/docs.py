@@ -28,7 +28,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return SECRET_MASK
     if isinstance(value, BaseModel):
-        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+        return {
+            name: _plain(getattr(value, name))
+            for name, field in type(value).model_fields.items()
+            if not (
+                isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("legacy")
+            )
+        }
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -94,7 +100,18 @@ def describe_settings(model: type[BaseModel] = Settings, prefix: str = "") -> It
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         target = _unwrap(field.annotation)
-        if _is_model(target):
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("legacy"):
+            continue  # accepted and converted on input; documented as a deprecation only
+        if isinstance(extra.get("doc_as"), str):
+            yield FieldDoc(
+                key=key,
+                type=f"table of {extra['doc_as']}.* keys",
+                default="{}",
+                description=field.description or "",
+                secret=False,
+            )
+        elif _is_model(target):
             yield from describe_settings(target, f"{key}.")
         elif get_origin(target) is dict and _is_model(_unwrap(get_args(target)[1])):
             yield from describe_settings(_unwrap(get_args(target)[1]), f"{key}.<name>.")

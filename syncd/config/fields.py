@@ -84,8 +84,16 @@ def _exact_url(value: str | None) -> str | None:
 
 
 def _source_name(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9_-]+", value):
-        raise ValueError("must be lowercase letters, digits, '_' or '-'")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value) or len(value) > 64:
+        raise ValueError(
+            "must be 1..64 lowercase letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _instance_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise ValueError("must be 1..64 letters, digits, '_', '.' or '-'")
     return value
 
 
@@ -151,6 +159,10 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Factor = Annotated[float, Field(ge=1)]
 ProviderName = Annotated[str, AfterValidator(_provider_name)]
+# Source names key the config's [sources.NAME] tables and every per-source row in the database; a
+# leading '_' is reserved (the inbox keeps events of unknown merchants under "_unknown").
+SourceName = Annotated[str, AfterValidator(_source_name)]
+InstanceName = Annotated[str | None, AfterValidator(_instance_name)]
 UserPath = Annotated[Path, AfterValidator(_expand_user)]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]

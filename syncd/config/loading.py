@@ -7,7 +7,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from syncd.config.fields import CONFIG_ENV, CREDENTIALS_ENV, SECRET_MASK
-from syncd.config.models import _LOAD_SOURCES, Settings
+from syncd.config.models import _LOAD_SOURCES, DEFAULT_SOURCE, Settings
 from syncd.config.sources import (
     _env_data,
     _is_model,
@@ -64,7 +64,7 @@ def load_settings(
     try:
         return Settings()
     except ValidationError as exc:
-        raise config_error(exc) from None
+        raise config_error(exc, legacy_source=_legacy_source(data for _, data in layers)) from None
     finally:
         _LOAD_SOURCES.reset(token)
 
@@ -124,12 +124,33 @@ def _why(error: Mapping[str, Any], key: str, parent: type[BaseModel] | None) -> 
     return re.sub(r"^Input should be ", "must be ", message)
 
 
-def config_error(exc: ValidationError) -> ConfigError:
+def _legacy_source(layers: Iterable[Mapping[str, Any]]) -> str | None:
+    """The source name a legacy ``[square]`` table became (its ``name``, else the default)."""
+    found: str | None = None
+    for data in layers:
+        table = data.get("square")
+        if isinstance(table, Mapping):
+            name = table.get("name")
+            found = found or (str(name).lower() if isinstance(name, str) else None)
+            found = found or DEFAULT_SOURCE
+    return found
+
+
+def _shown(loc: tuple[str | int, ...], legacy_source: str | None) -> tuple[str | int, ...]:
+    """The key as the operator wrote it: ``sources.<name>.X`` is ``square.X`` when the input
+    used the legacy table (and ``sources.<name>`` itself, a bad name, is ``square.name``)."""
+    if legacy_source is None or loc[:2] != ("sources", legacy_source):
+        return loc
+    return ("square", *loc[2:]) if loc[2:] else ("square", "name")
+
+
+def config_error(exc: ValidationError, *, legacy_source: str | None = None) -> ConfigError:
     """Turn a pydantic ValidationError into one (key, value, why) per bad key, secrets masked."""
     problems: dict[str, tuple[str, list[str]]] = {}
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if part != "[key]")
-        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        shown = _shown(loc, legacy_source)
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
         annotation, parent = _annotation_at(loc)
         if error["type"] == "missing":
             value = "unset"
@@ -149,16 +170,32 @@ def config_error(exc: ValidationError) -> ConfigError:
 
 
 def require_upstream_credentials(settings: Settings) -> None:
-    """Raise ConfigError unless an upstream access token is set (the simulator needs none)."""
-    token = settings.square.access_token
-    if token is None or not token.get_secret_value():
-        raise ConfigError(
-            [
-                (
-                    "square.access_token",
-                    "unset",
-                    "required to talk to the real upstream; set SYNCD_SQUARE__ACCESS_TOKEN or a "
-                    "square.access_token credential file, or run against the simulator",
+    """Raise ConfigError unless every source has a static token or a usable OAuth grant (the
+    simulator needs none)."""
+    problems: list[tuple[str, str, str]] = []
+    for name, source in settings.sources.items():
+        key = f"sources.{name}"
+        if source.oauth is not None:
+            if not source.oauth.client_id:
+                problems.append((f"{key}.oauth.client_id", "unset", "required with oauth"))
+            if source.oauth.refresh_token is None:
+                problems.append(
+                    (
+                        f"{key}.oauth.refresh_token",
+                        "unset",
+                        f"required with oauth; set SYNCD_SOURCES__{name.upper()}__OAUTH__"
+                        f"REFRESH_TOKEN or a {key}.oauth.refresh_token credential file",
+                    )
                 )
-            ]
-        )
+        elif source.access_token is None:
+            problems.append(
+                (
+                    f"{key}.access_token",
+                    "unset",
+                    f"required to talk to the real upstream (or {key}.oauth); set SYNCD_SOURCES__"
+                    f"{name.upper()}__ACCESS_TOKEN or a {key}.access_token credential file, or"
+                    " run against the simulator",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)

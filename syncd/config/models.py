@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -20,12 +24,14 @@ from syncd.config.fields import (
     BaseUrl,
     Dialect,
     Factor,
+    InstanceName,
     LogFormat,
     LogLevel,
     NonNegative,
     OptionalSecret,
     Positive,
     ProviderName,
+    SourceName,
     TcpAddress,
     UnixAddress,
     UserPath,
@@ -34,30 +40,147 @@ from syncd.config.fields import (
     _choice,
     _exact_url,
     _redis_url,
-    _source_name,
     _tcp_listen,
     parse_listen,
 )
 
+DEFAULT_SOURCE = "square"
+
+
+def _merged(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``defaults``, tables (oauth) merged key by key."""
+    out = dict(defaults)
+    for key, value in own.items():
+        base = out.get(key)
+        out[key] = (
+            _merged(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
+# A source's own credential replaces the other kind inherited from [source_defaults].
+_CREDENTIALS = ("access_token", "oauth")
+
+
+def _over_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """One source's table over ``[source_defaults]``."""
+    inherited = dict(defaults)
+    for mine, other in (_CREDENTIALS, _CREDENTIALS[::-1]):
+        if mine in own and other not in own:
+            inherited.pop(other, None)
+    return _merged(inherited, own)
+
+
+def normalise_sources(data: dict[str, Any], deprecations: list[str]) -> dict[str, Any]:
+    """The raw input's sources as one ``{name: table}``, each over ``[source_defaults]``.
+
+    Accepts ``[sources.NAME]`` tables, a ``[[sources]]`` list whose tables carry ``name``, and the
+    legacy ``[square]`` table (one source named by its ``name``, default ``square``). Shapes it cannot
+    read are left for validation to report with their key.
+    """
+    data = dict(data)
+    sources = data.get("sources", {})
+    if isinstance(sources, list):
+        sources = _sources_from_list(sources)
+    legacy = data.pop("square", None)
+    if isinstance(legacy, dict):
+        legacy = dict(legacy)
+        name = legacy.pop("name", DEFAULT_SOURCE)
+        if sources and (not isinstance(sources, dict) or name not in sources):
+            raise ValueError(
+                "[square] (deprecated) and [sources] cannot be combined: move the [square] keys"
+                " into [sources.NAME] or [source_defaults]"
+            )
+        # A legacy key next to [sources.<its name>] (e.g. the unit's square.access_token
+        # credential after the file moved to [sources.square]) still reaches that source.
+        own = sources.get(name, {}) if isinstance(sources, dict) else {}
+        sources = {**sources, name: _merged(own, legacy) if isinstance(own, dict) else own}
+        deprecations.append(
+            f"[square] is deprecated: write it as [sources.{name}] (same keys, without name);"
+            f" environment variables SYNCD_SQUARE__* become SYNCD_SOURCES__{str(name).upper()}__*"
+        )
+    elif legacy is not None:
+        data["square"] = legacy  # not a table: validation says so
+    if not sources:
+        sources = {DEFAULT_SOURCE: {}}
+    defaults = data.get("source_defaults", {})
+    if isinstance(sources, dict) and isinstance(defaults, dict):
+        sources = {
+            str(name).lower(): _over_defaults(defaults, own) if isinstance(own, dict) else own
+            for name, own in sources.items()
+        }
+    data["sources"] = sources
+    return data
+
+
+def _sources_from_list(tables: list[Any]) -> dict[str, Any] | list[Any]:
+    """``[[sources]]`` tables keyed by their ``name`` (left as a list when one lacks it)."""
+    by_name: dict[str, Any] = {}
+    for table in tables:
+        if not isinstance(table, dict) or not isinstance(table.get("name"), str):
+            raise ValueError("every [[sources]] table needs a name")
+        own = dict(table)
+        name = own.pop("name")
+        if name in by_name:
+            raise ValueError(f"two [[sources]] tables are named {name!r}")
+        by_name[name] = own
+    return by_name
+
+
 # --- the tree ------------------------------------------------------------------------------------
 
 
-class SquareSettings(BaseModel):
-    """The Square-compatible upstream: where to read inventory counts from, and how hard to try."""
+class OAuthSettings(BaseModel):
+    """OAuth credentials of one seller's authorization of the app (instead of a static token)."""
 
     model_config = _SECTION
 
-    name: Annotated[str, AfterValidator(_source_name)] = Field(
-        default="square",
-        description="Source name stored with every mirrored row and change ([a-z0-9_-]+).",
+    client_id: str | None = Field(
+        default=None, description="The app's OAuth client id (application id)."
     )
+    client_secret: OptionalSecret = Field(
+        default=None,
+        description="The app's OAuth client secret (secret); unset for a PKCE (public) client.",
+    )
+    refresh_token: OptionalSecret = Field(
+        default=None,
+        description="The seller's refresh token (secret); used until the token endpoint rotates it"
+        " (the rotated one is kept in the database).",
+    )
+    refresh_after: Positive = Field(
+        default=604800,
+        description="Seconds after which an access token is refreshed (Square: every 7 days or"
+        " sooner); also refreshed a day before it expires, and once on a 401.",
+    )
+    alert_after: Positive = Field(
+        default=691200,
+        description="Age in seconds past which the token age is reported as too old (Square: 8"
+        " days): a warning log and syncd_oauth_token_age_seconds.",
+    )
+
+
+class SourceSettings(BaseModel):
+    """One upstream source (a Square seller): where to read its counts, with what credentials, and
+    how hard to try."""
+
+    model_config = _SECTION
     base_url: BaseUrl = Field(
         default="https://connect.squareup.com",
         description="Base URL of the upstream API (http or https); the simulator's URL in tests.",
     )
     access_token: OptionalSecret = Field(
         default=None,
-        description="Upstream access token (secret). Required unless running the simulator.",
+        description="Static upstream access token (secret); this or oauth is required unless"
+        " running the simulator.",
+    )
+    oauth: OAuthSettings | None = Field(
+        default=None,
+        description="OAuth credentials (instead of access_token): refreshed access tokens.",
+    )
+    merchant_id: str | None = Field(
+        default=None,
+        description="The seller's merchant id, which routes the app's webhooks to this source;"
+        " learned from the token endpoint or the locations when unset.",
     )
     api_version: Annotated[str, AfterValidator(_api_version)] = Field(
         default="2025-08-20",
@@ -65,7 +188,13 @@ class SquareSettings(BaseModel):
     )
     location_ids: list[str] = Field(
         default_factory=list,
-        description="Location ids to mirror; empty means every location the token can see.",
+        description="Location ids to mirror; empty means the seller's active locations,"
+        " discovered with ListLocations and looked up again every locations_interval.",
+    )
+    locations_interval: Positive = Field(
+        default=300,
+        description="Seconds between lookups of the seller's active locations (with no"
+        " location_ids).",
     )
     states: list[str] = Field(
         default_factory=list,
@@ -128,11 +257,38 @@ class SquareSettings(BaseModel):
     )
     notification_url: Annotated[str | None, AfterValidator(_exact_url)] = Field(
         default=None,
-        description="Webhook URL exactly as registered upstream; it is part of the signed payload.",
+        description="Webhook URL exactly as registered upstream; it is part of the signed payload"
+        " (for one URL serving every source: .../webhooks, set in [source_defaults]).",
     )
     webhook_signature_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Webhook signature keys (secrets); list several to rotate keys.",
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> SourceSettings:
+        if self.access_token is not None and self.oauth is not None:
+            raise ValueError("set either access_token or oauth, not both")
+        return self
+
+
+class LegacySquareSettings(SourceSettings):
+    """The single ``[square]`` table of syncd <= 0.x: read as ``[sources.<name>]`` (deprecated)."""
+
+    name: SourceName = Field(default=DEFAULT_SOURCE, description="Source name.")
+
+
+class SyncSettings(BaseModel):
+    """Scheduling of the passes of every source."""
+
+    model_config = _SECTION
+
+    max_concurrent_passes: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Passes (of different sources) running at once; the others wait their turn"
+        " in arrival order.",
     )
 
 
@@ -255,6 +411,12 @@ class JobsSettings(BaseModel):
     not_found_grace: NonNegative = Field(
         default=300, description="Seconds a new job may answer 404 before that counts as a failure."
     )
+    request_timeout: Positive = Field(
+        default=30, description="Seconds one request to a job provider may take in total."
+    )
+    connect_timeout: Positive = Field(
+        default=10, description="Seconds allowed to open a connection to a job provider."
+    )
     download_dir: UserPath = Field(
         default=Path("downloads"),
         description="Where export downloads go; relative to the database's directory.",
@@ -294,7 +456,8 @@ class RedisSettings(BaseModel):
     )
     stream: str = Field(
         default="syncd:changes:{source}",
-        description="Stream key; {source} becomes the source name.",
+        description="Stream key; {instance} becomes the instance name, {source} the source"
+        " name (only with one source: the stream carries the one change log of all sources).",
     )
     maxlen: int = Field(
         default=0, ge=0, description="Approximate stream MAXLEN; 0 means no trimming."
@@ -345,6 +508,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=True)
 
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
     database: UserPath = Field(
         default=Path(DATABASE_NAME),
         description="SQLite database file: the mirror, the change log and sync state.",
@@ -353,7 +518,29 @@ class Settings(BaseSettings):
     shutdown_timeout: NonNegative = Field(
         default=10, description="Seconds a graceful shutdown may take before tasks are cancelled."
     )
-    square: SquareSettings = Field(default_factory=SquareSettings, description="The upstream.")
+    instance: InstanceName = Field(
+        default=None,
+        description="Name of this syncd instance ({instance} in publish.redis.stream); when unset,"
+        " the host name.",
+    )
+    sources: dict[SourceName, SourceSettings] = Field(
+        default={},
+        description="The upstream sources (sellers) by name; [sources.NAME] tables, or a"
+        " [[sources]] list with a name each. Unset: one source named square.",
+        json_schema_extra={"doc_default": '{"square": {}}'},
+    )
+    source_defaults: SourceSettings = Field(
+        default_factory=SourceSettings,
+        description="Keys every source takes unless it sets them itself (e.g. base_url, the"
+        " app's oauth client and webhook signature keys).",
+        json_schema_extra={"doc_as": "sources.<name>"},
+    )
+    square: LegacySquareSettings | None = Field(
+        default=None,
+        description="Deprecated: the single source of older versions; read as [sources.NAME].",
+        json_schema_extra={"legacy": True},
+    )
+    sync: SyncSettings = Field(default_factory=SyncSettings, description="Pass scheduling.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The public listener.")
     webhooks: WebhookSettings = Field(
         default_factory=WebhookSettings, description="Webhook handling."
@@ -380,6 +567,38 @@ class Settings(BaseSettings):
         # Settings(**kwargs) stays pure (kwargs + defaults, no os.environ): only load_settings()
         # adds the file, environment and secret sources, for the duration of one construction.
         return (init_settings, *_LOAD_SOURCES.get())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _sources_from_input(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Settings]
+    ) -> Settings:
+        deprecations: list[str] = []
+        if isinstance(data, dict):
+            data = normalise_sources(data, deprecations)
+        settings = handler(data)
+        settings._deprecations = tuple(deprecations)
+        return settings
+
+    @model_validator(mode="after")
+    def _one_stream_for_all_sources(self) -> Settings:
+        redis = self.publish.redis
+        if redis.url is not None and "{source}" in redis.stream and len(self.sources) > 1:
+            raise ValueError(
+                f"publish.redis.stream {redis.stream!r} names {{source}}, but there are"
+                f" {len(self.sources)} sources and one change log: use {{instance}}"
+                " (e.g. syncd:changes:{instance})"
+            )
+        return self
+
+    def instance_name(self) -> str:
+        """``instance``, else the host name: what ``{instance}`` becomes."""
+        return self.instance or socket.gethostname()
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """One line per deprecated form the input used (logged at start, shown by config check)."""
+        return self._deprecations
 
     def resolved_download_dir(self) -> Path:
         """``jobs.download_dir``; a relative path is taken relative to the database's directory."""

@@ -376,7 +376,7 @@ def _stream_ahead(stream: str, last: int, high_water: int) -> PublishError:
         stream_last=last,
         head=high_water,
         hint="another database publishes to this stream: give each syncd its own"
-        " publish.redis.stream (or square.name)",
+        " publish.redis.stream (e.g. syncd:changes:{instance} with a distinct instance name)",
     )
 
 

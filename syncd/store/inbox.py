@@ -33,6 +33,8 @@ log = structlog.get_logger("syncd.inbox")
 _MAX_VARIABLES = 500
 
 SECONDS_PER_DAY = 86_400
+# The source of events whose merchant no configured source knows (yet); see adopt_unknown.
+UNKNOWN_SOURCE = "_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,17 @@ async def mark_processed(
         "UPDATE webhook_events SET processed_at = ?"
         " WHERE source = ? AND processed_at IS NULL AND received_ns < ?",
         (processed_at, source, started_ns),
+    )
+    return cur.rowcount
+
+
+async def adopt_unknown(conn: aiosqlite.Connection, merchant_id: str, source: str) -> int:
+    """Hand the unprocessed events of ``merchant_id`` kept under ``UNKNOWN_SOURCE`` (received
+    before any source knew that merchant) to ``source``; returns how many moved."""
+    cur = await conn.execute(
+        "UPDATE webhook_events SET source = ?"
+        " WHERE source = ? AND merchant_id = ? AND processed_at IS NULL",
+        (source, UNKNOWN_SOURCE, merchant_id),
     )
     return cur.rowcount
 
@@ -297,6 +310,10 @@ class Inbox:
         if marked:
             metrics.WEBHOOK_EVENTS_PROCESSED.labels(source).inc(marked)
         return marked
+
+    async def adopt_unknown(self, merchant_id: str, source: str) -> int:
+        """See :func:`adopt_unknown`."""
+        return await self._store.write(lambda conn: adopt_unknown(conn, merchant_id, source))
 
     async def count_unprocessed(self, source: str | None = None) -> int:
         """Rows waiting for a pass."""

@@ -56,6 +56,7 @@ class TokenKeeper:
         self._configured = configured_refresh_token
         self.refresh_after = refresh_after
         self.alert_after = alert_after
+        self._alerted_for: str | None = None
         self._clock = clock
         self._on_merchant = on_merchant
         self._lock = asyncio.Lock()
@@ -120,6 +121,16 @@ class TokenKeeper:
             return True
         age = now - parse_ns(state.refreshed_at)
         OAUTH_TOKEN_AGE.labels(self.source).set(age / NS_PER_S)
+        if age >= self.alert_after * NS_PER_S and self._alerted_for != state.refreshed_at:
+            self._alerted_for = state.refreshed_at  # once per token, not once per request
+            log.warning(
+                "oauth_token_old",
+                source=self.source,
+                age_s=round(age / NS_PER_S),
+                alert_after_s=self.alert_after,
+                expires_at=state.expires_at,
+                hint="refreshes keep failing; see oauth_refresh_failed",
+            )
         left = parse_ns(state.expires_at) - now
         return age >= self.refresh_after * NS_PER_S or left <= EXPIRY_MARGIN * NS_PER_S
 

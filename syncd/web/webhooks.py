@@ -1,4 +1,12 @@
-"""``POST /webhooks/{source}``: size limit -> verify -> parse -> inbox commit -> poke -> answer.
+"""``POST /webhooks/{source}`` and ``POST /webhooks``: size limit -> verify -> parse -> inbox
+commit -> poke -> answer.
+
+``/webhooks/{source}`` serves one named source. ``/webhooks`` is the one notification URL of an app
+that many sellers authorised (issue 11): the event's ``merchant_id`` picks the source, whose keys
+verify it. An event whose merchant no source knows (yet) must still carry a signature by one of the
+configured apps' keys; it is stored under the source ``_unknown`` (handed to its source once that
+source learns its merchant id), counted, and answered 200 so that Square does not retry it for 72
+hours. ``oauth.authorization.revoked`` asks that source to check its grant at once.
 
 No business logic lives here. Answers (issue 3): 200 accepted, also for a repeat of an event
 already stored; 401 missing or bad signature (nothing stored; counted and logged without the body);
@@ -13,9 +21,11 @@ processed, and answered 200.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import structlog
@@ -24,7 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from syncd import metrics
 from syncd.errors import SignatureError
-from syncd.store.inbox import Inbox, InboxEvent
+from syncd.store.inbox import UNKNOWN_SOURCE, Inbox, InboxEvent
 from syncd.timeutil import now_ns
 from syncd.web.app import error_response, json_response
 from syncd.web.signatures import SIGNATURE_HEADER, SignatureVerifier
@@ -32,7 +42,12 @@ from syncd.web.signatures import SIGNATURE_HEADER, SignatureVerifier
 log = structlog.get_logger("syncd.webhooks")
 
 WEBHOOK_ROUTE = "/webhooks/{source}"
+APP_WEBHOOK_ROUTE = "/webhooks"
 INVENTORY_COUNT_UPDATED = "inventory.count.updated"
+OAUTH_REVOKED = "oauth.authorization.revoked"
+# The metric/log source label of an app-URL request rejected before it could be routed.
+APP_LABEL = "_app"
+UNKNOWN_MERCHANT = "unknown_merchant"
 # Event types that poke the sync engine; any other type is stored (deduplicated) and ignored.
 ACTED_ON = frozenset({INVENTORY_COUNT_UPDATED})
 MAX_ID_LENGTH = 255  # event_id / type / merchant_id longer than this is not a Square event
@@ -56,6 +71,35 @@ class WebhookSource:
     name: str
     verifier: SignatureVerifier | None
     poke: Callable[[], None]
+    on_revoked: Callable[[], None] | None = None
+
+
+class WebhookRouting(Protocol):
+    """Where webhooks go: a named source, a merchant's source, and every configured verifier."""
+
+    def webhook_source(self, name: str) -> WebhookSource | None: ...
+
+    def webhook_for_merchant(self, merchant_id: str) -> WebhookSource | None: ...
+
+    def verifiers(self) -> Sequence[SignatureVerifier]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRouting:
+    """Routing over a fixed set of sources (tests, tools); merchants as the sources declare."""
+
+    sources: Mapping[str, WebhookSource]
+    merchants: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def webhook_source(self, name: str) -> WebhookSource | None:
+        return self.sources.get(name)
+
+    def webhook_for_merchant(self, merchant_id: str) -> WebhookSource | None:
+        name = self.merchants.get(merchant_id)
+        return None if name is None else self.sources.get(name)
+
+    def verifiers(self) -> Sequence[SignatureVerifier]:
+        return [s.verifier for s in self.sources.values() if s.verifier is not None]
 
 
 class _RejectionLog:
@@ -78,18 +122,21 @@ class _RejectionLog:
 
 
 class WebhookIngress:
-    """The handler of ``POST /webhooks/{source}`` over the configured sources and the inbox."""
+    """The handlers of ``POST /webhooks/{source}`` and ``POST /webhooks`` over the routing of the
+    configured sources (live: SIGHUP adds and removes sources) and the inbox."""
 
     def __init__(
         self,
-        sources: Mapping[str, WebhookSource],
+        sources: Mapping[str, WebhookSource] | WebhookRouting,
         inbox: Inbox,
         *,
         max_body_bytes: int,
         read_timeout: float | None = None,
         reject_log_interval: float = 1.0,
     ) -> None:
-        self._sources = dict(sources)
+        self._routing: WebhookRouting = (
+            StaticRouting(dict(sources)) if isinstance(sources, Mapping) else sources
+        )
         self._inbox = inbox
         self._max = max_body_bytes
         self._read_timeout = read_timeout
@@ -116,13 +163,57 @@ class WebhookIngress:
         return error_response(status, code, message)
 
     async def handle(self, request: web.Request) -> web.Response:
+        """``POST /webhooks/{source}``: one named source, verified with its own keys."""
         t0 = time.perf_counter()
         received_ns = now_ns()
-        source = self._sources.get(request.match_info["source"])
+        source = self._routing.webhook_source(request.match_info["source"])
         if source is None:
             # Not counted per source: the path is caller-chosen (unbounded label values).
             return error_response(404, "not_found", "no webhook source by that name")
         name = source.name
+        body = await self._receive(request, name)
+        if isinstance(body, web.Response):
+            return body
+        if source.verifier is None:
+            return self._reject(
+                request,
+                name,
+                NOT_CONFIGURED,
+                401,
+                "webhooks are not configured for this source",
+                len(body),
+            )
+        rejected = self._verify(request, name, [source.verifier], body)
+        if rejected is not None:
+            return rejected
+        return await self._accept(request, source, name, body, received_ns, t0)
+
+    async def handle_app(self, request: web.Request) -> web.Response:
+        """``POST /webhooks``: the app's one URL; the event's merchant_id picks the source."""
+        t0 = time.perf_counter()
+        received_ns = now_ns()
+        body = await self._receive(request, APP_LABEL)
+        if isinstance(body, web.Response):
+            return body
+        merchant_id = _peek_merchant(body)
+        source = self._routing.webhook_for_merchant(merchant_id) if merchant_id else None
+        if source is not None:
+            verifiers = [source.verifier] if source.verifier is not None else []
+        else:
+            verifiers = list(self._routing.verifiers())
+        label = source.name if source is not None else APP_LABEL
+        if not verifiers:
+            return self._reject(
+                request, label, NOT_CONFIGURED, 401, "webhooks are not configured", len(body)
+            )
+        rejected = self._verify(request, label, verifiers, body)
+        if rejected is not None:
+            return rejected
+        name = source.name if source is not None else UNKNOWN_SOURCE
+        return await self._accept(request, source, name, body, received_ns, t0)
+
+    async def _receive(self, request: web.Request, name: str) -> bytes | web.Response:
+        """The body within the size and time limits, or the answer refusing it."""
         declared = request.content_length
         if declared is not None and declared > self._max:
             return self._reject(
@@ -151,20 +242,40 @@ class WebhookIngress:
             return self._reject(
                 request, name, TOO_LARGE, 413, f"body larger than {self._max} bytes", None
             )
-        if source.verifier is None:
-            return self._reject(
-                request,
-                name,
-                NOT_CONFIGURED,
-                401,
-                "webhooks are not configured for this source",
-                len(body),
-            )
-        try:
-            source.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
-        except SignatureError as exc:
-            reason = str(exc.context.get("reason", "bad_signature"))
-            return self._reject(request, name, reason, 401, exc.message, len(body))
+        return body
+
+    def _verify(
+        self,
+        request: web.Request,
+        name: str,
+        verifiers: Sequence[SignatureVerifier],
+        body: bytes,
+    ) -> web.Response | None:
+        """None when one of ``verifiers`` accepts the signature; else the 401 answer."""
+        header = request.headers.get(SIGNATURE_HEADER)
+        failure: SignatureError | None = None
+        for verifier in verifiers:
+            try:
+                verifier.verify(header, body)
+            except SignatureError as exc:
+                failure = exc
+            else:
+                return None
+        assert failure is not None
+        reason = str(failure.context.get("reason", "bad_signature"))
+        return self._reject(request, name, reason, 401, failure.message, len(body))
+
+    async def _accept(
+        self,
+        request: web.Request,
+        source: WebhookSource | None,
+        name: str,
+        body: bytes,
+        received_ns: int,
+        t0: float,
+    ) -> web.Response:
+        """Parse, store (durably, before the answer), poke, answer. ``source`` None: a verified
+        event of a merchant no source knows, kept under ``_unknown``."""
         event = _parse(body, name, received_ns)
         if isinstance(event, str):
             return self._reject(request, name, MALFORMED, 400, event, len(body))
@@ -181,17 +292,23 @@ class WebhookIngress:
             return self._reject(
                 request, name, UNAVAILABLE, 503, "cannot store the event now", len(body)
             )
-        if new and event.actionable:
-            source.poke()
-        outcome = "new" if new else "duplicate"
+        if source is None:
+            outcome = UNKNOWN_MERCHANT if new else "duplicate"
+        else:
+            outcome = "new" if new else "duplicate"
+            if new and event.actionable:
+                source.poke()
+            if new and event.type == OAUTH_REVOKED and source.on_revoked is not None:
+                source.on_revoked()
         metrics.WEBHOOKS_ACCEPTED.labels(name, outcome).inc()
-        log.info(
+        (log.warning if outcome == UNKNOWN_MERCHANT else log.info)(
             "webhook",
             source=name,
             event_id=event.event_id,
             type=event.type,
+            merchant_id=event.merchant_id,
             outcome=outcome,
-            acted_on=event.actionable,
+            acted_on=event.actionable and source is not None,
             bytes=len(body),
             duration_ms=round((time.perf_counter() - t0) * 1000, 2),
         )
@@ -213,6 +330,15 @@ class WebhookIngress:
 
 def _short_string(value: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _peek_merchant(body: bytes) -> str | None:
+    """The ``merchant_id`` of a body that may be anything (it is parsed again once verified)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return _short_string(data.get("merchant_id")) if isinstance(data, dict) else None
 
 
 def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
@@ -243,5 +369,7 @@ def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
 
 
 def add_webhook_routes(app: web.Application, ingress: WebhookIngress) -> None:
-    """Register ``POST /webhooks/{source}``; the router answers 405 for other methods."""
+    """Register ``POST /webhooks`` and ``POST /webhooks/{source}``; the router answers 405 for
+    other methods."""
+    app.router.add_post(APP_WEBHOOK_ROUTE, ingress.handle_app)
     app.router.add_post(WEBHOOK_ROUTE, ingress.handle)

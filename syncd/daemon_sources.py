@@ -1,0 +1,525 @@
+"""One runner per configured source (issue 11): config -> upstream session, token keeper, engine
+and trigger, and the set of them that the daemon, the webhook router, readiness and SIGHUP share.
+
+Edge code like ``daemon_jobs``: it reads ``SourceSettings`` and hands the core plain parameters.
+Sources are independent: each has its own HTTP session (connection pool, timeouts), retry policy,
+token keeper and trigger with its own backoff, so a source that fails or stalls only holds its own
+connections and, while a pass of it runs, one of the ``sync.max_concurrent_passes`` slots. The
+slots are an ``asyncio.Semaphore``, which wakes waiters in arrival order: no source is starved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+import structlog
+
+from syncd import __version__
+from syncd.config import SourceSettings
+from syncd.errors import SyncdError
+from syncd.model import PassSummary
+from syncd.store import Store
+from syncd.store import sources as registry
+from syncd.store.inbox import Inbox
+from syncd.sync.credentials import TokenKeeper
+from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
+from syncd.sync.trigger import SyncTrigger
+from syncd.timeutil import format_ns, now_ns
+from syncd.upstream.http import RetryPolicy, make_session
+from syncd.upstream.locations import SquareLocations
+from syncd.upstream.oauth import TokenGrant, refresh_access_token
+from syncd.upstream.square import SquareCounts, SquareOptions
+from syncd.web.health import SourceHealth
+from syncd.web.signatures import SignatureVerifier
+from syncd.web.webhooks import WebhookSource
+
+log = structlog.get_logger("syncd.daemon")
+
+# Keys of a source that apply to its running engine and trigger; any other changed key of a source
+# restarts that source's runner (credentials, URL, filters, locations decide what it talks to).
+LIVE_SOURCE_KEYS = frozenset(
+    {
+        "poll_interval",
+        "overlap",
+        "clock_margin",
+        "partition_concurrency",
+        "full_resync_interval",
+        "full_resync_after",
+        "locations_interval",
+        "notification_url",
+        "webhook_signature_keys",
+    }
+)
+
+
+def engine_options(name: str, conf: SourceSettings) -> EngineOptions:
+    """Map one source's config onto the engine's plain parameters."""
+    return EngineOptions(
+        source=name,
+        location_ids=tuple(conf.location_ids),
+        overlap=conf.overlap,
+        clock_margin=conf.clock_margin,
+        partition_concurrency=conf.partition_concurrency,
+        full_resync_interval=conf.full_resync_interval,
+        full_resync_after=conf.full_resync_after,
+        cursor_restarts=conf.cursor_restarts,
+        locations_interval=conf.locations_interval,
+    )
+
+
+def retry_policy(conf: SourceSettings) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=conf.max_retries,
+        backoff_initial=conf.retry_backoff_initial,
+        backoff_factor=conf.retry_backoff_factor,
+        backoff_max=conf.retry_backoff_max,
+    )
+
+
+def square_options(conf: SourceSettings) -> SquareOptions:
+    """Map one source's config onto the Square adapter's options."""
+    return SquareOptions(
+        base_url=conf.base_url,
+        access_token=conf.access_token.get_secret_value() if conf.access_token else None,
+        api_version=conf.api_version,
+        states=tuple(conf.states),
+        catalog_object_ids=tuple(conf.catalog_object_ids),
+        location_ids=tuple(conf.location_ids),
+        page_limit=conf.page_limit,
+        policy=retry_policy(conf),
+    )
+
+
+def webhook_verifier(name: str, conf: SourceSettings) -> SignatureVerifier | None:
+    """The source's signature verifier, or None (its webhooks refused) when keys or URL are unset."""
+    keys = [k.get_secret_value() for k in conf.webhook_signature_keys if k.get_secret_value()]
+    if not keys or not conf.notification_url:
+        log.warning(
+            "webhooks_not_configured",
+            source=name,
+            keys=len(keys),
+            notification_url=conf.notification_url,
+            hint="set webhook_signature_keys and notification_url (in [source_defaults] for one"
+            " URL serving every source); until then its webhooks are answered 401",
+        )
+        return None
+    return SignatureVerifier(keys, conf.notification_url)
+
+
+def make_upstream_session(conf: SourceSettings) -> aiohttp.ClientSession:
+    """One source's HTTP client session: its own pool, so a stalled source stalls only itself."""
+    return make_session(
+        request_timeout=conf.request_timeout,
+        connect_timeout=conf.connect_timeout,
+        user_agent=f"syncd/{__version__}",
+        limit_per_host=max(4, conf.partition_concurrency),
+    )
+
+
+MerchantFn = Callable[[str, str], None]  # (source, merchant_id)
+
+
+@dataclass(slots=True)
+class SourceParts:
+    """The upstream side of one source: session, optional token keeper, and its engine."""
+
+    name: str
+    conf: SourceSettings
+    session: aiohttp.ClientSession
+    engine: SyncEngine
+    keeper: TokenKeeper | None
+    learned_merchant: str | None = None
+
+    @property
+    def merchant_id(self) -> str | None:
+        """The configured merchant id, else the one the token endpoint or locations reported."""
+        return self.conf.merchant_id or self.learned_merchant
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+def _keeper(
+    store: Store,
+    name: str,
+    conf: SourceSettings,
+    session: aiohttp.ClientSession,
+    on_merchant: Callable[[str], None],
+) -> TokenKeeper | None:
+    oauth = conf.oauth
+    if oauth is None:
+        return None
+    client_id = oauth.client_id or ""
+    secret = oauth.client_secret.get_secret_value() if oauth.client_secret else None
+    policy = retry_policy(conf)
+
+    async def refresh(refresh_token: str) -> TokenGrant:
+        return await refresh_access_token(
+            session,
+            base_url=conf.base_url,
+            client_id=client_id,
+            client_secret=secret,
+            refresh_token=refresh_token,
+            policy=policy,
+        )
+
+    return TokenKeeper(
+        store,
+        name,
+        refresh,
+        configured_refresh_token=(
+            oauth.refresh_token.get_secret_value() if oauth.refresh_token else ""
+        ),
+        refresh_after=oauth.refresh_after,
+        alert_after=oauth.alert_after,
+        on_merchant=on_merchant,
+    )
+
+
+def open_source(
+    store: Store,
+    name: str,
+    conf: SourceSettings,
+    *,
+    on_page: ProgressFn | None = None,
+    on_merchant: MerchantFn | None = None,
+) -> SourceParts:
+    """Build one source's upstream parts (the caller closes them with ``aclose``)."""
+    session = make_upstream_session(conf)
+    parts: SourceParts
+
+    def learned(merchant_id: str) -> None:
+        if parts.learned_merchant != merchant_id:
+            parts.learned_merchant = merchant_id
+            if on_merchant is not None:
+                on_merchant(name, merchant_id)
+
+    keeper = _keeper(store, name, conf, session, learned)
+    options = square_options(conf)
+    counts = SquareCounts(session, options, tokens=keeper)
+    locations = SquareLocations(session, options, tokens=keeper, on_merchant=learned)
+    engine = SyncEngine(
+        store,
+        counts,
+        engine_options(name, conf),
+        on_page=on_page,
+        locations=locations,
+    )
+    parts = SourceParts(name, conf, session, engine, keeper)
+    return parts
+
+
+@dataclass(slots=True)
+class SourceRunner:
+    """A running source: its parts, its trigger and the task that runs the trigger."""
+
+    parts: SourceParts
+    trigger: SyncTrigger
+    verifier: SignatureVerifier | None
+    task: asyncio.Task[None] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.parts.name
+
+
+class SourceSet:
+    """Every running source, by name and by merchant; started, changed and stopped as the config
+    says (at start and on SIGHUP)."""
+
+    def __init__(
+        self,
+        store: Store,
+        inbox: Inbox,
+        *,
+        max_concurrent_passes: int,
+        debounce: float,
+        max_delay: float,
+        on_pass: Callable[[PassSummary], object] | None = None,
+    ) -> None:
+        self._store = store
+        self._inbox = inbox
+        self._slots = asyncio.Semaphore(max_concurrent_passes)
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self._on_pass = on_pass
+        self.runners: dict[str, SourceRunner] = {}
+        self._merchants: dict[str, str] = {}  # merchant_id -> source
+        self._background: set[asyncio.Task[None]] = set()
+        self._verifiers: dict[tuple[tuple[str, ...], str], SignatureVerifier] = {}
+
+    # --- lookups (webhook routing, readiness, status) ------------------------------------------
+
+    def __iter__(self) -> Iterator[SourceRunner]:
+        return iter(list(self.runners.values()))
+
+    def get(self, name: str) -> SourceRunner | None:
+        return self.runners.get(name)
+
+    def for_merchant(self, merchant_id: str) -> SourceRunner | None:
+        name = self._merchants.get(merchant_id)
+        return None if name is None else self.runners.get(name)
+
+    def webhook_source(self, name: str) -> WebhookSource | None:
+        runner = self.runners.get(name)
+        return None if runner is None else self._webhook(runner)
+
+    def webhook_for_merchant(self, merchant_id: str) -> WebhookSource | None:
+        runner = self.for_merchant(merchant_id)
+        return None if runner is None else self._webhook(runner)
+
+    def _webhook(self, runner: SourceRunner) -> WebhookSource:
+        keeper = runner.parts.keeper
+        on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
+        return WebhookSource(runner.name, runner.verifier, runner.trigger.poke, on_revoked)
+
+    def _check_grant(self, runner: SourceRunner) -> None:
+        """``oauth.authorization.revoked``: refresh now, so a revoked grant is found (and the
+        source marked unauthorized) before the next pass meets a 401."""
+        keeper = runner.parts.keeper
+        if keeper is None:
+            return
+        log.warning("oauth_revocation_announced", source=runner.name)
+        self._spawn(keeper.check_now())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def health(self) -> dict[str, SourceHealth]:
+        """What ``/readyz`` reads of each running source."""
+        return {
+            runner.name: SourceHealth(runner.trigger, _unauthorized_fn(runner.parts.keeper))
+            for runner in self
+        }
+
+    def verifiers(self) -> list[SignatureVerifier]:
+        """The distinct verifiers of the running sources (one per app key set and URL)."""
+        seen: dict[int, SignatureVerifier] = {}
+        for runner in self:
+            if runner.verifier is not None:
+                seen.setdefault(id(runner.verifier), runner.verifier)
+        return list(seen.values())
+
+    def _verifier(self, name: str, conf: SourceSettings) -> SignatureVerifier | None:
+        """The source's verifier; sources with the same keys and URL (one app) share one."""
+        keys = tuple(k.get_secret_value() for k in conf.webhook_signature_keys)
+        cache_key = (keys, conf.notification_url or "")
+        if cache_key not in self._verifiers:
+            verifier = webhook_verifier(name, conf)
+            if verifier is None:
+                return None
+            self._verifiers[cache_key] = verifier
+        return self._verifiers[cache_key]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def load_merchants(self, names: set[str]) -> None:
+        """Route by the merchants stored at earlier runs (before any source answered this run)."""
+        stored = await self._store.read(registry.merchant_map)
+        for merchant_id, source in stored.items():
+            if source in names:
+                self._merchants.setdefault(merchant_id, source)
+
+    async def start(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> SourceRunner:
+        """Build, register and start one source's runner."""
+        parts = open_source(self._store, name, conf, on_merchant=self._merchant_learned)
+        runner = SourceRunner(
+            parts,
+            SyncTrigger(
+                self._guarded_pass(parts),
+                interval=conf.poll_interval,
+                debounce=self.debounce,
+                max_delay=self.max_delay,
+                retry_initial=conf.retry_backoff_initial,
+                retry_max=conf.poll_interval,
+                on_pass_done=inbox_marker(self._inbox, name),
+            ),
+            self._verifier(name, conf),
+        )
+        self.runners[name] = runner
+        if conf.merchant_id:
+            self._merchants[conf.merchant_id] = name
+        await self._store.write(
+            lambda conn: registry.register(conn, name, conf.merchant_id, format_ns(now_ns()))
+        )
+        pending = await self._inbox.count_unprocessed(name)
+        if pending:
+            # Acknowledged before a crash or stop, not yet covered by a pass.
+            log.info("webhook_inbox_pending", source=name, events=pending)
+            runner.trigger.run_soon()
+        runner.task = asyncio.create_task(_run_trigger(runner, stop), name=f"sync-trigger:{name}")
+        log.info(
+            "source_started",
+            source=name,
+            upstream=conf.base_url,
+            credentials="oauth" if conf.oauth else "access_token",
+            merchant_id=conf.merchant_id,
+            locations=list(conf.location_ids) or "discovered",
+        )
+        return runner
+
+    async def stop_source(self, name: str, grace: float) -> None:
+        """Stop one source's runner (its pass in progress commits its page), close its session."""
+        runner = self.runners.pop(name, None)
+        if runner is None:
+            return
+        self._merchants = {m: s for m, s in self._merchants.items() if s != name}
+        runner.stop.set()
+        if runner.task is not None:
+            await _reap(runner.task, grace)
+        await runner.parts.aclose()
+        log.info("source_stopped", source=name)
+
+    async def remove(self, name: str, grace: float) -> None:
+        """The config no longer has ``name``: stop it and mark it removed (its rows stay until
+        ``syncd sources forget``)."""
+        await self.stop_source(name, grace)
+        at = format_ns(now_ns())
+        await self._store.write(lambda conn: registry.mark_removed(conn, name, at))
+        log.warning(
+            "source_removed",
+            source=name,
+            hint=f"its mirrored rows stay; `syncd sources forget {name}` removes them",
+        )
+
+    def changes(self, name: str, conf: SourceSettings) -> set[str]:
+        """The keys of a running source that ``conf`` changes."""
+        old = self.runners[name].parts.conf
+        return {k for k in SourceSettings.model_fields if getattr(old, k) != getattr(conf, k)}
+
+    def apply_live(self, name: str, conf: SourceSettings) -> None:
+        """Take a source's new intervals, limits and webhook keys in place (``LIVE_SOURCE_KEYS``);
+        the next pass uses them, and a new poll interval starts a pass at once."""
+        runner = self.runners[name]
+        runner.parts.conf = conf
+        engine = runner.parts.engine
+        engine.options = replace(
+            engine.options,
+            overlap=conf.overlap,
+            clock_margin=conf.clock_margin,
+            partition_concurrency=conf.partition_concurrency,
+            full_resync_interval=conf.full_resync_interval,
+            full_resync_after=conf.full_resync_after,
+            locations_interval=conf.locations_interval,
+        )
+        if runner.trigger.interval != conf.poll_interval:
+            runner.trigger.interval = conf.poll_interval
+            runner.trigger.run_soon()
+        runner.verifier = self._verifier(name, conf)
+
+    async def restart(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> None:
+        """Stop a source's runner and start it again on ``conf`` (credentials, URL, filters or
+        locations changed: they decide what it talks to)."""
+        await self.stop_source(name, grace=5.0)
+        await self.start(name, conf, stop)
+
+    def set_schedule(self, debounce: float, max_delay: float) -> None:
+        self.debounce, self.max_delay = debounce, max_delay
+        for runner in self:
+            runner.trigger.debounce = debounce
+            runner.trigger.max_delay = max_delay
+
+    async def aclose(self, grace: float) -> None:
+        """Stop every runner, sharing one grace period."""
+        await asyncio.gather(*(self.stop_source(name, grace) for name in list(self.runners)))
+        for task in list(self._background):
+            task.cancel()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _guarded_pass(self, parts: SourceParts) -> Callable[[], Awaitable[PassSummary]]:
+        async def run() -> PassSummary:
+            async with self._slots:
+                summary = await parts.engine.run_pass()
+            if self._on_pass is not None:
+                self._on_pass(summary)
+            return summary
+
+        return run
+
+    def _merchant_learned(self, source: str, merchant_id: str) -> None:
+        """A source's merchant became known: route its webhooks here, remember it, and hand it the
+        events that arrived before (stored under ``_unknown``)."""
+        owner = self._merchants.get(merchant_id)
+        if owner is not None and owner != source:
+            log.error(
+                "merchant_claimed_twice",
+                merchant_id=merchant_id,
+                source=source,
+                routed_to=owner,
+                hint="two sources hold grants of one seller; remove one of them",
+            )
+            return
+        self._merchants[merchant_id] = source
+        self._spawn(self._record_merchant(source, merchant_id))
+
+    async def _record_merchant(self, source: str, merchant_id: str) -> None:
+        at = format_ns(now_ns())
+        try:
+            await self._store.write(lambda conn: registry.register(conn, source, merchant_id, at))
+            moved = await self._inbox.adopt_unknown(merchant_id, source)
+        except SyncdError as exc:
+            log.error(
+                "merchant_not_recorded", source=source, merchant_id=merchant_id, error=str(exc)
+            )
+            return
+        log.info("source_merchant", source=source, merchant_id=merchant_id, adopted_events=moved)
+        runner = self.runners.get(source)
+        if moved and runner is not None:
+            runner.trigger.poke()
+
+
+async def _reap(task: asyncio.Task[None], grace: float) -> None:
+    """Let a source's trigger task finish within ``grace``, else cancel it; an error it ended
+    with is logged here (the daemon's watcher has seen it too), never raised into a shutdown."""
+    await asyncio.wait([task], timeout=grace)
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error("source_task_failed", task=task.get_name(), error=repr(exc))
+
+
+def inbox_marker(inbox: Inbox, source: str) -> Callable[[int, PassSummary], Awaitable[None]]:
+    """After a successful pass of ``source``: the webhook events received before it started are
+    covered (a row received during the pass waits for the next one)."""
+
+    async def done(started_ns: int, summary: PassSummary) -> None:
+        marked = await inbox.mark_processed(source, started_ns)
+        if marked:
+            log.info(
+                "webhook_events_processed",
+                source=source,
+                events=marked,
+                pass_id=summary.pass_id,
+            )
+
+    return done
+
+
+def _unauthorized_fn(keeper: TokenKeeper | None) -> Callable[[], bool]:
+    if keeper is None:
+        return lambda: False
+    return lambda: keeper.unauthorized
+
+
+async def _run_trigger(runner: SourceRunner, daemon_stop: asyncio.Event) -> None:
+    """A source's trigger loop until the daemon stops or the source is stopped."""
+    relay = asyncio.create_task(daemon_stop.wait())
+    relay.add_done_callback(lambda _: runner.stop.set())
+    try:
+        await runner.trigger.run(runner.stop)
+    finally:
+        relay.cancel()
