@@ -131,6 +131,119 @@ def test_gap_exits_3_with_the_way_out(db_path: Path, capsys: pytest.CaptureFixtu
     assert changes(capsys, *db, "--after", "6")[1] == [7, 8, 9, 10]
 
 
+def sourced(i: int, source: str, kind: str = "count.updated") -> NewChange:
+    """An entry for item ``i`` of ``source`` (a job entry when ``kind`` is a job kind)."""
+    if kind.startswith("job."):
+        return NewChange(kind=kind, source=source, job_id=i, old=None, new={"state": "pending"})
+    return NewChange(
+        kind=kind,
+        source=source,
+        catalog_object_id=f"ITEM{i}",
+        location_id="LOC1",
+        state="IN_STOCK",
+        old=None,
+        new={"quantity": str(i)},
+    )
+
+
+# seqs 1..8: north, south, north, a job entry of provider shop, south, north, south, south
+MIXED = [
+    ("north",),
+    ("south",),
+    ("north",),
+    ("shop", "job.pending"),
+    ("south",),
+    ("north",),
+    ("south",),
+    ("south",),
+]
+
+
+async def fill_mixed(db: Path) -> None:
+    """Entries of sources north and south and one job entry of provider shop, interleaved."""
+    store = await Store.open(db)
+    try:
+        await store.write(
+            lambda conn: changelog.append(
+                conn, [sourced(i, *spec) for i, spec in enumerate(MIXED)], RECORDED
+            )
+        )
+    finally:
+        await store.aclose()
+
+
+def test_source_filters_the_log(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--source prints only the entries of the named sources, in seq order, from --after on and
+    within --limit; a job entry carries its provider's name, so it comes only when that name is
+    asked for; an unknown name prints nothing."""
+    asyncio.run(fill_mixed(db_path))
+    db = ["--database", str(db_path)]
+    assert changes(capsys, *db, "--source", "north") == (0, [1, 3, 6], "")
+    assert changes(capsys, *db, "--source", "north", "--source", "shop")[1] == [1, 3, 4, 6]
+    assert changes(capsys, *db, "--source", "south", "--after", "2", "--limit", "2")[1] == [5, 7]
+    assert changes(capsys, *db, "--source", "nobody") == (0, [], "")
+    code = main(["changes", *db, "--source", "north", "--limit", "1"])
+    record = orjson.loads(capsys.readouterr()[0])
+    assert (code, record["source"], record["kind"]) == (0, "north", "count.updated")
+
+
+def test_source_with_a_consumer_acks_past_skipped_entries(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A consumer reading one source with --ack stores the position read up to (the head here:
+    the other sources' entries after its last one were skipped, not lost), and resumes there;
+    --ack-seq with --source is a usage error."""
+    asyncio.run(fill_mixed(db_path))
+    db = ["--database", str(db_path)]
+    assert changes(capsys, *db, "--source", "north", "--consumer", "n", "--ack")[1] == [1, 3, 6]
+    assert main(["status", *db, "--json"]) == 0
+    status = orjson.loads(capsys.readouterr()[0])
+    assert [(c["name"], c["acked_seq"]) for c in status["consumers"]] == [("n", 8)]
+    assert changes(capsys, *db, "--source", "north", "--consumer", "n")[1] == []
+    code, _, err = changes(capsys, *db, "--consumer", "n", "--ack-seq", "1", "--source", "x")
+    assert code == 2
+    assert "without other options" in err
+
+
+async def test_follow_with_source_prints_only_that_source(db_path: Path) -> None:
+    """`syncd changes --follow --source north` (a separate process) prints north's entries as
+    they commit and none of the others committed before and between them."""
+    store = await Store.open(db_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        "changes",
+        "--database",
+        str(db_path),
+        "--follow",
+        "--source",
+        "north",
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        printed = []
+        for round_ in range(3):
+            others = [sourced(10 * round_ + i, "south") for i in range(5)]
+            await store.write(partial(changelog.append, entries=others, recorded_at=RECORDED))
+            mine = [sourced(10 * round_ + 9, "north")]
+            await store.write(partial(changelog.append, entries=mine, recorded_at=RECORDED))
+            async with asyncio.timeout(10):
+                printed.append(orjson.loads(await proc.stdout.readline()))
+        assert [(r["seq"], r["source"]) for r in printed] == [
+            (6, "north"),
+            (12, "north"),
+            (18, "north"),
+        ]
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await store.aclose()
+
+
 async def test_follow_prints_a_commit_within_100ms(db_path: Path) -> None:
     """`syncd changes --follow` (a separate process) prints an entry within 100 ms of its commit,
     measured from the commit returning to the line arriving, over several commits."""

@@ -127,3 +127,57 @@ async def test_consumer_offsets(store: Store) -> None:
     assert consumers.valid_name("erp.sync-2")
     assert not consumers.valid_name("-x")
     assert not consumers.valid_name("a b")
+
+
+def sourced(i: int, source: str) -> NewChange:
+    """A count.updated entry for item ``i`` of ``source``."""
+    return NewChange(
+        kind="count.updated",
+        source=source,
+        catalog_object_id=f"ITEM{i}",
+        location_id="LOC1",
+        state="IN_STOCK",
+        old=None,
+        new={"quantity": str(i)},
+    )
+
+
+async def test_read_batch_filters_by_source_and_moves_past_skipped_entries(store: Store) -> None:
+    """With sources, a batch holds only their entries; a full batch stops at its last entry, a
+    short one has read up to the head, so the next read skips nothing twice and finds nothing
+    again; without sources it is the plain read."""
+    order = ["north", "south", "north", "job-x", "south", "south", "north", "south"]
+    await store.write(
+        lambda conn: changelog.append(
+            conn, [sourced(i, s) for i, s in enumerate(order)], "2026-01-01T00:00:00.000000Z"
+        )
+    )
+
+    async def batch(after: int, limit: int, sources: tuple[str, ...]) -> tuple[list[int], int]:
+        got = await store.read(lambda conn: changelog.read_batch(conn, after, limit, sources))
+        return [c.seq for c in got.entries], got.position
+
+    assert await batch(0, 2, ("north",)) == ([1, 3], 3)
+    assert await batch(3, 2, ("north",)) == ([7], 8)
+    assert await batch(8, 2, ("north",)) == ([], 8)
+    assert await batch(0, 10, ("north", "job-x")) == ([1, 3, 4, 7], 8)
+    assert await batch(0, 10, ("nobody",)) == ([], 8)
+    assert await batch(20, 10, ("north",)) == ([], 20)
+    assert await batch(0, 3, ()) == ([1, 2, 3], 3)
+    assert await batch(8, 3, ()) == ([], 8)
+
+
+async def test_read_batch_with_sources_reports_a_gap(store: Store) -> None:
+    """A filtered reader behind what retention kept gets the gap too, even if none of its own
+    entries were among the pruned ones (it cannot know)."""
+    await store.write(
+        lambda conn: changelog.append(
+            conn, [sourced(i, "north" if i > 5 else "south") for i in range(10)], "2026"
+        )
+    )
+    await store.write(lambda conn: prune_batch(conn, cutoff=None, max_rows=3, batch=100))
+    with pytest.raises(ChangelogGap) as info:
+        await store.read(lambda conn: changelog.read_batch(conn, 0, 10, ("north",)))
+    assert (info.value.after, info.value.oldest) == (0, 8)
+    got = await store.read(lambda conn: changelog.read_batch(conn, 7, 10, ("north",)))
+    assert [c.seq for c in got.entries] == [8, 9, 10]

@@ -1,7 +1,8 @@
 """`syncd changes`: the change log as NDJSON, one entry per line.
 
 ``--after SEQ`` starts after SEQ, ``--limit N`` stops after N entries, ``--follow`` keeps printing
-entries as they are committed. ``--consumer NAME`` resumes after the last seq NAME acknowledged;
+entries as they are committed, ``--source NAME`` (repeatable) prints only the entries whose
+``source`` is one of the names (job entries carry their provider's name). ``--consumer NAME`` resumes after the last seq NAME acknowledged;
 ``--ack`` acknowledges each batch once it has been written and flushed to stdout, ``--ack-seq SEQ``
 records SEQ for NAME and exits (for tools that acknowledge after their own processing). Entries that
 retention pruned are a gap: exit code 3 and a hint to re-read the mirror (docs/changelog.md).
@@ -49,6 +50,15 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--follow", action="store_true", help="keep printing new entries as they are committed"
     )
+    parser.add_argument(
+        "--source",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only entries whose source is NAME; repeat for several (a job entry's source is"
+        " its provider's name)",
+    )
     group = parser.add_argument_group("named consumers (docs/changelog.md)")
     group.add_argument(
         "--consumer",
@@ -89,6 +99,7 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         or args.follow
         or args.after is not None
         or args.limit is not None
+        or args.sources
     ):
         return "--ack-seq SEQ (>= 0) records an offset and exits: use it without other options"
     return None
@@ -113,6 +124,7 @@ def handle(args: argparse.Namespace) -> int:
             follow=args.follow,
             consumer=args.consumer,
             ack=args.ack,
+            sources=tuple(args.sources),
         )
     )
     return EXIT_OK
@@ -146,6 +158,7 @@ async def _stream(
     follow: bool,
     consumer: str | None = None,
     ack: bool = False,
+    sources: tuple[str, ...] = (),
 ) -> None:
     store = await Store.open(path, readonly=True)
     acker: OffsetWriter | None = None
@@ -159,17 +172,19 @@ async def _stream(
             # Read the version before the entries, so a commit between the two is never missed.
             version = await store.read(_data_version)
             batch = await store.read(
-                partial(changelog.read_after_checked, after=position, limit=want)
+                partial(changelog.read_batch, after=position, limit=want, sources=sources)
             )
-            for entry in batch:
+            for entry in batch.entries:
                 sys.stdout.write(orjson.dumps(entry.to_record()).decode() + "\n")
             sys.stdout.flush()
-            if batch:
-                position = batch[-1].seq
+            # With --source the position can pass the last entry printed: the other sources'
+            # entries up to it were skipped, and are not read again.
+            position = batch.position
+            if batch.entries:
                 if acker is not None:  # only after the batch is out of our hands (written, flushed)
                     await acker.ack(position)
                 if remaining is not None:
-                    remaining -= len(batch)
+                    remaining -= len(batch.entries)
                     if remaining <= 0:
                         return
                 continue

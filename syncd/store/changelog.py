@@ -14,7 +14,7 @@ long-poll and SSE streams) without polling SQLite.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +162,43 @@ async def read_after_checked(conn: aiosqlite.Connection, after: int, limit: int)
     if not entries or entries[0].seq != after + 1:  # seqs are contiguous: only then can a gap exist
         await check_retained(conn, after)
     return entries
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Entries read, and ``position``: the seq the log has been read up to, where the next read
+    starts. Without a source filter it is the last entry's seq (or the ``after`` asked for); with
+    one it can be past the last entry, since the entries of other sources up to it were skipped."""
+
+    entries: list[Change]
+    position: int
+
+
+async def read_batch(
+    conn: aiosqlite.Connection, after: int, limit: int, sources: Collection[str] = ()
+) -> Batch:
+    """Up to ``limit`` entries with seq > ``after``, only those whose ``source`` is one of
+    ``sources`` when it is not empty; ChangelogGap when entries after ``after`` were pruned.
+
+    A filtered batch shorter than ``limit`` has read the whole log as of this read transaction,
+    so its position is the head: the next read does not scan the skipped entries again.
+    """
+    if not sources:
+        entries = await read_after_checked(conn, after, limit)
+        return Batch(entries, entries[-1].seq if entries else after)
+    await check_retained(conn, after)
+    names = sorted(set(sources))
+    marks = ",".join("?" for _ in names)
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM changes WHERE seq > ? AND source IN ({marks})"
+        " ORDER BY seq LIMIT ?",
+        (after, *names, limit),
+    ) as cur:
+        rows = await cur.fetchall()
+    entries = [_row_to_change(r) for r in rows]
+    if len(entries) == limit:
+        return Batch(entries, entries[-1].seq)
+    return Batch(entries, max(after, await head(conn)))
 
 
 class HeadSignal:
