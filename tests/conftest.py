@@ -66,13 +66,17 @@ async def fixture_store(db_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture(name="make_settings")
 def fixture_make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings with fast defaults for tests; keyword groups override sections, e.g.
-    ``make_settings(square={"base_url": url})``. Never reads the real environment."""
+    ``make_settings(square={"base_url": url})`` (the one source, named square) or
+    ``make_settings(sources={"a": {...}, "b": {...}})`` (these sources instead; the fast defaults
+    are in ``source_defaults``). Never reads the real environment."""
 
     def make(**sections: Any) -> Settings:
+        sources = sections.pop("sources", None) or {"square": sections.pop("square", {})}
         base: dict[str, Any] = {
             "database": str(tmp_path / "syncd.db"),
             "shutdown_timeout": 5,
-            "square": {
+            "sources": sources,
+            "source_defaults": {
                 "poll_interval": 30,
                 "overlap": 1,
                 "clock_margin": 0,
@@ -96,9 +100,16 @@ def fixture_make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings, base_url: str) -> AsyncIterator[Daemon]:
-    """A Daemon serving in this event loop until the block ends (stopped the way SIGTERM would)."""
-    daemon = Daemon(settings, base_url=base_url)
+async def running_daemon(
+    settings: Settings,
+    base_url: str | None,
+    *,
+    reload: Callable[[], Settings] | None = None,
+) -> AsyncIterator[Daemon]:
+    """A Daemon serving in this event loop until the block ends (stopped the way SIGTERM would).
+    ``base_url`` replaces every source's (None: each keeps its own); ``reload`` is what SIGHUP
+    (``handle_reload``) reads."""
+    daemon = Daemon(settings, base_url=base_url, reload_settings=reload)
     task = asyncio.create_task(daemon.serve())
     try:
         async with asyncio.timeout(10):

@@ -4,13 +4,14 @@ processed, prune."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import StoreClosed
 from syncd.store import Store
-from syncd.store.inbox import Inbox, InboxEvent
+from syncd.store.inbox import UNKNOWN_SOURCE, Inbox, InboxEvent
 from syncd.timeutil import NS_PER_S, now_ns
 from tests.webhook_kit import inbox_rows
 
@@ -239,3 +240,28 @@ async def test_batches_are_capped_in_bytes(store: Store, db_path: Path) -> None:
     assert all(results)
     assert inbox.commits >= 2
     assert len(inbox_rows(db_path)) == 10
+
+
+async def test_unknown_merchant_events_are_adopted_or_pruned(store: Store, db_path: Path) -> None:
+    """Events of a merchant no source knew (kept under ``_unknown``) move to the source that
+    learns that merchant, unprocessed, so its next pass covers them; other merchants' stay; an
+    unclaimed one older than the retention is pruned, a recent one stays."""
+    now = now_ns()
+    day = 86_400 * NS_PER_S
+    inbox = Inbox(store, window=0, clock=lambda: now)
+    await inbox.start()
+    try:
+        await inbox.add(ev("mine", now - 1, source=UNKNOWN_SOURCE))
+        await inbox.add(replace(ev("other", now - 1, source=UNKNOWN_SOURCE), merchant_id="M2"))
+        stale = ev("stale", now - 8 * day, source=UNKNOWN_SOURCE)
+        await inbox.add(replace(stale, merchant_id="M3"))
+        assert await inbox.adopt_unknown("M1", "shop") == 1
+        assert await inbox.adopt_unknown("M1", "shop") == 0
+        assert await inbox.count_unprocessed("shop") == 1
+        assert await inbox.prune(retain_days=7) == 1
+    finally:
+        await inbox.aclose()
+    rows = {r["event_id"]: r for r in inbox_rows(db_path)}
+    assert set(rows) == {"mine", "other"}
+    assert (rows["mine"]["source"], rows["mine"]["processed_at"]) == ("shop", None)
+    assert rows["other"]["source"] == UNKNOWN_SOURCE

@@ -87,3 +87,39 @@ async def test_stale_after_max_staleness(make_settings: Callable[..., Settings])
         assert body["reason"] == "stale"
         assert body["max_staleness_s"] == 0.3
         assert (await get(client, base + "/healthz"))[0] == 200
+
+
+async def test_one_failing_source_is_named_but_does_not_fail_readiness(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Two sources, one whose upstream refuses connections: /readyz stays 200 (the app's webhook
+    URL stays in the load balancer) and names the failing source; ``?strict=1`` and
+    ``?source=down`` are 503 with its reason and error; ``?source=up`` is 200; an unknown source
+    is 404."""
+    async with serve(SimulatorConfig(locations=1, items=5)) as (_, url):
+        settings = make_settings(
+            sources={"up": {"base_url": url}, "down": {"base_url": "http://127.0.0.1:9"}},
+            source_defaults={"max_retries": 0, "access_token": "t"},
+        )
+        async with running_daemon(settings, None) as daemon, aiohttp.ClientSession() as client:
+            base = daemon.public_url
+            assert base is not None
+            async with asyncio.timeout(10):
+                while (
+                    (up := daemon.runner("up")) is None
+                    or up.trigger.last_success is None
+                    or (down := daemon.runner("down")) is None
+                    or down.trigger.last_error is None
+                ):
+                    await asyncio.sleep(0.01)
+            status, body = await get(client, base + "/readyz")
+            assert (status, body["status"], body["not_ready"]) == (200, "ready", ["down"])
+            assert body["sources"]["up"]["reason"] == "ready"
+            assert body["sources"]["down"]["reason"] == "first_pass_pending"
+            assert body["sources"]["down"]["last_error"]
+            status, body = await get(client, base + "/readyz?strict=1")
+            assert (status, body["reason"]) == (503, "first_pass_pending")
+            status, body = await get(client, base + "/readyz?source=down")
+            assert (status, body["reason"]) == (503, "first_pass_pending")
+            assert (await get(client, base + "/readyz?source=up"))[0] == 200
+            assert (await get(client, base + "/readyz?source=nope"))[0] == 404

@@ -172,13 +172,20 @@ async def count_unprocessed(conn: aiosqlite.Connection, source: str | None = Non
     return int(row[0]) if row else 0
 
 
-async def prune(conn: aiosqlite.Connection, processed_before: str) -> int:
-    """Delete processed rows whose ``processed_at`` is older than ``processed_before``."""
+async def prune(conn: aiosqlite.Connection, processed_before: str, received_before_ns: int) -> int:
+    """Delete processed rows whose ``processed_at`` is older than ``processed_before``, and
+    events of unknown merchants received before ``received_before_ns`` (no source claimed them
+    within the retention; a pass of a source that comes later reads the truth anyway)."""
     cur = await conn.execute(
         "DELETE FROM webhook_events WHERE processed_at IS NOT NULL AND processed_at < ?",
         (processed_before,),
     )
-    return cur.rowcount
+    removed = cur.rowcount
+    cur = await conn.execute(
+        "DELETE FROM webhook_events WHERE source = ? AND processed_at IS NULL AND received_ns < ?",
+        (UNKNOWN_SOURCE, received_before_ns),
+    )
+    return removed + cur.rowcount
 
 
 class Inbox:
@@ -320,9 +327,11 @@ class Inbox:
         return await self._store.read(lambda conn: count_unprocessed(conn, source))
 
     async def prune(self, retain_days: float) -> int:
-        """Delete rows processed more than ``retain_days`` ago; return how many."""
-        before = format_ns(self._clock() - int(retain_days * SECONDS_PER_DAY * NS_PER_S))
-        removed = await self._store.write(lambda conn: prune(conn, before))
+        """Delete rows processed more than ``retain_days`` ago (and unclaimed ones of unknown
+        merchants received that long ago); return how many."""
+        cutoff = self._clock() - int(retain_days * SECONDS_PER_DAY * NS_PER_S)
+        before = format_ns(cutoff)
+        removed = await self._store.write(lambda conn: prune(conn, before, cutoff))
         if removed:
             metrics.WEBHOOK_EVENTS_PRUNED.inc(removed)
             log.info("webhook_events_pruned", rows=removed, processed_before=before)
