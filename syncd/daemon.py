@@ -208,6 +208,7 @@ class Daemon:
                 store,
                 inbox,
                 max_concurrent_passes=settings.sync.max_concurrent_passes,
+                max_failing_passes=settings.sync.max_failing_passes,
                 debounce=settings.webhooks.debounce,
                 max_delay=settings.webhooks.max_delay,
                 on_pass=lambda summary: self.notifier.status(pass_status(summary)),

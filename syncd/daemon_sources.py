@@ -4,8 +4,10 @@ and trigger, and the set of them that the daemon, the webhook router, readiness 
 Edge code like ``daemon_jobs``: it reads ``SourceSettings`` and hands the core plain parameters.
 Sources are independent: each has its own HTTP session (connection pool, timeouts), retry policy,
 token keeper and trigger with its own backoff, so a source that fails or stalls only holds its own
-connections and, while a pass of it runs, one of the ``sync.max_concurrent_passes`` slots. The
-slots are an ``asyncio.Semaphore``, which wakes waiters in arrival order: no source is starved.
+connections. Passes run on slots: ``sync.max_concurrent_passes`` for healthy sources, and
+``sync.max_failing_passes`` of their own for sources whose last pass failed, so failing sources
+never hold a healthy one's slot. The slots are ``asyncio.Semaphore``s, which wake waiters in
+arrival order: no source is starved.
 """
 
 from __future__ import annotations
@@ -237,6 +239,7 @@ class SourceSet:
         inbox: Inbox,
         *,
         max_concurrent_passes: int,
+        max_failing_passes: int = 1,
         debounce: float,
         max_delay: float,
         on_pass: Callable[[PassSummary], object] | None = None,
@@ -244,6 +247,8 @@ class SourceSet:
         self._store = store
         self._inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_passes)
+        self._failing_slots = asyncio.Semaphore(max_failing_passes)
+        self._failing: set[str] = set()  # sources whose last pass failed
         self.debounce = debounce
         self.max_delay = max_delay
         self._on_pass = on_pass
@@ -373,6 +378,7 @@ class SourceSet:
         if runner is None:
             return
         self._merchants = {m: s for m, s in self._merchants.items() if s != name}
+        self._failing.discard(name)
         runner.stop.set()
         if runner.task is not None:
             await _reap(runner.task, grace)
@@ -437,9 +443,20 @@ class SourceSet:
     # --- internals ----------------------------------------------------------------------------
 
     def _guarded_pass(self, parts: SourceParts) -> Callable[[], Awaitable[PassSummary]]:
+        """A pass of ``parts`` on a slot: a healthy source's on the shared slots, one whose last
+        pass failed on the failing slots (a source answering 5xx or stalling for an hour, with
+        its retries and timeouts, holds one of those, never a healthy source's)."""
+        name = parts.name
+
         async def run() -> PassSummary:
-            async with self._slots:
-                summary = await parts.engine.run_pass()
+            slots = self._failing_slots if name in self._failing else self._slots
+            ok = False
+            try:
+                async with slots:
+                    summary = await parts.engine.run_pass()
+                ok = summary.ok
+            finally:
+                (self._failing.discard if ok else self._failing.add)(name)
             if self._on_pass is not None:
                 self._on_pass(summary)
             return summary

@@ -290,6 +290,13 @@ class SyncSettings(BaseModel):
         description="Passes (of different sources) running at once; the others wait their turn"
         " in arrival order.",
     )
+    max_failing_passes: int = Field(
+        default=2,
+        ge=1,
+        le=1024,
+        description="Passes of sources whose last pass failed, running at once on slots of their"
+        " own, so failing or stalled sources never hold the slots of healthy ones.",
+    )
 
 
 class HttpSettings(BaseModel):
