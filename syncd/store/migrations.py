@@ -169,6 +169,83 @@ MIGRATIONS: tuple[str, ...] = (
         LEFT JOIN (SELECT source, MIN(started_at) AS started_at FROM passes GROUP BY source)
             AS first ON first.source = seen.source;
     """,
+    # 7: what a count means (issue 12): catalog items and variations and the locations, per
+    # source, with the view that joins them to the counts ("stock of SKU X at store Y").
+    """
+    CREATE TABLE catalog_items (
+        source     TEXT    NOT NULL,
+        item_id    TEXT    NOT NULL,
+        name       TEXT,
+        is_deleted INTEGER NOT NULL DEFAULT 0,
+        version    INTEGER NOT NULL,
+        updated_at TEXT    NOT NULL,
+        seq        INTEGER NOT NULL,
+        PRIMARY KEY (source, item_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE catalog_variations (
+        source              TEXT    NOT NULL,
+        variation_id        TEXT    NOT NULL,
+        item_id             TEXT,
+        name                TEXT,
+        sku                 TEXT,
+        gtin                TEXT,
+        measurement_unit_id TEXT,
+        track_inventory     INTEGER,
+        is_deleted          INTEGER NOT NULL DEFAULT 0,
+        version             INTEGER NOT NULL,
+        updated_at          TEXT    NOT NULL,
+        seq                 INTEGER NOT NULL,
+        PRIMARY KEY (source, variation_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX catalog_variations_by_sku ON catalog_variations (sku, source)
+        WHERE sku IS NOT NULL;
+    CREATE INDEX catalog_variations_by_item ON catalog_variations (source, item_id);
+
+    CREATE TABLE locations (
+        source      TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        name        TEXT,
+        status      TEXT,
+        timezone    TEXT,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (source, location_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX locations_by_name ON locations (name, source);
+
+    CREATE TABLE catalog_state (
+        source          TEXT PRIMARY KEY,
+        latest_time     TEXT,
+        last_full_at    TEXT,
+        last_success_at TEXT,
+        last_error      TEXT
+    ) WITHOUT ROWID;
+
+    -- "Where is this variation stocked": the SKU lookup's second step.
+    CREATE INDEX inventory_counts_by_object ON inventory_counts (source, catalog_object_id);
+    -- Without statistics SQLite reads a source's whole range of the primary key rather than this
+    -- index. Written shape statistics (a large source, few rows per variation) make every reader's
+    -- planner take the index. ANALYZE of a small table only creates sqlite_stat1, and a later full
+    -- ANALYZE replaces these figures with measured ones.
+    ANALYZE sources;
+    DELETE FROM sqlite_stat1 WHERE tbl = 'inventory_counts';
+    INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+        ('inventory_counts', 'inventory_counts', '1000000 100000 2000 1 1'),
+        ('inventory_counts', 'inventory_counts_by_object', '1000000 100000 4');
+
+    CREATE VIEW inventory AS
+        SELECT c.source, c.catalog_object_id, c.location_id, l.name AS location_name, c.state,
+               c.quantity, c.calculated_at, c.catalog_object_type, v.sku, v.gtin,
+               v.item_id, i.name AS item_name, v.name AS variation_name,
+               v.measurement_unit_id, v.track_inventory,
+               COALESCE(v.is_deleted, 0) OR COALESCE(i.is_deleted, 0) AS catalog_deleted,
+               v.variation_id IS NULL AS unknown_variation, c.seq
+        FROM inventory_counts AS c
+        LEFT JOIN catalog_variations AS v
+            ON v.source = c.source AND v.variation_id = c.catalog_object_id
+        LEFT JOIN catalog_items AS i ON i.source = v.source AND i.item_id = v.item_id
+        LEFT JOIN locations AS l ON l.source = c.source AND l.location_id = c.location_id;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,342 @@
+"""What a count means (issue 12): catalog items and variations and the locations, per source, and
+their change-log entries.
+
+The same rule as the counts: an entry is written exactly when a stored value changes, in the same
+transaction. Versions never go backwards: an object older than the stored one (a page re-read by
+the overlap, a late answer) changes nothing. A version bump that leaves every mirrored field as it
+was (Square bumps the version for a price change, which syncd does not mirror) updates the stored
+version and writes no entry. Deleted objects are kept, marked ``is_deleted``, never forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from syncd.store import changelog
+
+KIND_CATALOG_UPDATED = "catalog.updated"
+KIND_CATALOG_DELETED = "catalog.deleted"
+KIND_LOCATION_UPDATED = "location.updated"
+
+ITEM = "ITEM"
+ITEM_VARIATION = "ITEM_VARIATION"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    item_id: str
+    name: str | None
+    is_deleted: bool
+    version: int
+    updated_at: str
+
+    def value(self) -> dict[str, Any]:
+        return {"type": ITEM, "name": self.name, "is_deleted": self.is_deleted}
+
+
+@dataclass(frozen=True, slots=True)
+class VariationRow:
+    variation_id: str
+    item_id: str | None
+    name: str | None
+    sku: str | None
+    gtin: str | None
+    measurement_unit_id: str | None
+    track_inventory: bool | None
+    is_deleted: bool
+    version: int
+    updated_at: str
+
+    def value(self) -> dict[str, Any]:
+        return {
+            "type": ITEM_VARIATION,
+            "item_id": self.item_id,
+            "name": self.name,
+            "sku": self.sku,
+            "gtin": self.gtin,
+            "measurement_unit_id": self.measurement_unit_id,
+            "track_inventory": self.track_inventory,
+            "is_deleted": self.is_deleted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LocationRow:
+    location_id: str
+    name: str | None
+    status: str | None
+    timezone: str | None
+
+    def value(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "timezone": self.timezone}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogResult:
+    """What one page did: entries written, objects older than the stored ones, unchanged ones."""
+
+    changes: int = 0
+    stale: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogState:
+    source: str
+    latest_time: str | None
+    last_full_at: str | None
+    last_success_at: str | None
+    last_error: str | None
+
+
+def _kind(value: dict[str, Any]) -> str:
+    return KIND_CATALOG_DELETED if value["is_deleted"] else KIND_CATALOG_UPDATED
+
+
+def _entry(
+    kind: str,
+    source: str,
+    object_id: str | None,
+    location_id: str | None,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+) -> changelog.Row:
+    old_json = None if old is None else orjson.dumps(old).decode()
+    return (kind, source, object_id, location_id, None, None, old_json, orjson.dumps(new).decode())
+
+
+def _newest(rows: Iterable[Any], key: str) -> dict[str, Any]:
+    """One row per id, the highest version (a page may repeat an object)."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        ident = getattr(row, key)
+        if ident not in out or row.version >= out[ident].version:
+            out[ident] = row
+    return out
+
+
+async def _stored(
+    conn: aiosqlite.Connection, sql: str, source: str, ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """Stored rows by id (first column), read in chunks under SQLite's variable limit."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with conn.execute(sql.format(marks=marks), (source, *chunk)) as cur:
+            for row in await cur.fetchall():
+                found[row[0]] = tuple(row)
+    return found
+
+
+async def apply_items(
+    conn: aiosqlite.Connection, source: str, items: Sequence[ItemRow], recorded_at: str
+) -> CatalogResult:
+    """Apply catalog items inside the caller's transaction."""
+    incoming: dict[str, ItemRow] = _newest(items, "item_id")
+    stored = await _stored(
+        conn,
+        "SELECT item_id, name, is_deleted, version FROM catalog_items"
+        " WHERE source = ? AND item_id IN ({marks})",
+        source,
+        list(incoming),
+    )
+    entries: list[changelog.Row] = []
+    writes: list[ItemRow] = []
+    bumps: list[tuple[int, str, str, str]] = []
+    stale = unchanged = 0
+    for item_id, item in incoming.items():
+        old = stored.get(item_id)
+        old_value = None if old is None else ItemRow(item_id, old[1], bool(old[2]), 0, "").value()
+        if old is not None and item.version < old[3]:
+            stale += 1
+            continue
+        if old_value == item.value():
+            unchanged += 1
+            if old is not None and item.version > old[3]:
+                bumps.append((item.version, item.updated_at, source, item_id))
+            continue
+        writes.append(item)
+        entries.append(_entry(_kind(item.value()), source, item_id, None, old_value, item.value()))
+    seqs = await changelog.append_rows(conn, entries, recorded_at)
+    await conn.executemany(
+        "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET"
+        " name = excluded.name, is_deleted = excluded.is_deleted, version = excluded.version,"
+        " updated_at = excluded.updated_at, seq = excluded.seq",
+        [
+            (source, i.item_id, i.name, int(i.is_deleted), i.version, i.updated_at, seq)
+            for i, seq in zip(writes, seqs, strict=True)
+        ],
+    )
+    await conn.executemany(
+        "UPDATE catalog_items SET version = ?, updated_at = ? WHERE source = ? AND item_id = ?",
+        bumps,
+    )
+    return CatalogResult(len(entries), stale, unchanged)
+
+
+_VARIATION_COLUMNS = (
+    "variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory, is_deleted,"
+    " version"
+)
+
+
+def _stored_variation(row: tuple[Any, ...]) -> VariationRow:
+    track = None if row[6] is None else bool(row[6])
+    return VariationRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], track, bool(row[7]), row[8], ""
+    )
+
+
+async def apply_variations(
+    conn: aiosqlite.Connection, source: str, variations: Sequence[VariationRow], recorded_at: str
+) -> CatalogResult:
+    """Apply item variations inside the caller's transaction."""
+    incoming: dict[str, VariationRow] = _newest(variations, "variation_id")
+    stored = await _stored(
+        conn,
+        f"SELECT {_VARIATION_COLUMNS} FROM catalog_variations"
+        " WHERE source = ? AND variation_id IN ({marks})",
+        source,
+        list(incoming),
+    )
+    entries: list[changelog.Row] = []
+    writes: list[VariationRow] = []
+    bumps: list[tuple[int, str, str, str]] = []
+    stale = unchanged = 0
+    for variation_id, var in incoming.items():
+        row = stored.get(variation_id)
+        old = None if row is None else _stored_variation(row)
+        if old is not None and var.version < old.version:
+            stale += 1
+            continue
+        old_value = None if old is None else old.value()
+        if old_value == var.value():
+            unchanged += 1
+            if old is not None and var.version > old.version:
+                bumps.append((var.version, var.updated_at, source, variation_id))
+            continue
+        writes.append(var)
+        entries.append(
+            _entry(_kind(var.value()), source, variation_id, None, old_value, var.value())
+        )
+    seqs = await changelog.append_rows(conn, entries, recorded_at)
+    await conn.executemany(
+        "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
+        " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
+        " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
+        " measurement_unit_id = excluded.measurement_unit_id,"
+        " track_inventory = excluded.track_inventory, is_deleted = excluded.is_deleted,"
+        " version = excluded.version, updated_at = excluded.updated_at, seq = excluded.seq",
+        [
+            (
+                source,
+                v.variation_id,
+                v.item_id,
+                v.name,
+                v.sku,
+                v.gtin,
+                v.measurement_unit_id,
+                None if v.track_inventory is None else int(v.track_inventory),
+                int(v.is_deleted),
+                v.version,
+                v.updated_at,
+                seq,
+            )
+            for v, seq in zip(writes, seqs, strict=True)
+        ],
+    )
+    await conn.executemany(
+        "UPDATE catalog_variations SET version = ?, updated_at = ?"
+        " WHERE source = ? AND variation_id = ?",
+        bumps,
+    )
+    return CatalogResult(len(entries), stale, unchanged)
+
+
+async def apply_locations(
+    conn: aiosqlite.Connection, source: str, locations: Sequence[LocationRow], recorded_at: str
+) -> CatalogResult:
+    """Apply the seller's locations (every one the Locations API lists, active or not) inside the
+    caller's transaction. Locations carry no version: the newest answer is the truth."""
+    incoming = {loc.location_id: loc for loc in locations}
+    stored = await _stored(
+        conn,
+        "SELECT location_id, name, status, timezone FROM locations"
+        " WHERE source = ? AND location_id IN ({marks})",
+        source,
+        list(incoming),
+    )
+    entries: list[changelog.Row] = []
+    writes: list[LocationRow] = []
+    for location_id, loc in incoming.items():
+        row = stored.get(location_id)
+        old = None if row is None else LocationRow(*row).value()
+        if old == loc.value():
+            continue
+        writes.append(loc)
+        entries.append(_entry(KIND_LOCATION_UPDATED, source, None, location_id, old, loc.value()))
+    seqs = await changelog.append_rows(conn, entries, recorded_at)
+    await conn.executemany(
+        "INSERT INTO locations (source, location_id, name, status, timezone, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, location_id) DO UPDATE SET"
+        " name = excluded.name, status = excluded.status, timezone = excluded.timezone,"
+        " seq = excluded.seq",
+        [
+            (source, loc.location_id, loc.name, loc.status, loc.timezone, seq)
+            for loc, seq in zip(writes, seqs, strict=True)
+        ],
+    )
+    return CatalogResult(len(entries), 0, len(incoming) - len(writes))
+
+
+async def load_state(conn: aiosqlite.Connection, source: str) -> CatalogState:
+    async with conn.execute(
+        "SELECT latest_time, last_full_at, last_success_at, last_error FROM catalog_state"
+        " WHERE source = ?",
+        (source,),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return CatalogState(source, None, None, None, None)
+    return CatalogState(source, row[0], row[1], row[2], row[3])
+
+
+async def save_state(conn: aiosqlite.Connection, state: CatalogState) -> None:
+    await conn.execute(
+        "INSERT INTO catalog_state (source, latest_time, last_full_at, last_success_at,"
+        " last_error) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
+        " latest_time = excluded.latest_time, last_full_at = excluded.last_full_at,"
+        " last_success_at = excluded.last_success_at, last_error = excluded.last_error",
+        (
+            state.source,
+            state.latest_time,
+            state.last_full_at,
+            state.last_success_at,
+            state.last_error,
+        ),
+    )
+
+
+async def unknown_variation_counts(conn: aiosqlite.Connection, source: str | None = None) -> int:
+    """Counts whose variation the catalog does not (yet) know: they join as unknown."""
+    sql = (
+        "SELECT COUNT(*) FROM inventory_counts AS c WHERE NOT EXISTS (SELECT 1 FROM"
+        " catalog_variations AS v WHERE v.source = c.source"
+        " AND v.variation_id = c.catalog_object_id)"
+    )
+    params: tuple[str, ...] = ()
+    if source is not None:
+        sql += " AND c.source = ?"
+        params = (source,)
+    async with conn.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
