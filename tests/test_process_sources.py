@@ -1,0 +1,292 @@
+"""Many sellers in one `syncd run` process (issue 11, "Done when"): a real subprocess daemon, the
+simulator's marketplace (one Square app, several sellers, OAuth, signed webhooks) on 127.0.0.1 in
+the test process, and the real SQLite file, read like another tool would. Every wait is on a
+condition with a bound; every server stops with its block."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.simulator import Marketplace, OAuthConfig, SimulatorConfig, serve_marketplace
+from syncd.simulator.webhooks import WebhookTarget
+from syncd.store.inbox import UNKNOWN_SOURCE
+from tests.helpers import assert_log_invariants, changes, mirror
+from tests.process_kit import Event, SyncdProcess, query, syncd
+from tests.webhook_kit import KEY, inbox_rows
+
+pytestmark = pytest.mark.slow
+
+APP_URL = "https://syncd.example.com/webhooks"  # the app's notification URL, as registered
+Key = tuple[str, str, str]
+
+
+# --- config and process ----------------------------------------------------------------------
+
+
+def source_table(name: str, body: str) -> str:
+    return f"[sources.{name}]\n{body}\n"
+
+
+def oauth_source(refresh_token: str, extra: str = "") -> str:
+    """The body of a ``[sources.NAME]`` table for an OAuth seller of the app."""
+    return f'oauth = {{ refresh_token = "{refresh_token}" }}\n{extra}'
+
+
+def write_app_config(
+    path: Path,
+    db: Path,
+    upstream: str,
+    sources: Mapping[str, str],
+    *,
+    defaults: str = "",
+    extra: str = "",
+) -> Path:
+    """A config of one app in front of ``upstream``: the app's OAuth client, webhook key and URL in
+    ``[source_defaults]`` (fast retries, no polling to speak of), one ``[sources.NAME]`` table per
+    entry of ``sources`` (name -> table body), listeners on free ports, JSON logs."""
+    tables = "\n".join(source_table(name, body) for name, body in sources.items())
+    path.write_text(f"""
+database = "{db}"
+shutdown_timeout = 5
+
+[source_defaults]
+base_url = "{upstream}"
+notification_url = "{APP_URL}"
+webhook_signature_keys = ["{KEY}"]
+poll_interval = 300
+overlap = 1
+clock_margin = 0
+retry_backoff_initial = 0.01
+retry_backoff_max = 0.05
+max_retries = 2
+request_timeout = 5
+{defaults}
+
+[source_defaults.oauth]
+client_id = "sim-client"
+client_secret = "sim-secret"
+
+{tables}
+
+[webhooks]
+debounce = 0.02
+max_delay = 0.1
+
+[http]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+format = "json"
+level = "info"
+
+{extra}
+""")
+    return path
+
+
+@dataclass
+class Running:
+    """A `syncd run` process and the URLs it logged at start."""
+
+    proc: SyncdProcess
+    db: Path
+    public_url: str
+    admin_url: str
+
+    def at(self) -> int:
+        """A position in the log: later waits look only at what comes after it."""
+        return len(self.proc.events)
+
+    async def next(self, name: str, *, after: int, timeout: float = 10.0, **fields: Any) -> Event:
+        """The first event ``name`` after position ``after`` whose fields include ``fields``."""
+        return await self.proc.wait_for(
+            lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items()),
+            after=after,
+            timeout=timeout,
+        )
+
+    def passes(self, source: str, *, after: int = 0) -> list[Event]:
+        """The ``sync_pass`` lines of ``source`` after ``after`` (the field is bound per pass)."""
+        return [
+            e
+            for e in self.proc.events[after:]
+            if e.get("event") == "sync_pass" and e.get("source") == source
+        ]
+
+    async def readyz(self, query_string: str = "") -> tuple[int, dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"{self.public_url}/readyz{query_string}") as resp,
+        ):
+            return resp.status, orjson.loads(await resp.read())
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of the admin listener's ``/metrics``: (name, sorted labels) -> value."""
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"{self.admin_url}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    async def reload(self, write: Callable[[], object]) -> int:
+        """Rewrite the config file, send SIGHUP; the log position before the signal."""
+        write()
+        mark = self.at()
+        self.proc.signal(signal.SIGHUP)
+        return mark
+
+
+def sample(
+    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+    return sum(
+        value
+        for (n, have), value in samples.items()
+        if n == name and set(labels.items()) <= set(have)
+    )
+
+
+@asynccontextmanager
+async def running(config: Path, db: Path) -> AsyncIterator[Running]:
+    """`syncd run --config CONFIG`, until its ``daemon_started`` line; stopped with the block
+    (SIGTERM, and it must exit 0)."""
+    async with syncd("run", "--config", str(config)) as proc:
+        started = await proc.event("daemon_started")
+        handle = Running(proc, db, str(started["public_url"]), str(started["admin_url"]))
+        yield handle
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(15) == 0, proc.stderr.decode(errors="replace")
+
+
+def subscribe(market: Marketplace, daemon: Running) -> None:
+    """Point the app's webhook subscription at the daemon's one URL (``POST /webhooks``)."""
+    market.webhooks.target = WebhookTarget(
+        url=f"{daemon.public_url}/webhooks",
+        signature_key=KEY,
+        notification_url=APP_URL,
+        retry_delay=0.02,
+    )
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` (a cheap read of the database or the log) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def key_of(row: Mapping[str, str]) -> Key:
+    return (row["catalog_object_id"], row["location_id"], row["state"])
+
+
+def upstream_view(market: Marketplace, merchant_id: str) -> dict[Key, str]:
+    """What the seller holds upstream: key -> quantity."""
+    return {key_of(r): r["quantity"] for r in market.seller(merchant_id).snapshot()}
+
+
+def mirrored(db: Path, source: str) -> dict[Key, str]:
+    """What the daemon mirrors of ``source``: key -> quantity."""
+    return {k: v["quantity"] for k, v in mirror(db, source).items()}
+
+
+def sellers(n: int, *, items: int = 8) -> list[SimulatorConfig]:
+    """``n`` small sellers (2 locations, ``items`` items), seeds 0.. so their ids differ."""
+    return [SimulatorConfig(locations=2, items=items, seed=seed) for seed in range(n)]
+
+
+async def first_passes(daemon: Running, names: list[str]) -> None:
+    """Every named source has completed a good pass."""
+    for name in names:
+        await daemon.next("sync_pass", after=0, source=name, outcome="ok")
+
+
+# --- 1 and 2: several sellers, one log; webhooks routed by merchant ---------------------------
+
+
+async def test_three_sellers_one_log_and_a_webhook_pokes_its_sellers_source_only(
+    tmp_path: Path,
+) -> None:
+    """Three sellers of one app in one daemon: each source mirrors exactly its seller's counts,
+    under its own name, in one change log whose seq strictly increases across sources, and
+    replaying that log gives each source's mirror. Then seller B changes a count: the app's
+    signed webhook at ``/webhooks`` names B's merchant, the daemon routes it to source b, and
+    only b runs a pass (log ``sync_pass`` by source, and ``syncd_sync_passes_total``)."""
+    async with serve_marketplace(sellers(3)) as (market, url):
+        ids = list(market.sellers)
+        names = ["a", "b", "c"]
+        db = tmp_path / "syncd.db"
+        config = write_app_config(
+            tmp_path / "syncd.toml",
+            db,
+            url,
+            {name: oauth_source(market.grant(mid)) for name, mid in zip(names, ids, strict=True)},
+        )
+        async with running(config, db) as daemon:
+            subscribe(market, daemon)
+            await first_passes(daemon, names)
+            for name, mid in zip(names, ids, strict=True):
+                assert mirrored(db, name) == upstream_view(market, mid)
+            assert {r[0] for r in query(db, "SELECT DISTINCT source FROM inventory_counts")} == {
+                "a",
+                "b",
+                "c",
+            }
+            entries = changes(db)
+            seqs = [e["seq"] for e in entries]
+            assert seqs == sorted(set(seqs))
+            assert {e["source"] for e in entries} == {"a", "b", "c"}
+            assert len(entries) == sum(len(upstream_view(market, mid)) for mid in ids)
+            for name in names:
+                assert_log_invariants(db, name)
+
+            before = await daemon.metrics()
+            mark = daemon.at()
+            [changed] = market.seller(ids[1]).mutate(1)
+            async with asyncio.timeout(5):
+                await market.webhooks.drain()
+            assert market.webhooks.statuses == {200: 1}
+            await daemon.next("webhook_events_processed", after=mark, source="b")
+            await until(lambda: mirrored(db, "b")[key_of(changed)] == changed["quantity"])
+            after = await daemon.metrics()
+            webhook = await daemon.next("webhook", after=mark)
+            assert (webhook["source"], webhook["merchant_id"], webhook["outcome"]) == (
+                "b",
+                ids[1],
+                "new",
+            )
+            assert [p["outcome"] for p in daemon.passes("b", after=mark)] == ["ok"]
+            assert daemon.passes("a", after=mark) == daemon.passes("c", after=mark) == []
+            passes = "syncd_sync_passes_total"
+            assert sample(after, passes, source="b") == sample(before, passes, source="b") + 1
+            for name in ("a", "c"):
+                assert sample(after, passes, source=name) == sample(before, passes, source=name)
+            accepted = "syncd_webhooks_accepted_total"
+            assert sample(after, accepted, source="b", outcome="new") == 1
+            assert sample(after, accepted, source="a") == sample(after, accepted, source="c") == 0
+        [row] = inbox_rows(db)
+        assert (row["source"], row["merchant_id"]) == ("b", ids[1])
+        assert row["processed_at"] is not None
+        for name in names:
+            assert_log_invariants(db, name)
