@@ -290,3 +290,91 @@ async def test_three_sellers_one_log_and_a_webhook_pokes_its_sellers_source_only
         assert row["processed_at"] is not None
         for name in names:
             assert_log_invariants(db, name)
+
+
+# --- 2 and 4: an unknown merchant's event kept and adopted; SIGHUP adds and removes sources -----
+
+
+async def test_unknown_merchant_adopted_by_a_source_added_on_sighup_and_a_removed_source_stops(
+    tmp_path: Path,
+) -> None:
+    """Sources a, b, c for three of the app's four sellers. Seller D's webhook (a merchant no
+    source claims) is answered 200, stored under ``_unknown``, counted, and pokes nobody. A 4th
+    source d for seller D is written to the config and SIGHUP sent: d starts, syncs, learns its
+    merchant from the token endpoint and adopts the stored event (processed by its pass). Then a
+    is taken out of the config and SIGHUP sent: a stops (``source_removed``), its rows stay,
+    the registry marks it removed, and a change of seller A reaches no source any more."""
+    async with serve_marketplace(sellers(4)) as (market, url):
+        ids = list(market.sellers)
+        grants = {name: market.grant(mid) for name, mid in zip("abcd", ids, strict=True)}
+        db = tmp_path / "syncd.db"
+        path = tmp_path / "syncd.toml"
+
+        def configure(*names: str) -> Path:
+            return write_app_config(
+                path, db, url, {name: oauth_source(grants[name]) for name in names}
+            )
+
+        async with running(configure("a", "b", "c"), db) as daemon:
+            subscribe(market, daemon)
+            await first_passes(daemon, ["a", "b", "c"])
+
+            mark = daemon.at()
+            market.seller(ids[3]).mutate(1)
+            async with asyncio.timeout(5):
+                await market.webhooks.drain()
+            assert market.webhooks.statuses == {200: 1}
+            webhook = await daemon.next("webhook", after=mark)
+            assert (webhook["source"], webhook["merchant_id"]) == (UNKNOWN_SOURCE, ids[3])
+            assert (webhook["outcome"], webhook["acted_on"]) == ("unknown_merchant", False)
+            [row] = inbox_rows(db)
+            assert (row["source"], row["merchant_id"], row["processed_at"]) == (
+                UNKNOWN_SOURCE,
+                ids[3],
+                None,
+            )
+            samples = await daemon.metrics()
+            assert (
+                sample(
+                    samples,
+                    "syncd_webhooks_accepted_total",
+                    source=UNKNOWN_SOURCE,
+                    outcome="unknown_merchant",
+                )
+                == 1
+            )
+            assert all(daemon.passes(name, after=mark) == [] for name in "abc")
+
+            mark = await daemon.reload(lambda: configure("a", "b", "c", "d"))
+            await daemon.next("source_added", after=mark, source="d")
+            await daemon.next("sync_pass", after=mark, source="d", outcome="ok")
+            adopted = await daemon.next("source_merchant", after=mark, source="d")
+            assert (adopted["merchant_id"], adopted["adopted_events"]) == (ids[3], 1)
+            await until(lambda: inbox_rows(db)[0]["processed_at"] is not None)
+            assert inbox_rows(db)[0]["source"] == "d"
+            await until(lambda: mirrored(db, "d") == upstream_view(market, ids[3]))
+            assert all(daemon.passes(name, after=mark) == [] for name in "abc")
+
+            rows_of_a = mirror(db, "a")
+            mark = await daemon.reload(lambda: configure("b", "c", "d"))
+            removed = await daemon.next("source_removed", after=mark)
+            assert removed["source"] == "a"
+            await daemon.next("source_stopped", after=mark, source="a")
+            [(removed_at,)] = query(db, "SELECT removed_at FROM sources WHERE source = 'a'")
+            assert removed_at is not None
+            status, body = await daemon.readyz()
+            assert status == 200
+            assert sorted(body["sources"]) == ["b", "c", "d"]
+
+            mark = daemon.at()
+            [changed] = market.seller(ids[0]).mutate(1)
+            async with asyncio.timeout(5):
+                await market.webhooks.drain()
+            webhook = await daemon.next("webhook", after=mark)
+            assert (webhook["source"], webhook["outcome"]) == (UNKNOWN_SOURCE, "unknown_merchant")
+            assert daemon.passes("a", after=mark) == []
+            assert mirror(db, "a") == rows_of_a
+            assert mirrored(db, "a")[key_of(changed)] != changed["quantity"]
+        assert mirror(db, "a") == rows_of_a
+        for name in "abcd":
+            assert_log_invariants(db, name)
