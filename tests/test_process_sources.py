@@ -378,3 +378,66 @@ async def test_unknown_merchant_adopted_by_a_source_added_on_sighup_and_a_remove
         assert mirror(db, "a") == rows_of_a
         for name in "abcd":
             assert_log_invariants(db, name)
+
+
+# --- 3: a revoked grant isolates one source -----------------------------------------------------
+
+
+async def test_a_revoked_grant_marks_only_its_source_unauthorized(tmp_path: Path) -> None:
+    """Seller B revokes the app's grant; the app's ``oauth.authorization.revoked`` webhook makes
+    source b refresh at once, which is refused: b is marked unauthorized (log, metric, database,
+    ``/readyz?source=b`` 503 ``unauthorized``) while ``/readyz`` stays 200 naming b as not ready.
+    Changes of sellers A and C keep reaching the mirror; b's passes fail without calling the
+    upstream again."""
+    async with serve_marketplace(sellers(3)) as (market, url):
+        ids = list(market.sellers)
+        names = ["a", "b", "c"]
+        db = tmp_path / "syncd.db"
+        config = write_app_config(
+            tmp_path / "syncd.toml",
+            db,
+            url,
+            {name: oauth_source(market.grant(mid)) for name, mid in zip(names, ids, strict=True)},
+        )
+        async with running(config, db) as daemon:
+            subscribe(market, daemon)
+            await first_passes(daemon, names)
+            status, body = await daemon.readyz("?strict=1")
+            assert (status, body["not_ready"]) == (200, [])
+
+            mark = daemon.at()
+            assert market.revoke(ids[1])  # the revocation webhook is queued
+            await daemon.next("oauth_revocation_announced", after=mark, source="b")
+            await daemon.next("source_unauthorized", after=mark, source="b")
+            status, body = await daemon.readyz("?source=b")
+            assert (status, body["status"], body["reason"]) == (503, "not_ready", "unauthorized")
+            status, body = await daemon.readyz()
+            assert (status, body["status"], body["not_ready"]) == (200, "ready", ["b"])
+            assert body["sources"]["b"]["reason"] == "unauthorized"
+            assert body["sources"]["a"]["reason"] == body["sources"]["c"]["reason"] == "ready"
+            assert (await daemon.readyz("?strict=1"))[0] == 503
+            for name in ("a", "c"):
+                assert (await daemon.readyz(f"?source={name}"))[0] == 200
+            samples = await daemon.metrics()
+            assert sample(samples, "syncd_source_unauthorized", source="b") == 1
+            assert sample(samples, "syncd_source_unauthorized", source="a") == 0
+            assert query(db, "SELECT source, status FROM source_credentials ORDER BY 1") == [
+                ("a", "ok"),
+                ("b", "unauthorized"),
+                ("c", "ok"),
+            ]
+
+            refused, b_requests = market.status_counts[401], market.seller(ids[1]).requests
+            mark = daemon.at()
+            changed = {mid: market.seller(mid).mutate(1)[0] for mid in ids}
+            for name, mid in (("a", ids[0]), ("c", ids[2])):
+                row = changed[mid]
+                await until(lambda: mirrored(db, name)[key_of(row)] == row["quantity"])  # noqa: B023
+            failed = await daemon.next("sync_pass", after=mark, source="b", outcome="failed")
+            assert "unauthorized" in failed["error"]
+            assert mirrored(db, "b")[key_of(changed[ids[1]])] != changed[ids[1]]["quantity"]
+            assert market.status_counts[401] == refused  # no refresh tried again
+            assert market.seller(ids[1]).requests == b_requests
+            assert (await daemon.readyz())[0] == 200
+        for name in names:
+            assert_log_invariants(db, name)
