@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -441,3 +442,101 @@ async def test_a_revoked_grant_marks_only_its_source_unauthorized(tmp_path: Path
             assert (await daemon.readyz())[0] == 200
         for name in names:
             assert_log_invariants(db, name)
+
+
+# --- 5: a source that is down does not delay the others ----------------------------------------
+
+
+@dataclass
+class Broken:
+    """An upstream that answers every request with a 500 after ``delay`` seconds (a seller's
+    API having a bad hour: each attempt takes its time, then fails)."""
+
+    delay: float
+    requests: int = 0
+    in_flight: int = 0
+
+    async def handle(self, _: web.Request) -> web.Response:
+        self.requests += 1
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        return web.json_response(
+            {"errors": [{"category": "API_ERROR", "code": "INTERNAL_SERVER_ERROR"}]}, status=500
+        )
+
+
+@asynccontextmanager
+async def broken_upstream(broken: Broken) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", broken.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def logged_at(db: Path, source: str, row: Mapping[str, str]) -> bool:
+    """Whether the change log has ``row``'s new quantity for ``source``."""
+    return bool(
+        query(
+            db,
+            "SELECT 1 FROM changes WHERE source = ? AND catalog_object_id = ? AND location_id = ?"
+            " AND state = ? AND json_extract(new, '$.quantity') = ?",
+            (source, *key_of(row), row["quantity"]),
+        )
+    )
+
+
+async def test_a_source_answering_500s_does_not_delay_the_other_sources(tmp_path: Path) -> None:
+    """Source ``down`` points at an upstream that answers 500 after 0.5 s to every request, so
+    each of its passes takes its retries (about 1.5 s) and fails, and it keeps retrying. One
+    shared pass slot (``max_concurrent_passes = 1``): while down's attempt is in flight, a change
+    of seller A or B still reaches the change log within 1 s (webhook, pass) each time."""
+    broken = Broken(delay=0.5)
+    async with (
+        serve_marketplace(sellers(2)) as (market, url),
+        broken_upstream(broken) as down_url,
+    ):
+        ids = list(market.sellers)
+        db = tmp_path / "syncd.db"
+        config = write_app_config(
+            tmp_path / "syncd.toml",
+            db,
+            url,
+            {
+                "a": oauth_source(market.grant(ids[0])),
+                "b": oauth_source(market.grant(ids[1])),
+                "down": f'base_url = "{down_url}"\naccess_token = "t"\nlocation_ids = ["L1"]',
+            },
+            extra="[sync]\nmax_concurrent_passes = 1\nmax_failing_passes = 1",
+        )
+        async with running(config, db) as daemon:
+            subscribe(market, daemon)
+            await first_passes(daemon, ["a", "b"])
+            await daemon.next("sync_pass", after=0, source="down", outcome="failed")
+            tried = broken.requests
+            for round_, (name, mid) in enumerate([("a", ids[0]), ("b", ids[1])] * 2):
+                await until(lambda: broken.in_flight > 0)  # down is mid-attempt
+                t0 = time.monotonic()
+                [row] = market.seller(mid).mutate(1)
+                await until(lambda: logged_at(db, name, row), timeout=5)  # noqa: B023
+                took = time.monotonic() - t0
+                assert took < 1.0, f"round {round_}: {name}'s change took {took:.2f}s"
+            assert broken.requests > tried  # down kept trying (and failing) meanwhile
+            assert {p["outcome"] for p in daemon.passes("down")} == {"failed"}
+            assert {p["outcome"] for p in daemon.passes("a") + daemon.passes("b")} == {"ok"}
+            status, body = await daemon.readyz()
+            assert (status, body["not_ready"]) == (200, ["down"])
+            assert body["sources"]["down"]["reason"] == "first_pass_pending"
+        for name in ("a", "b"):
+            assert mirrored(db, name) == upstream_view(market, ids["ab".index(name)])
+            assert_log_invariants(db, name)
+        assert mirror(db, "down") == {}
