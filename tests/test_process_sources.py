@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from syncd.simulator import Marketplace, OAuthConfig, SimulatorConfig, serve_marketplace
 from syncd.simulator.webhooks import WebhookTarget
 from syncd.store.inbox import UNKNOWN_SOURCE
+from syncd.sync.credentials import EXPIRY_MARGIN
+from syncd.timeutil import NS_PER_S, parse_ns
 from tests.helpers import assert_log_invariants, changes, mirror
 from tests.process_kit import Event, SyncdProcess, query, syncd
 from tests.webhook_kit import KEY, inbox_rows
@@ -540,3 +542,79 @@ async def test_a_source_answering_500s_does_not_delay_the_other_sources(tmp_path
             assert mirrored(db, name) == upstream_view(market, ids["ab".index(name)])
             assert_log_invariants(db, name)
         assert mirror(db, "down") == {}
+
+
+# --- 6: OAuth tokens refreshed before they expire, and once on a 401 ---------------------------
+
+
+async def test_tokens_are_refreshed_before_expiry_and_once_on_a_401(tmp_path: Path) -> None:
+    """The app's access tokens live ``EXPIRY_MARGIN`` + 2 s (refresh tokens rotate, PKCE style),
+    sources poll every 0.3 s. Seller A's token is expired upstream: a's next pass meets the 401,
+    refreshes once (however many of its requests were refused) and goes on. Seller B's token is never refused: b refreshes when it is due
+    (within the margin of its expiry, not earlier, not on every pass), with the rotated refresh
+    token, and its passes stay good throughout."""
+    oauth = OAuthConfig(access_token_ttl=EXPIRY_MARGIN + 2, rotate_refresh_tokens=True)
+    async with serve_marketplace(sellers(2, items=4), oauth) as (market, url):
+        ids = list(market.sellers)
+        db = tmp_path / "syncd.db"
+        fast = "poll_interval = 0.3"
+        config = write_app_config(
+            tmp_path / "syncd.toml",
+            db,
+            url,
+            {
+                name: oauth_source(market.grant(mid), fast)
+                for name, mid in zip("ab", ids, strict=True)
+            },
+        )
+
+        def refreshes(source: str, after: int = 0) -> list[Event]:
+            return [
+                e
+                for e in daemon.proc.events[after:]
+                if e.get("event") == "oauth_token_refreshed" and e.get("source") == source
+            ]
+
+        async with running(config, db) as daemon:
+            await first_passes(daemon, ["a", "b"])
+            [first_b] = refreshes("b")
+            assert market.status_counts[401] == 0
+
+            mark = daemon.at()
+            assert market.expire(ids[0]) == 1
+            refreshed = await daemon.next("oauth_token_refreshed", after=mark, source="a")
+            assert refreshed["refresh_token_rotated"] is True
+            await daemon.next(
+                "sync_pass", after=daemon.proc.events.index(refreshed), source="a", outcome="ok"
+            )
+            # One 401 per request that was in flight with the expired token (a pass reads its
+            # two locations' partitions at once); one refresh between them.
+            rejected = market.status_counts[401]
+            assert 1 <= rejected <= len(market.seller(ids[0]).location_ids)
+            assert len(refreshes("a", mark)) == 1
+
+            second_b = await daemon.next(
+                "oauth_token_refreshed",
+                after=daemon.proc.events.index(first_b) + 1,
+                source="b",
+                timeout=8,
+            )
+            due_ns = parse_ns(str(first_b["expires_at"])) - int(EXPIRY_MARGIN * NS_PER_S)
+            at_ns = parse_ns(str(second_b["ts"]))
+            assert due_ns <= at_ns < parse_ns(str(first_b["expires_at"]))
+            assert second_b["refresh_token_rotated"] is True
+            assert parse_ns(str(second_b["expires_at"])) > parse_ns(str(first_b["expires_at"]))
+            # Meanwhile b's passes used the stored token: no refresh on each pass.
+            start, end = daemon.proc.events.index(first_b), daemon.proc.events.index(second_b)
+            used = [
+                e["event"] for e in daemon.proc.events[start + 1 : end] if e.get("source") == "b"
+            ]
+            assert used.count("sync_pass") >= 3
+            assert "oauth_token_refreshed" not in used
+            assert market.status_counts[401] == rejected  # b's token was never refused
+            assert {p["outcome"] for p in daemon.passes("b")} == {"ok"}
+            stats = market.stats()["sellers"]
+            assert isinstance(stats, dict)
+            assert stats[ids[1]]["token_refreshes"] == len(refreshes("b"))
+        for name in "ab":
+            assert_log_invariants(db, name)
