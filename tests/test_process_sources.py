@@ -11,20 +11,34 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.simulator import Marketplace, OAuthConfig, SimulatorConfig, serve_marketplace
+from syncd.simulator import (
+    Marketplace,
+    OAuthConfig,
+    Simulator,
+    SimulatorConfig,
+    serve,
+    serve_marketplace,
+)
 from syncd.simulator.webhooks import WebhookTarget
+from syncd.store import Store
 from syncd.store.inbox import UNKNOWN_SOURCE
+from syncd.store.migrations import SCHEMA_VERSION, migrate
+from syncd.store.sqlite import Writer, connect_reader, connect_writer
 from syncd.sync.credentials import EXPIRY_MARGIN
+from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.timeutil import NS_PER_S, parse_ns
+from syncd.upstream.http import RetryPolicy
+from syncd.upstream.square import SquareCounts, SquareOptions
 from tests.helpers import assert_log_invariants, changes, mirror
 from tests.process_kit import Event, SyncdProcess, query, syncd
 from tests.webhook_kit import KEY, inbox_rows
@@ -193,7 +207,7 @@ def subscribe(market: Marketplace, daemon: Running) -> None:
     )
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``check`` (a cheap read of the database or the log) until it holds."""
     async with asyncio.timeout(timeout):
         while not check():
@@ -202,6 +216,11 @@ async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = ""
 
 def key_of(row: Mapping[str, str]) -> Key:
     return (row["catalog_object_id"], row["location_id"], row["state"])
+
+
+def mirrors(db: Path, source: str, row: Mapping[str, str]) -> bool:
+    """Whether ``source``'s mirror holds ``row``'s quantity."""
+    return mirror(db, source).get(key_of(row), {}).get("quantity") == row["quantity"]
 
 
 def upstream_view(market: Marketplace, merchant_id: str) -> dict[Key, str]:
@@ -271,7 +290,7 @@ async def test_three_sellers_one_log_and_a_webhook_pokes_its_sellers_source_only
                 await market.webhooks.drain()
             assert market.webhooks.statuses == {200: 1}
             await daemon.next("webhook_events_processed", after=mark, source="b")
-            await until(lambda: mirrored(db, "b")[key_of(changed)] == changed["quantity"])
+            await until(partial(mirrors, db, "b", changed))
             after = await daemon.metrics()
             webhook = await daemon.next("webhook", after=mark)
             assert (webhook["source"], webhook["merchant_id"], webhook["outcome"]) == (
@@ -435,7 +454,7 @@ async def test_a_revoked_grant_marks_only_its_source_unauthorized(tmp_path: Path
             changed = {mid: market.seller(mid).mutate(1)[0] for mid in ids}
             for name, mid in (("a", ids[0]), ("c", ids[2])):
                 row = changed[mid]
-                await until(lambda: mirrored(db, name)[key_of(row)] == row["quantity"])  # noqa: B023
+                await until(partial(mirrors, db, name, row))
             failed = await daemon.next("sync_pass", after=mark, source="b", outcome="failed")
             assert "unauthorized" in failed["error"]
             assert mirrored(db, "b")[key_of(changed[ids[1]])] != changed[ids[1]]["quantity"]
@@ -529,7 +548,7 @@ async def test_a_source_answering_500s_does_not_delay_the_other_sources(tmp_path
                 await until(lambda: broken.in_flight > 0)  # down is mid-attempt
                 t0 = time.monotonic()
                 [row] = market.seller(mid).mutate(1)
-                await until(lambda: logged_at(db, name, row), timeout=5)  # noqa: B023
+                await until(partial(logged_at, db, name, row), timeout=5)
                 took = time.monotonic() - t0
                 assert took < 1.0, f"round {round_}: {name}'s change took {took:.2f}s"
             assert broken.requests > tried  # down kept trying (and failing) meanwhile
@@ -618,3 +637,112 @@ async def test_tokens_are_refreshed_before_expiry_and_once_on_a_401(tmp_path: Pa
             assert stats[ids[1]]["token_refreshes"] == len(refreshes("b"))
         for name in "ab":
             assert_log_invariants(db, name)
+
+
+# --- 7: a single-source database of the previous schema migrates with its log intact ------------
+
+LEGACY_TOKEN = "legacy-static-token"
+CHANGES_RAW = (  # text as hex, so the comparison is byte for byte
+    "SELECT seq, typeof(seq), hex(recorded_at), hex(kind), hex(source), hex(catalog_object_id),"
+    " hex(location_id), hex(state), job_id, hex(old), typeof(old), hex(new), typeof(new)"
+    " FROM changes ORDER BY seq"
+)
+
+
+async def sync_at_schema_5(db: Path, sim: Simulator, url: str) -> None:
+    """A database as the single-source syncd left it: schema 5 (before sources and credentials),
+    built by the real migrations, synced by the engine through the real Square adapter: a full
+    pass, an incremental one after changes, and a full one that logs removals."""
+    conn = await connect_writer(db)
+    try:
+        await migrate(conn, target=5)
+        reader = await connect_reader(db)
+    except BaseException:
+        await conn.close()
+        raise
+    store = Store(db, Writer(conn), reader)
+    try:
+        async with aiohttp.ClientSession() as session:
+            options = SquareOptions(
+                base_url=url,
+                access_token=LEGACY_TOKEN,
+                api_version="2025-08-20",
+                policy=RetryPolicy(max_retries=1, backoff_initial=0.0, backoff_max=0.0),
+            )
+            engine = SyncEngine(
+                store,
+                SquareCounts(session, options),
+                EngineOptions(source="square", overlap=1, clock_margin=0),
+            )
+            assert (await engine.run_pass()).ok
+            sim.mutate(4)
+            assert (await engine.run_pass()).changes == 4
+            sim.remove(2)
+            assert (await engine.run_pass(full=True)).removed == 2
+    finally:
+        await store.aclose()
+
+
+async def test_a_schema_5_single_source_database_migrates_in_place_under_a_legacy_config(
+    tmp_path: Path,
+) -> None:
+    """A schema-5 database with its change log (updates and removals) and the legacy ``[square]``
+    table: the current daemon logs ``config_deprecated``, migrates the file in place to the
+    current schema, rewrites and renumbers no change entry (byte for byte, and the AUTOINCREMENT
+    high-water mark), registers the source, and goes on syncing: new entries follow the old
+    ones, and replaying the whole log still gives the mirror."""
+    async with serve(SimulatorConfig(locations=2, items=10, access_token=LEGACY_TOKEN)) as (
+        sim,
+        url,
+    ):
+        db = tmp_path / "syncd.db"
+        await sync_at_schema_5(db, sim, url)
+        assert query(db, "PRAGMA user_version") == [(5,)]
+        before = query(db, CHANGES_RAW)
+        assert len(before) == 20 + 4 + 2
+        [(high_water,)] = query(db, "SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        mirror_before = mirror(db)
+        assert_log_invariants(db)
+
+        config = tmp_path / "syncd.toml"
+        config.write_text(f"""
+database = "{db}"
+shutdown_timeout = 5
+
+[square]
+base_url = "{url}"
+access_token = "{LEGACY_TOKEN}"
+poll_interval = 0.3
+overlap = 1
+clock_margin = 0
+retry_backoff_initial = 0.01
+retry_backoff_max = 0.05
+
+[http]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+format = "json"
+""")
+        async with running(config, db) as daemon:
+            deprecated = await daemon.next("config_deprecated", after=0)
+            assert "[sources.square]" in str(deprecated["detail"])
+            first = await daemon.next("sync_pass", after=0, source="square", outcome="ok")
+            assert first["changes"] == 0  # the same data: nothing logged again
+            assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+            assert query(db, CHANGES_RAW) == before
+            assert mirror(db) == mirror_before
+            assert query(db, "SELECT source, removed_at FROM sources") == [("square", None)]
+
+            changed = sim.mutate(3)
+            for row in changed:
+                await until(partial(logged_at, db, "square", row))
+        after = query(db, CHANGES_RAW)
+        assert after[: len(before)] == before
+        assert len(after) == len(before) + 3
+        assert all(entry[0] > high_water for entry in after[len(before) :])
+        assert_log_invariants(db)
+        assert mirrored(db, "square") == {key_of(r): r["quantity"] for r in sim.snapshot()}
