@@ -34,7 +34,6 @@ from syncd.store import Store
 from syncd.store.inbox import UNKNOWN_SOURCE
 from syncd.store.migrations import SCHEMA_VERSION, migrate
 from syncd.store.sqlite import Writer, connect_reader, connect_writer
-from syncd.sync.credentials import EXPIRY_MARGIN
 from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.timeutil import NS_PER_S, parse_ns
 from syncd.upstream.http import RetryPolicy
@@ -567,12 +566,13 @@ async def test_a_source_answering_500s_does_not_delay_the_other_sources(tmp_path
 
 
 async def test_tokens_are_refreshed_before_expiry_and_once_on_a_401(tmp_path: Path) -> None:
-    """The app's access tokens live ``EXPIRY_MARGIN`` + 2 s (refresh tokens rotate, PKCE style),
-    sources poll every 0.3 s. Seller A's token is expired upstream: a's next pass meets the 401,
-    refreshes once (however many of its requests were refused) and goes on. Seller B's token is never refused: b refreshes when it is due
-    (within the margin of its expiry, not earlier, not on every pass), with the rotated refresh
-    token, and its passes stay good throughout."""
-    oauth = OAuthConfig(access_token_ttl=EXPIRY_MARGIN + 2, rotate_refresh_tokens=True)
+    """The app's access tokens live 4 s (refresh tokens rotate, PKCE style), sources poll every
+    0.3 s. Seller A's token is expired upstream: a's next pass meets the 401, refreshes once
+    (however many of its requests were refused) and goes on. Seller B's token is never refused:
+    b refreshes it before it expires, once half its lifetime is gone (a token this short is
+    always within ``EXPIRY_MARGIN`` of its expiry), not earlier and not on every pass, with the
+    rotated refresh token, and its passes stay good throughout."""
+    oauth = OAuthConfig(access_token_ttl=4, rotate_refresh_tokens=True)
     async with serve_marketplace(sellers(2, items=4), oauth) as (market, url):
         ids = list(market.sellers)
         db = tmp_path / "syncd.db"
@@ -616,11 +616,12 @@ async def test_tokens_are_refreshed_before_expiry_and_once_on_a_401(tmp_path: Pa
                 "oauth_token_refreshed",
                 after=daemon.proc.events.index(first_b) + 1,
                 source="b",
-                timeout=8,
+                timeout=6,
             )
-            due_ns = parse_ns(str(first_b["expires_at"])) - int(EXPIRY_MARGIN * NS_PER_S)
+            first_at, expires = parse_ns(str(first_b["ts"])), parse_ns(str(first_b["expires_at"]))
+            half_life = (expires - first_at) // 2
             at_ns = parse_ns(str(second_b["ts"]))
-            assert due_ns <= at_ns < parse_ns(str(first_b["expires_at"]))
+            assert first_at + half_life - NS_PER_S // 10 <= at_ns < expires
             assert second_b["refresh_token_rotated"] is True
             assert parse_ns(str(second_b["expires_at"])) > parse_ns(str(first_b["expires_at"]))
             # Meanwhile b's passes used the stored token: no refresh on each pass.
