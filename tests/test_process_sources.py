@@ -66,7 +66,6 @@ def write_app_config(
     upstream: str,
     sources: Mapping[str, str],
     *,
-    defaults: str = "",
     extra: str = "",
 ) -> Path:
     """A config of one app in front of ``upstream``: the app's OAuth client, webhook key and URL in
@@ -88,7 +87,6 @@ retry_backoff_initial = 0.01
 retry_backoff_max = 0.05
 max_retries = 2
 request_timeout = 5
-{defaults}
 
 [source_defaults.oauth]
 client_id = "sim-client"
