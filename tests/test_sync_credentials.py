@@ -4,7 +4,7 @@ partitioning by the seller's active locations."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from syncd.store import Store
 from syncd.store import credentials as stored
 from syncd.sync.credentials import SourceUnauthorized, TokenKeeper
 from syncd.sync.engine import EngineOptions, SyncEngine
+from syncd.timeutil import NS_PER_S, now_ns
 from syncd.upstream.http import RetryPolicy
 from syncd.upstream.locations import SquareLocations
 from syncd.upstream.oauth import TokenGrant, refresh_access_token
@@ -48,7 +49,11 @@ async def _store(path: Path) -> AsyncIterator[Store]:
 
 
 def _keeper(
-    store: Store, session: aiohttp.ClientSession, url: str, refresh_token: str
+    store: Store,
+    session: aiohttp.ClientSession,
+    url: str,
+    refresh_token: str,
+    clock: Callable[[], int] = now_ns,
 ) -> TokenKeeper:
     async def refresh(token: str) -> TokenGrant:
         return await refresh_access_token(
@@ -67,6 +72,7 @@ def _keeper(
         configured_refresh_token=refresh_token,
         refresh_after=7 * 86400,
         alert_after=8 * 86400,
+        clock=clock,
     )
 
 
@@ -119,6 +125,38 @@ async def test_a_401_refreshes_once_and_the_read_goes_on(
         assert await _read_all(counts) == seller.count_total()
         assert keeper.refreshes == 2
         assert await keeper.token() != first
+
+
+async def test_a_short_lived_token_is_refreshed_at_half_its_life_not_on_every_call(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A token that lives less than twice the expiry margin (here an hour; Square's
+    short-lived tokens live 24 hours) is reused until half its lifetime is gone, then
+    refreshed once: not refreshed on every call for being "within a day of its expiry"."""
+    skew = [0]
+    configs = [SimulatorConfig(locations=1, items=2, seed=1)]
+    async with (
+        serve_marketplace(configs, OAuthConfig(access_token_ttl=3600)) as (sim, url),
+        _store(tmp_path / "syncd.db") as store,
+    ):
+        keeper = _keeper(
+            store,
+            session,
+            url,
+            sim.grant(sim.first.merchant_id),
+            clock=lambda: now_ns() + skew[0],
+        )
+        first = await keeper.token()
+        for _ in range(4):
+            assert await keeper.token() == first
+        assert keeper.refreshes == 1
+        skew[0] = 1700 * NS_PER_S  # not yet half of the hour
+        assert await keeper.token() == first
+        skew[0] = 1850 * NS_PER_S
+        second = await keeper.token()
+        assert second != first
+        assert await keeper.token() == second
+        assert keeper.refreshes == 2
 
 
 async def test_a_revoked_grant_marks_the_source_unauthorized(

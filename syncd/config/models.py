@@ -150,7 +150,8 @@ class OAuthSettings(BaseModel):
     refresh_after: Positive = Field(
         default=604800,
         description="Seconds after which an access token is refreshed (Square: every 7 days or"
-        " sooner); also refreshed a day before it expires, and once on a 401.",
+        " sooner); also refreshed a day before it expires (at half its lifetime if shorter than"
+        " two days), and once on a 401.",
     )
     alert_after: Positive = Field(
         default=691200,

@@ -2,11 +2,12 @@
 
 Square's guidance: access tokens last 30 days; refresh every 7 days or sooner; alert on a token older
 than 8 days. The keeper refreshes when the stored token is older than ``refresh_after`` or expires
-within ``EXPIRY_MARGIN``, and once when the upstream rejects the current token. The answer (access
-token, expiry, merchant id and, when Square rotates it, the new refresh token) is written to the
-database before it is used, so a restart reuses it (no refresh storm) and a rotated refresh token is
-never lost. A revoked grant marks the source ``unauthorized`` (logged, metric, stored); the keeper
-then raises ``SourceUnauthorized`` without calling the upstream again until the configuration gives a
+within ``EXPIRY_MARGIN`` (within half its lifetime, for a token shorter-lived than twice that),
+and once when the upstream rejects the current token. The answer (access token, expiry, merchant
+id and, when Square rotates it, the new refresh token) is written to the database before it is
+used, so a restart reuses it (no refresh storm) and a rotated refresh token is never lost. A
+revoked grant marks the source ``unauthorized`` (logged, metric, stored); the keeper then raises
+``SourceUnauthorized`` without calling the upstream again until the configuration gives a
 different refresh token, or a refresh is asked for explicitly (``check_now``).
 """
 
@@ -28,7 +29,8 @@ from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
 
 log = structlog.get_logger("syncd.credentials")
 
-EXPIRY_MARGIN = 86_400.0  # refresh at the latest one day before the token expires
+EXPIRY_MARGIN = 86_400.0  # refresh at the latest one day before the token expires (or at half
+# the lifetime of a token that lives less than two days)
 
 
 class SourceUnauthorized(SyncdError):
@@ -131,8 +133,14 @@ class TokenKeeper:
                 expires_at=state.expires_at,
                 hint="refreshes keep failing; see oauth_refresh_failed",
             )
-        left = parse_ns(state.expires_at) - now
-        return age >= self.refresh_after * NS_PER_S or left <= EXPIRY_MARGIN * NS_PER_S
+        expires = parse_ns(state.expires_at)
+        left = expires - now
+        # A token that lives less than twice the margin (Square's short-lived 24-hour tokens,
+        # say) is due at half its lifetime, else it would be due from the start and every
+        # request would refresh it.
+        lifetime = expires - parse_ns(state.refreshed_at)
+        margin = min(EXPIRY_MARGIN * NS_PER_S, lifetime // 2)
+        return age >= self.refresh_after * NS_PER_S or left <= margin
 
     def _candidates(self) -> list[str]:
         """Refresh tokens to try: the stored one (it may have rotated), then the configured one."""
