@@ -303,7 +303,12 @@ def head_seq(db: Db) -> int:
 
 
 def daemon_config(
-    tmp: Path, sim_url: str, http_port: int, key: str, tokens: dict[str, str]
+    tmp: Path,
+    sim_url: str,
+    http_port: int,
+    key: str,
+    tokens: dict[str, str],
+    poll_interval: float | None,
 ) -> Path:
     notification_url = f"http://127.0.0.1:{http_port}/webhooks"
     lines = [
@@ -322,6 +327,8 @@ def daemon_config(
         'client_id = "sim-client"',
         'client_secret = "sim-secret"',
     ]
+    if poll_interval is not None:
+        lines.insert(lines.index("[source_defaults.oauth]"), f"poll_interval = {poll_interval}")
     for name, token in tokens.items():
         lines += [f"[sources.{name}.oauth]", f'refresh_token = "{token}"']
     config = tmp / "syncd.toml"
@@ -377,7 +384,7 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             name: sim_post(sim_url, "/_sim/oauth/grant", {"merchant_id": mid})["refresh_token"]
             for name, mid in merchants.items()
         }
-        config = daemon_config(tmp, sim_url, http_port, key, tokens)
+        config = daemon_config(tmp, sim_url, http_port, key, tokens, args.poll_interval)
         db = Db(tmp / "syncd.db")
         stack.callback(db.close)
         sim = SimClient(sim_port)
@@ -423,9 +430,13 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # (2) idle: no upstream change; safety-net polls only
         time.sleep(args.settle)
         passes_before = db.query("SELECT COUNT(*) FROM passes")[0][0]
+        spy = _profile(args, pid, tmp / "idle.pyspy.txt", args.idle_seconds)
         c0, w0 = cpu_seconds(pid), time.monotonic()
         time.sleep(args.idle_seconds)
         c1, w1 = cpu_seconds(pid), time.monotonic()
+        if spy is not None:
+            spy.wait(30)
+            out["idle_profile"] = str(tmp / "idle.pyspy.txt")
         out["idle_cpu_pct"] = 100 * (c1 - c0) / (w1 - w0)
         out["idle_passes"] = db.query("SELECT COUNT(*) FROM passes")[0][0] - passes_before
         out["mem_idle"] = memory_mb(pid)
@@ -457,6 +468,19 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def _profile(
+    args: argparse.Namespace, pid: int, path: Path, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    """With ``--profile-idle``: py-spy samples the daemon (without pausing it) for ``seconds``,
+    collapsed stacks to ``path`` (py-spy is no dependency of syncd: ``pip install py-spy``)."""
+    if not args.profile_idle:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking"]
+    cmd += ["--format", "raw", "--rate", "200", "--output", str(path)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_phase(
     name: str,
     db: Db,
@@ -473,7 +497,8 @@ def run_phase(
     phase.seconds = time.monotonic() - w0
     phase.cpu_seconds = cpu_seconds(pid) - c0
     phase.sim_cpu_seconds = cpu_seconds(sim_pid) - s0
-    wait = max(30.0, args.fault_seconds + 2 * POLL_INTERVAL) if name == "fault" else 30.0
+    poll = args.poll_interval or POLL_INTERVAL
+    wait = max(30.0, args.fault_seconds + 2 * poll) if name == "fault" else 30.0
     collect(db, phase, time.monotonic() + wait)
     return phase
 
@@ -697,6 +722,33 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
                 print(f"    {phase} missing e.g. {r[phase]['missing_sample']}")
 
 
+def _frame(text: str) -> str:
+    """``fn (syncd/sync/engine.py:120)`` -> ``fn (syncd/sync/engine.py)``: one entry per function."""
+    name, _, where = text.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Self and inclusive share of samples per function, from py-spy's collapsed stacks (py-spy
+    leaves out threads it sees idle, so the samples are where CPU went)."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    print(f"  {total} samples; top by inclusive share (% of samples)")
+    for name, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / total:5.1f} %  self {100 * own.get(name, 0) / total:5.1f} %  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, default=200, help="the largest scale")
@@ -712,6 +764,16 @@ def main() -> None:
     )
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--fault-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        help="sources' poll_interval (the safety-net pass); default: syncd's own (60 s)",
+    )
+    parser.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="sample the daemon with py-spy during (2); prints the top frames",
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after (1) before (2)")
     parser.add_argument("--sync-timeout", type=float, default=900.0)
     parser.add_argument("--quick", action="store_true", help="20 sources, compressed (~2 min)")
@@ -734,7 +796,8 @@ def main() -> None:
     print(
         f"many sources in one daemon: scales {scales} x {args.counts:,} counts"
         f" ({args.locations} locations each), {os.cpu_count()} CPUs; defaults of syncd"
-        f" (poll_interval {POLL_INTERVAL:g} s, max_concurrent_passes 8, debounce 0.1 s)"
+        f" (poll_interval {args.poll_interval or POLL_INTERVAL:g} s, max_concurrent_passes 8,"
+        " debounce 0.1 s)"
     )
     rate = (
         f"COMPRESSED: 1 change per source every {args.minute_seconds:g} s (instead of 60 s)"
@@ -754,6 +817,10 @@ def main() -> None:
         results.append(result)
     print()
     print_table(results, args)
+    for r in results:
+        if "idle_profile" in r:
+            print(f"\nidle profile of {r['sources']} sources (py-spy, {args.idle_seconds:g} s):")
+            print_profile(Path(r["idle_profile"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
 
