@@ -53,7 +53,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/many_sources.py --quick
 
 ## bench-sources: issue 11's figures at full scale: 1, 20 and 200 sources x 2,000 counts, 1 change per
-## source per minute, one source answering 500s for a minute (about 20 minutes)
+## source per minute, one source answering 500s for a minute (about 15 minutes)
 bench-sources: $(STAMP)
 	$(BIN)/python bench/many_sources.py --sources 200 --counts 2000
 

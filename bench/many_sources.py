@@ -2,7 +2,7 @@
 not a test.
 
     .venv/bin/python bench/many_sources.py                  # 200 sources x 2,000 counts, real rate
-    .venv/bin/python bench/many_sources.py --quick          # 20 sources, compressed: about 2 minutes
+    .venv/bin/python bench/many_sources.py --quick          # 1 and 20 sources, compressed: 1.5 min
     .venv/bin/python bench/many_sources.py --sources 200 --counts 2000 --minutes 3 \\
         --scales 1,20,200 --idle-seconds 60 --fault-seconds 60
 
@@ -776,7 +776,9 @@ def main() -> None:
     )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after (1) before (2)")
     parser.add_argument("--sync-timeout", type=float, default=900.0)
-    parser.add_argument("--quick", action="store_true", help="20 sources, compressed (~2 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 and 20 sources, compressed (~1.5 min)"
+    )
     parser.add_argument("--keep", type=Path, help="keep databases and logs under this directory")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
