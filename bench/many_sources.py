@@ -697,6 +697,13 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             f" MB/source, idle CPU +{(b['idle_cpu_pct'] - a['idle_cpu_pct']) / dn:.4f} % core/source,"
             f" first-sync CPU +{(b['sync_cpu_s'] - a['sync_cpu_s']) / dn:.3f} core-s/source"
         )
+    poll = args.poll_interval or POLL_INTERVAL
+    if args.idle_seconds < poll:
+        print(
+            f"NOTE: the idle window ({args.idle_seconds:g} s) is shorter than poll_interval"
+            f" ({poll:g} s), so it may hold none of the safety-net polls: (2) is a lower bound;"
+            f" use --idle-seconds {poll:g} for the real idle cost"
+        )
     biggest = results[-1]
     misses = []
     if not get(biggest, "normal", "all", "p50_ms") < TARGETS["p50_ms"]:
