@@ -692,10 +692,10 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         dn = b["sources"] - a["sources"]
         print(
             f"\ngrowth {a['sources']} -> {b['sources']} sources:"
-            f" peak RSS +{(b['mem_end']['VmHWM'] - a['mem_end']['VmHWM']) / dn:.2f} MB/source,"
-            f" RSS after sync +{(b['mem_after_sync']['VmRSS'] - a['mem_after_sync']['VmRSS']) / dn:.2f}"
-            f" MB/source, idle CPU +{(b['idle_cpu_pct'] - a['idle_cpu_pct']) / dn:.4f} % core/source,"
-            f" first-sync CPU +{(b['sync_cpu_s'] - a['sync_cpu_s']) / dn:.3f} core-s/source"
+            f" peak RSS {(b['mem_end']['VmHWM'] - a['mem_end']['VmHWM']) / dn:+.2f} MB/source,"
+            f" RSS after sync {(b['mem_after_sync']['VmRSS'] - a['mem_after_sync']['VmRSS']) / dn:+.2f}"
+            f" MB/source, idle CPU {(b['idle_cpu_pct'] - a['idle_cpu_pct']) / dn:+.4f} % core/source,"
+            f" first-sync CPU {(b['sync_cpu_s'] - a['sync_cpu_s']) / dn:+.3f} core-s/source"
         )
     poll = args.poll_interval or POLL_INTERVAL
     if args.idle_seconds < poll:
