@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DB ?= syncd-demo.db
 
-.PHONY: run test system-packages lint fmt typecheck bench soak clean
+.PHONY: run test system-packages lint fmt typecheck bench bench-sources soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -42,13 +42,20 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot)
+## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot,
+## many sources at a quick, compressed scale)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
 	$(BIN)/python bench/webhook_ingest.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/many_sources.py --quick
+
+## bench-sources: issue 11's figures at full scale: 1, 20 and 200 sources x 2,000 counts, 1 change per
+## source per minute, one source answering 500s for a minute (about 15 minutes)
+bench-sources: $(STAMP)
+	$(BIN)/python bench/many_sources.py --sources 200 --counts 2000
 
 ## soak: the long proofs of issue 6 (SIGKILL rounds, chaos against the daemon, a webhook fuzz run, a
 ## million-count sync under readers, hypothesis at 2,000 examples); prints the summary table.

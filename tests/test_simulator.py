@@ -578,6 +578,34 @@ async def test_scripted_faults(make_server: MakeServer) -> None:
         sim.fail_next(418)
 
 
+async def test_outage_for_seconds(make_server: MakeServer) -> None:
+    """POST /_sim/fail with ``seconds``: every batch-retrieve answers that status until the window
+    ends (scripted answers first), then normal service resumes; ``seconds`` 0 ends it early."""
+    clock = [100.0]
+    sim, client = await make_server(SimulatorConfig(items=2), monotonic=lambda: clock[0])
+    resp = await client.post("/_sim/fail", json={"status": 500, "seconds": 60})
+    assert await resp.json() == {"queued": 0, "outage_seconds": 60.0}
+    sim.fail_next(429)
+    assert (await call(client, {}))[0] == 429
+    for _ in range(3):
+        status, body = await call(client, {})
+        assert (status, body["errors"][0]["code"]) == (500, "INTERNAL_SERVER_ERROR")
+    clock[0] += 59.9
+    assert (await call(client, {}))[0] == 500
+    clock[0] += 0.1
+    assert (await call(client, {}))[0] == 200
+    assert sim.outage is None
+    await client.post("/_sim/fail", json={"status": 503, "seconds": 10, "retry_after": 2})
+    resp = await client.post(BATCH_RETRIEVE_PATH, data=b"{}")
+    assert (resp.status, resp.headers.get("Retry-After")) == (503, "2")
+    await client.post("/_sim/fail", json={"status": 503, "seconds": 0})
+    assert (await call(client, {}))[0] == 200
+    resp = await client.post("/_sim/fail", json={"status": 418, "seconds": 5})
+    assert resp.status == 400
+    with pytest.raises(ValueError, match="cannot script"):
+        sim.fail_for(500, -1)
+
+
 async def test_unknown_route_or_method_answers_square_envelope(make_server: MakeServer) -> None:
     """The API side answers 404/405 in Square's error envelope."""
     _, client = await make_server(SimulatorConfig(items=1))

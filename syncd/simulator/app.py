@@ -92,8 +92,9 @@ def _authenticated(request: web.Request) -> Simulator:
 
 async def _batch_retrieve(request: web.Request) -> web.Response:
     sim = _authenticated(request)
-    if sim.faults:
-        raise SquareError.scripted(*sim.faults.popleft())
+    fault = sim.next_fault()
+    if fault is not None:
+        raise SquareError.scripted(*fault)
     check_headers(None, request.headers.get("Square-Version"), None)
     config = sim.config
     query = parse_request(await request.read(), max_limit=config.max_limit)
@@ -277,13 +278,23 @@ async def _sim_remove(request: web.Request) -> web.Response:
 
 
 async def _sim_fail(request: web.Request) -> web.Response:
-    """``{"status": 429, "times": 1, "retry_after": 1}``: script the next batch-retrieve answers."""
+    """``{"status": 429, "times": 1, "retry_after": 1}``: script the next batch-retrieve answers;
+    ``{"status": 500, "seconds": 60}``: every one for the next 60 s (an outage; 0 ends it)."""
     body, sim = await _control_seller(request)
     try:
-        sim.fail_next(int(body["status"]), int(body.get("times", 1)), body.get("retry_after"))
+        if "seconds" in body:
+            sim.fail_for(int(body["status"]), float(body["seconds"]), body.get("retry_after"))
+        else:
+            sim.fail_next(int(body["status"]), int(body.get("times", 1)), body.get("retry_after"))
     except (KeyError, TypeError, ValueError) as exc:
         return _bad(f"bad fault: {exc}")
-    return _json({"queued": len(sim.faults)})
+    outage = sim.outage
+    return _json(
+        {
+            "queued": len(sim.faults),
+            "outage_seconds": 0.0 if outage is None else max(0.0, outage[0] - sim.monotonic()),
+        }
+    )
 
 
 async def _sim_counts(request: web.Request) -> web.Response:

@@ -259,6 +259,9 @@ class Simulator:
         self.removals = 0
         self.seq = 0  # bumped by every change; cursors remember where their chain began
         self.faults: deque[tuple[int, float | None]] = deque()  # scripted (status, retry_after)
+        # An outage: every batch-retrieve answers this (status, retry_after) until the deadline
+        # (self.monotonic()); None when there is none. See fail_for / next_fault.
+        self.outage: tuple[float, int, float | None] | None = None
         self.merchant_id = self.config.merchant_id or merchant_id_for_seed(self.config.seed)
         # One signed inventory.count.updated webhook per changed count, while the app runs. In a
         # Marketplace every seller shares the app's sender and stamps its own event_merchant_id.
@@ -523,6 +526,28 @@ class Simulator:
         if status not in FAULTS or times < 0 or (retry_after is not None and retry_after < 0):
             raise ValueError(f"cannot script status {status} x{times} (known: {sorted(FAULTS)})")
         self.faults.extend([(status, retry_after)] * times)
+
+    def fail_for(self, status: int, seconds: float, retry_after: float | None = None) -> None:
+        """Answer every batch-retrieve call with this error status for the next ``seconds``
+        (an outage of this seller; ``seconds`` 0 ends one). Scripted ``fail_next`` answers go
+        first."""
+        if status not in FAULTS or seconds < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError(
+                f"cannot script status {status} for {seconds} s (known: {sorted(FAULTS)})"
+            )
+        self.outage = (self.monotonic() + seconds, status, retry_after) if seconds else None
+
+    def next_fault(self) -> tuple[int, float | None] | None:
+        """The error the next batch-retrieve call answers (a scripted one, else the outage's),
+        or None for normal service."""
+        if self.faults:
+            return self.faults.popleft()
+        if self.outage is not None:
+            until, status, retry_after = self.outage
+            if self.monotonic() < until:
+                return status, retry_after
+            self.outage = None
+        return None
 
     # ---- reads -----------------------------------------------------------------------------------
 
