@@ -464,12 +464,13 @@ async def test_target_refuses_ids_it_already_has(redis_server: RedisServer) -> N
     target = RedisStreamTarget.from_url(redis_server.url)
     try:
         batch = [Message(seq, {b"seq": str(seq).encode()}) for seq in (1, 2, 3)]
-        assert await target.append(STREAM, batch, expect_last=0) == 0
+        assert await target.claim(STREAM, "db-1") == "db-1"
+        assert await target.append(STREAM, batch, expect_last=0, owner="db-1") == 0
         assert await target.last_seq(STREAM) == 3
         with pytest.raises(PublishError, match="moved"):
-            await target.append(STREAM, [Message(4, {b"seq": b"4"})], expect_last=2)
+            await target.append(STREAM, [Message(4, {b"seq": b"4"})], expect_last=2, owner="db-1")
         again = [Message(seq, {b"seq": str(seq).encode()}) for seq in (2, 3, 4)]
-        assert await target.append(STREAM, again, expect_last=3) == 2
+        assert await target.append(STREAM, again, expect_last=3, owner="db-1") == 2
         assert [i for i, _ in await stream_messages(redis_server.url, STREAM)] == [
             b"1-0",
             b"2-0",
@@ -485,8 +486,9 @@ async def test_target_refuses_ids_it_already_has(redis_server: RedisServer) -> N
 async def test_a_redis_user_limited_to_the_stream_commands_is_enough(
     store: Store, db_path: Path, redis_server: RedisServer
 ) -> None:
-    """The relay needs only XADD, XINFO STREAM, WATCH/UNWATCH, MULTI/EXEC (and AUTH) on its key:
-    an ACL user with just those publishes the log (docs/changelog.md names them)."""
+    """The relay needs only XADD, XINFO STREAM, WATCH/UNWATCH, MULTI/EXEC on its stream and GET/SET
+    on its claim KEY:owner (and AUTH): an ACL user with just those publishes the log
+    (docs/changelog.md names them)."""
     async with client(redis_server.url) as admin:
         await admin.execute_command(
             "ACL",
@@ -503,6 +505,8 @@ async def test_a_redis_user_limited_to_the_stream_commands_is_enough(
             "+unwatch",
             "+multi",
             "+exec",
+            "+get",
+            "+set",
         )
     url = f"redis://relay:s3cret@127.0.0.1:{redis_server.port}/0"
     await append(store, 250)

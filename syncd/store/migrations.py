@@ -169,6 +169,22 @@ MIGRATIONS: tuple[str, ...] = (
         LEFT JOIN (SELECT source, MIN(started_at) AS started_at FROM passes GROUP BY source)
             AS first ON first.source = seen.source;
     """,
+    # 7: this database's identity (issue 11): a random id made once, here, which the publish relay
+    # claims a stream with, so two databases never publish into one stream. One row, never
+    # updated; a copy of the file (a backup) keeps it. And why the relay refuses a stream, for
+    # `syncd status` (a new NULL column: no row is rewritten).
+    """
+    CREATE TABLE database_info (
+        one         INTEGER PRIMARY KEY CHECK (one = 1),
+        database_id TEXT    NOT NULL,
+        created_at  TEXT    NOT NULL
+    );
+
+    INSERT INTO database_info (one, database_id, created_at)
+        VALUES (1, lower(hex(randomblob(16))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+    ALTER TABLE publish_offsets ADD COLUMN refused TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
