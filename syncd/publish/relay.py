@@ -108,6 +108,7 @@ class Relay:
         self.database_id: str | None = None
         # Why the stream is refused right now (a StreamConflict), None while it is ours.
         self.conflict: StreamConflict | None = None
+        self._recorded_refusal: str | None = None  # what publish_offsets.refused says
         self.published = HeadSignal()  # moves after each batch; tests and the bench wait on it
         self._loaded = False
         self._checkpointed: int | None = None
@@ -184,7 +185,9 @@ class Relay:
     async def reconcile(self) -> None:
         """Claim the stream (or find it is this database's already) and resume after its last ID
         (see the module docstring). Raises StreamConflict when the stream is not ours to write."""
-        row, high_water, retained_from, database_id = await self._store.read(self._stored_state)
+        row, high_water, retained_from, database_id, refused = await self._store.read(
+            self._stored_state
+        )
         if database_id is None:
             raise PublishError(
                 "the database has no database_id (schema older than 7)",
@@ -196,6 +199,7 @@ class Relay:
         if not self._loaded:  # until the stream answers, the lag is counted from the checkpoint
             self.position = self.stream_last = stored
             self._checkpointed = row
+            self._recorded_refusal = refused
             self._loaded = True
             await self._checkpoint(force=True)  # a first row, so `syncd status` shows the lag
         stream = self.stream
@@ -236,7 +240,7 @@ class Relay:
         self.position = self.stream_last = last
         self.reconciled = True
         self._seq_gauge.set(last)
-        if self.conflict is not None:
+        if self.conflict is not None or self._recorded_refusal is not None:
             await self._refuse(None)
         log.info(
             "publish_reconciled",
@@ -327,12 +331,13 @@ class Relay:
 
     async def _stored_state(
         self, conn: aiosqlite.Connection
-    ) -> tuple[int | None, int, int, str | None]:
+    ) -> tuple[int | None, int, int, str | None, str | None]:
         return (
             await outbox.published(conn, self._target.name, self.stream),
             await changelog.high_water(conn),
             await changelog.retained_from(conn),
             await identity.database_id(conn),
+            await outbox.refused(conn, self._target.name, self.stream),
         )
 
     def _read_after(self, after: int) -> asyncio.Future[tuple[list[outbox.RawChange], int]]:
@@ -434,18 +439,21 @@ class Relay:
     async def _refuse(self, conflict: StreamConflict | None) -> None:
         """Show (or, with None, clear) why the stream is refused: the conflict gauge, and the
         ``refused`` column of ``publish_offsets`` for ``syncd status``."""
-        changed = _conflict_key(conflict) != _conflict_key(self.conflict)
+        text = None if conflict is None else conflict.message
+        changed = _conflict_key(conflict) != _conflict_key(self.conflict) or (text is None) != (
+            self._recorded_refusal is None
+        )
         self.conflict = conflict
         for reason, gauge in self._conflict_gauges.items():
             gauge.set(1 if conflict is not None and conflict.reason == reason else 0)
         if not changed:
             return
-        text = None if conflict is None else conflict.message
         target, stream, seq, at = self._target.name, self.stream, self.position, now_rfc3339()
         try:
             await self._store.write(
                 lambda conn: outbox.record_refused(conn, target, stream, seq, text, at)
             )
+            self._recorded_refusal = text
         except Exception as exc:  # shown in the log and the gauge anyway
             log.warning(
                 "publish_refusal_not_recorded", stream=stream, error=str(exc) or type(exc).__name__

@@ -65,6 +65,15 @@ async def record(conn: aiosqlite.Connection, target: str, stream: str, seq: int,
     )
 
 
+async def refused(conn: aiosqlite.Connection, target: str, stream: str) -> str | None:
+    """Why the target refuses ``stream``, as last recorded; None while it publishes."""
+    async with conn.execute(
+        "SELECT refused FROM publish_offsets WHERE target = ? AND stream = ?", (target, stream)
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 async def record_refused(
     conn: aiosqlite.Connection, target: str, stream: str, seq: int, refused: str | None, at: str
 ) -> None:
