@@ -126,8 +126,10 @@ class TimedTarget(RedisStreamTarget):
 
     acked: dict[int, float]
 
-    async def append(self, stream: str, messages: Sequence[Message], *, expect_last: int) -> int:
-        refused = await super().append(stream, messages, expect_last=expect_last)
+    async def append(
+        self, stream: str, messages: Sequence[Message], *, expect_last: int, owner: str
+    ) -> int:
+        refused = await super().append(stream, messages, expect_last=expect_last, owner=owner)
         now = time.perf_counter()
         for message in messages:
             self.acked[message.seq] = now

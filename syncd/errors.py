@@ -139,3 +139,13 @@ class PublishError(SyncdError):
     the batch, or the stream is not where the relay expects it. The relay reconciles and retries."""
 
     retryable = True
+
+
+class StreamConflict(PublishError):
+    """The stream is not this database's to publish to (issue 11): another database claimed it
+    (``reason`` ``owned``), or it holds seqs this change log never wrote (``ahead``). The relay
+    writes nothing to it and checks again after a backoff; an operator resolves it."""
+
+    def __init__(self, message: str, *, reason: str, **context: Any) -> None:
+        super().__init__(message, reason=reason, **context)
+        self.reason = reason

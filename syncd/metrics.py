@@ -239,6 +239,13 @@ PUBLISH_FAILURES = Counter(
     ["target"],
     registry=REGISTRY,
 )
+PUBLISH_STREAM_CONFLICT = Gauge(
+    "syncd_publish_stream_conflict",
+    "1 while the relay refuses its stream: another database claimed it (reason owned), or it holds"
+    " seqs this change log never wrote (ahead); nothing is written to it meanwhile",
+    ["target", "reason"],
+    registry=REGISTRY,
+)
 PUBLISH_BATCH_SECONDS = Histogram(
     "syncd_publish_batch_duration_seconds",
     "Round trip of one published batch",

@@ -528,3 +528,16 @@ def test_every_section_is_documented() -> None:
         assert model.__doc__
     for name, field in Settings.model_fields.items():
         assert field.description, name
+
+
+def test_a_stream_key_cannot_be_another_streams_claim() -> None:
+    """publish.redis.stream must not end in ':owner' (KEY:owner holds the claim on stream KEY,
+    issue 11) nor be empty; the {instance} template is fine."""
+    for bad in ("syncd:changes:eu-1:owner", " "):
+        with pytest.raises(ConfigError) as exc:
+            load_settings(env={"SYNCD_PUBLISH__REDIS__STREAM": bad})
+        [(key, _, why)] = exc.value.problems
+        assert key == "publish.redis.stream"
+        assert "owner" in why or "empty" in why
+    settings = load_settings(env={"SYNCD_PUBLISH__REDIS__STREAM": "syncd:changes:{instance}"})
+    assert settings.publish.redis.stream == "syncd:changes:{instance}"

@@ -4,6 +4,7 @@ exactly once, through crashes, outages, restarts from the AOF and lost writes; c
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from structlog.testing import capture_logs
 from syncd.metrics import REGISTRY
 from syncd.publish.redis_target import RedisStreamTarget
 from syncd.publish.relay import Relay, RelayOptions
-from syncd.store import Store, changelog, outbox
+from syncd.store import Store, changelog, identity, outbox
 from syncd.store.changelog import NewChange
 from syncd.store.retention import prune_batch
 from tests.redis_kit import (
@@ -464,12 +465,13 @@ async def test_target_refuses_ids_it_already_has(redis_server: RedisServer) -> N
     target = RedisStreamTarget.from_url(redis_server.url)
     try:
         batch = [Message(seq, {b"seq": str(seq).encode()}) for seq in (1, 2, 3)]
-        assert await target.append(STREAM, batch, expect_last=0) == 0
+        assert await target.claim(STREAM, "db-1") == "db-1"
+        assert await target.append(STREAM, batch, expect_last=0, owner="db-1") == 0
         assert await target.last_seq(STREAM) == 3
         with pytest.raises(PublishError, match="moved"):
-            await target.append(STREAM, [Message(4, {b"seq": b"4"})], expect_last=2)
+            await target.append(STREAM, [Message(4, {b"seq": b"4"})], expect_last=2, owner="db-1")
         again = [Message(seq, {b"seq": str(seq).encode()}) for seq in (2, 3, 4)]
-        assert await target.append(STREAM, again, expect_last=3) == 2
+        assert await target.append(STREAM, again, expect_last=3, owner="db-1") == 2
         assert [i for i, _ in await stream_messages(redis_server.url, STREAM)] == [
             b"1-0",
             b"2-0",
@@ -485,8 +487,9 @@ async def test_target_refuses_ids_it_already_has(redis_server: RedisServer) -> N
 async def test_a_redis_user_limited_to_the_stream_commands_is_enough(
     store: Store, db_path: Path, redis_server: RedisServer
 ) -> None:
-    """The relay needs only XADD, XINFO STREAM, WATCH/UNWATCH, MULTI/EXEC (and AUTH) on its key:
-    an ACL user with just those publishes the log (docs/changelog.md names them)."""
+    """The relay needs only XADD, XINFO STREAM, WATCH/UNWATCH, MULTI/EXEC on its stream and GET/SET
+    on its claim KEY:owner (and AUTH): an ACL user with just those publishes the log
+    (docs/changelog.md names them)."""
     async with client(redis_server.url) as admin:
         await admin.execute_command(
             "ACL",
@@ -503,6 +506,8 @@ async def test_a_redis_user_limited_to_the_stream_commands_is_enough(
             "+unwatch",
             "+multi",
             "+exec",
+            "+get",
+            "+set",
         )
     url = f"redis://relay:s3cret@127.0.0.1:{redis_server.port}/0"
     await append(store, 250)
@@ -533,3 +538,236 @@ async def test_a_graceful_stop_publishes_what_was_committed_until_then(
         await target.aclose()
     assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 1000
     assert await stored_offset(store) == 1000
+
+
+# --- one database per stream (issue 11) ---------------------------------------------------------
+
+OWNER = STREAM + ":owner"
+
+
+def conflict_gauge(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "syncd_publish_stream_conflict", {"target": "redis", "reason": reason}
+    )
+    return 0.0 if value is None else value
+
+
+async def refused_column(store: Store) -> str | None:
+    [row] = await store.read(outbox.all_offsets)
+    refused: str | None = row["refused"]
+    return refused
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_stream_claimed_by_another_database_gets_nothing(
+    store: Store, db_path: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Database A publishes 100 entries and owns the stream. Database B, with 300 entries (its
+    seqs are beyond the stream's, so the "ahead" check alone would let it write 101..300), is
+    refused by the claim: `publish_stream_owned` names both ids and the reset command, the conflict
+    gauge is 1 and `publish_offsets.refused` says why; nothing of B's reaches the stream while A
+    goes on publishing. After the operator resets the stream (DEL KEY KEY:owner), B claims it and
+    publishes its own log, and A is the one refused."""
+    a_id = await store.read(identity.database_id)
+    await append(store, 100)
+    other = await Store.open(tmp_path / "other.db")
+    try:
+        b_id = await other.read(identity.database_id)
+        assert a_id is not None
+        assert b_id is not None
+        assert a_id != b_id
+        await append(other, 300)
+        async with running_relay(store, redis_server.url) as a:
+            await caught_up(a, store)
+            async with client(redis_server.url) as redis:
+                assert await redis.get(OWNER) == a_id.encode()
+            with capture_logs() as logs:
+                async with running_relay(other, redis_server.url) as b:
+                    await wait_for(lambda: b.failures >= 3)
+                    assert conflict_gauge("owned") == 1
+                    assert b.conflict is not None
+                    assert b.conflict.reason == "owned"
+                    assert "belongs to database " + a_id in (await refused_column(other) or "")
+                    await append(store, 40)  # A goes on meanwhile
+                    await caught_up(a, store)
+            owned = [e for e in logs if e["event"] == "publish_stream_owned"]
+            assert len(owned) == 1, "one line per refusal, not one per retry"
+            assert (owned[0]["owner"], owned[0]["database_id"]) == (a_id, b_id)
+            assert owned[0]["stream"] == STREAM
+            assert f"redis-cli DEL {STREAM} {OWNER}" in owned[0]["hint"]
+            assert "{instance}" in owned[0]["hint"]
+            assert not [e for e in logs if e["event"] == "publish_failed"]
+            assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 140
+
+            async with client(redis_server.url) as redis:
+                await redis.delete(STREAM, OWNER)
+            async with running_relay(other, redis_server.url) as b:
+                await caught_up(b, other)
+                assert conflict_gauge("owned") == 0
+                assert await refused_column(other) is None
+                await append(store, 1)  # A's next batch finds the stream taken over
+                await wait_for(lambda: a.conflict is not None)
+                assert a.conflict is not None
+                assert a.conflict.context["owner"] == b_id
+        assert (
+            await assert_stream_equals_log(redis_server.url, STREAM, tmp_path / "other.db") == 300
+        )
+    finally:
+        await other.aclose()
+
+
+async def test_a_claim_taken_over_mid_run_stops_the_next_batch(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
+    """While the relay runs, the claim is replaced by another database's id (a reset and a claim
+    by another syncd between two batches): the next batch checks the claim under its WATCH and
+    adds nothing; the refusal names the new owner with the reset hint."""
+    await append(store, 50)
+    with capture_logs() as logs:
+        async with running_relay(store, redis_server.url) as relay:
+            await caught_up(relay, store)
+            async with client(redis_server.url) as redis:
+                await redis.set(OWNER, "someone-else")
+            await append(store, 25)
+            await wait_for(lambda: relay.conflict is not None)
+    owned = next(e for e in logs if e["event"] == "publish_stream_owned")
+    assert owned["owner"] == "someone-else"
+    assert f"redis-cli DEL {STREAM} {OWNER}" in owned["hint"]
+    assert (await stream_info(redis_server.url, STREAM))["last-generated-id"] == b"50-0"
+
+
+async def test_a_deleted_claim_is_taken_again_and_nothing_is_lost(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
+    """Only KEY:owner is deleted while the relay runs: its next batch notices the claim is gone,
+    reconciles, claims the stream again (its seqs still fit this log) and goes on."""
+    await append(store, 50)
+    async with running_relay(store, redis_server.url) as relay:
+        await caught_up(relay, store)
+        async with client(redis_server.url) as redis:
+            await redis.delete(OWNER)
+        await append(store, 50)
+        await caught_up(relay, store)
+        async with client(redis_server.url) as redis:
+            assert await redis.get(OWNER) == (await store.read(identity.database_id) or "").encode()
+    assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 100
+
+
+async def test_a_stream_from_before_claims_is_claimed_when_it_fits_the_log(
+    store: Store, db_path: Path, redis_server: RedisServer
+) -> None:
+    """A stream published by a syncd without claims (no KEY:owner) whose last ID is within this
+    log is claimed at the first connection, logged with its last ID, and continued."""
+    await append(store, 80)
+    async with running_relay(store, redis_server.url) as relay:
+        await caught_up(relay, store)
+    async with client(redis_server.url) as redis:
+        await redis.delete(OWNER)
+    await append(store, 20)
+    with capture_logs() as logs:
+        async with running_relay(store, redis_server.url) as relay:
+            await caught_up(relay, store)
+    claimed = next(e for e in logs if e["event"] == "publish_stream_claimed")
+    assert claimed["stream_last"] == 80
+    assert claimed["database_id"] == await store.read(identity.database_id)
+    assert await assert_stream_equals_log(redis_server.url, STREAM, db_path) == 100
+
+
+async def test_two_databases_claiming_at_once_one_wins(redis_server: RedisServer) -> None:
+    """Claims race: of many claims sent together for one stream, one wins and every caller is
+    told the same owner."""
+    targets = [RedisStreamTarget.from_url(redis_server.url) for _ in range(8)]
+    try:
+        owners = await asyncio.gather(*(t.claim(STREAM, f"db-{i}") for i, t in enumerate(targets)))
+        assert len(set(owners)) == 1
+        assert await targets[0].owner(STREAM) == owners[0]
+        assert await targets[0].owner("no-such-stream") is None
+    finally:
+        for target in targets:
+            await target.aclose()
+
+
+def backup(source: Path, dest: Path) -> None:
+    """An online backup of the database file (sqlite3's backup API), as an operator takes one."""
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+async def test_a_restored_backup_keeps_its_claim(
+    store: Store, db_path: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A backup taken with the stream at its head, restored (the file copied back: same
+    database_id), publishes on into the same stream: its claim holds."""
+    await append(store, 60)
+    async with running_relay(store, redis_server.url) as relay:
+        await caught_up(relay, store)
+    copy = tmp_path / "restored.db"
+    backup(db_path, copy)
+    restored = await Store.open(copy)
+    try:
+        assert await restored.read(identity.database_id) == await store.read(identity.database_id)
+        await append(restored, 15)
+        with capture_logs() as logs:
+            async with running_relay(restored, redis_server.url) as relay:
+                await caught_up(relay, restored)
+        assert not [e for e in logs if e["event"] in ("publish_stream_owned", "publish_failed")]
+    finally:
+        await restored.aclose()
+    assert await assert_stream_equals_log(redis_server.url, STREAM, copy) == 75
+
+
+async def test_a_backup_older_than_its_stream_is_refused_until_its_log_moves_past(
+    store: Store, db_path: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The backup was taken at seq 60, the stream got to 90 before the database was lost. The
+    restored database owns the stream (same id) but its next seqs 61.. would reuse IDs consumers
+    have seen: refused as "ahead", with the hint to move its log past the stream. Done as the hint
+    says (sqlite_sequence, syncd stopped), it publishes on from 91: no seq reused."""
+    await append(store, 60)
+    copy = tmp_path / "restored.db"
+    backup(db_path, copy)
+    await append(store, 30)
+    async with running_relay(store, redis_server.url) as relay:
+        await caught_up(relay, store)
+    first_90 = await stream_messages(redis_server.url, STREAM)
+    restored = await Store.open(copy)
+    try:
+        with capture_logs() as logs:
+            async with running_relay(restored, redis_server.url) as relay:
+                await wait_for(lambda: relay.failures >= 2)
+                assert conflict_gauge("ahead") == 1
+                assert "ahead of this change log" in (await refused_column(restored) or "")
+        failed = next(e for e in logs if e["event"] == "publish_failed")
+        assert (failed["reason"], failed["stream_last"], failed["head"]) == ("ahead", 90, 60)
+        assert "restored from a backup" in failed["hint"]
+        assert "UPDATE sqlite_sequence SET seq = 90 WHERE name = 'changes'" in failed["hint"]
+    finally:
+        await restored.aclose()
+    conn = sqlite3.connect(copy)
+    try:
+        with conn:
+            conn.execute("UPDATE sqlite_sequence SET seq = 90 WHERE name = 'changes'")
+    finally:
+        conn.close()
+    restored = await Store.open(copy)
+    try:
+        await append(restored, 10)
+        async with running_relay(restored, redis_server.url) as relay:
+            await caught_up(relay, restored)
+            assert conflict_gauge("ahead") == 0
+        assert await refused_column(restored) is None
+    finally:
+        await restored.aclose()
+    got = await stream_messages(redis_server.url, STREAM)
+    assert got[:90] == first_90
+    assert [i for i, _ in got[90:]] == [f"{seq}-0".encode() for seq in range(91, 101)]

@@ -38,9 +38,48 @@ async def test_offsets_are_recorded_per_target_and_stream(store: Store) -> None:
     await store.write(lambda conn: outbox.record(conn, "redis", "s2", 3, "t3"))
     assert await store.read(lambda conn: outbox.published(conn, "redis", "s1")) == 7
     assert await store.read(outbox.all_offsets) == [
-        {"target": "redis", "stream": "s1", "published_seq": 7, "updated_at": "t2"},
-        {"target": "redis", "stream": "s2", "published_seq": 3, "updated_at": "t3"},
+        {
+            "target": "redis",
+            "stream": "s1",
+            "published_seq": 7,
+            "updated_at": "t2",
+            "refused": None,
+        },
+        {
+            "target": "redis",
+            "stream": "s2",
+            "published_seq": 3,
+            "updated_at": "t3",
+            "refused": None,
+        },
     ]
+
+
+async def test_a_refusal_is_recorded_and_cleared_without_moving_the_offset(store: Store) -> None:
+    """Why a stream is refused (issue 11) is set and cleared on its row; the offset and its time
+    stay; a stream without a row gets one at the given seq."""
+    await store.write(lambda conn: outbox.record(conn, "redis", "s1", 7, "t1"))
+    await store.write(lambda conn: outbox.record_refused(conn, "redis", "s1", 9, "owned", "t2"))
+    await store.write(lambda conn: outbox.record_refused(conn, "redis", "s2", 0, "ahead", "t3"))
+    assert await store.read(outbox.all_offsets) == [
+        {
+            "target": "redis",
+            "stream": "s1",
+            "published_seq": 7,
+            "updated_at": "t1",
+            "refused": "owned",
+        },
+        {
+            "target": "redis",
+            "stream": "s2",
+            "published_seq": 0,
+            "updated_at": "t3",
+            "refused": "ahead",
+        },
+    ]
+    await store.write(lambda conn: outbox.record_refused(conn, "redis", "s1", 9, None, "t4"))
+    [s1, _] = await store.read(outbox.all_offsets)
+    assert (s1["published_seq"], s1["updated_at"], s1["refused"]) == (7, "t1", None)
 
 
 async def test_a_read_cancelled_at_any_point_leaves_the_reader_usable(store: Store) -> None:

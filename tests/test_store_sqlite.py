@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import aiosqlite
 import pytest
 
 from syncd.errors import SchemaTooNew, StoreClosed
-from syncd.store import Store, sync_state
+from syncd.store import Store, identity, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.migrations import SCHEMA_VERSION, migrate
 from syncd.store.sqlite import Writer, connect_writer
@@ -196,6 +197,15 @@ async def test_v5_database_migrates_in_place_keeping_the_change_log(db_path: Pat
         assert seen["orphan"][2] is None
         parse_ns(seen["orphan"][1])  # no pass: the migration's time, still RFC 3339
         assert _raw(db_path, "SELECT COUNT(*) FROM source_credentials") == [(0,)]
+        # Schema 7: the database got an id of its own, and publish_offsets a `refused` column.
+        [(database_id, created_at)] = _raw(
+            db_path, "SELECT database_id, created_at FROM database_info"
+        )
+        assert re.fullmatch(r"[0-9a-f]{32}", str(database_id))
+        parse_ns(str(created_at))
+        assert await store.read(identity.database_id) == database_id
+        columns = [r[1] for r in _raw(db_path, "PRAGMA table_info(publish_offsets)")]
+        assert columns[-1] == "refused"
         # The next entry continues after the old high-water mark.
         await store.write(
             lambda c: counts_store.apply_page(
@@ -205,3 +215,35 @@ async def test_v5_database_migrates_in_place_keeping_the_change_log(db_path: Pat
         assert _raw(db_path, "SELECT MAX(seq) FROM changes") == [(high_water_before[0][0] + 1,)]
     finally:
         await store.aclose()
+
+
+async def test_each_database_has_its_own_id_kept_across_opens_and_copies(tmp_path: Path) -> None:
+    """Two new databases get different ids (the publish relay claims its stream with it, issue
+    11); reopening keeps the id, and so does a copy of the file (a backup, restored); a read-only
+    store of a database from before schema 8 has none."""
+    ids = []
+    for name in ("a.db", "b.db"):
+        store = await Store.open(tmp_path / name)
+        ids.append(await store.read(identity.database_id))
+        await store.aclose()
+    assert ids[0] != ids[1]
+    assert all(i is not None and len(i) == 32 for i in ids)
+    store = await Store.open(tmp_path / "a.db")
+    assert await store.read(identity.database_id) == ids[0]
+    await store.aclose()
+    src = sqlite3.connect(tmp_path / "a.db")
+    dst = sqlite3.connect(tmp_path / "copy.db")
+    src.backup(dst)
+    dst.close()
+    src.close()
+    store = await Store.open(tmp_path / "copy.db")
+    assert await store.read(identity.database_id) == ids[0]
+    await store.aclose()
+    conn = await connect_writer(tmp_path / "old.db")
+    await migrate(conn, target=6)
+    await conn.close()
+    reader = await Store.open(tmp_path / "old.db", readonly=True)
+    try:
+        assert await reader.read(identity.database_id) is None
+    finally:
+        await reader.aclose()

@@ -3,7 +3,8 @@
 Up/down comes from the instance lock (a running syncd holds ``<db>.lock``); the rest from one read
 snapshot: the last pass per source and its age, each partition's watermark lag, the webhook backlog,
 jobs by state (when there are any), the retained change-log range, each named consumer's offset
-and how far each publishing target (Redis Streams, issue 7) is behind the head.
+and how far each publishing target (Redis Streams, issue 7) is behind the head, or why it refuses its
+stream (issue 11); and the database's id, the one its stream is claimed with.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
-from syncd.store import Store, outbox, queries
+from syncd.store import Store, identity, outbox, queries
 from syncd.store.lock import probe
 from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
 
@@ -56,6 +57,7 @@ async def _read(path: Path) -> dict[str, Any]:
 async def _snapshot(conn: Any) -> dict[str, Any]:
     data = await queries.status(conn)
     data["publish"] = await outbox.all_offsets(conn)
+    data["database_id"] = await identity.database_id(conn)
     return data
 
 
@@ -100,7 +102,8 @@ def render(data: dict[str, Any]) -> str:
     ch = data["changes"]
     lines = [
         f"syncd      {_up_line(data['daemon'])}",
-        f"database   {data['database']}",
+        f"database   {data['database']}"
+        + (f" (id {data['database_id']})" if data.get("database_id") else ""),
         f"counts     {data['counts']}",
         f"changes    {ch['entries']} entries, head seq {ch['head_seq']}, oldest {ch['oldest_seq']}",
     ]
@@ -127,6 +130,7 @@ def render(data: dict[str, Any]) -> str:
         lines.append(
             f"publish    {p['target']} {p['stream']}: published seq {p['published_seq']}"
             f" ({p['behind']} behind), at {p['updated_at']}"
+            + (f"  REFUSED: {p['refused']}" if p.get("refused") else "")
         )
     lines.append("partitions")
     for p in data["partitions"]:

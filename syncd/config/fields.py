@@ -133,6 +133,16 @@ def _redis_url(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+def _stream_template(value: str) -> str:
+    """A Redis stream key template: not empty, and not ending in ``:owner`` (the suffix of the key
+    next to each stream that names the database owning it)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if value.endswith(":owner"):
+        raise ValueError("must not end in ':owner' (KEY:owner holds the claim on stream KEY)")
+    return value
+
+
 def _blank_is_unset(value: Any) -> Any:
     """An empty secret (empty env var, empty credential file) means "not set"."""
     if isinstance(value, str) and not value.strip():

@@ -40,6 +40,7 @@ from syncd.config.fields import (
     _choice,
     _exact_url,
     _redis_url,
+    _stream_template,
     _tcp_listen,
     parse_listen,
 )
@@ -462,10 +463,11 @@ class RedisSettings(BaseModel):
         default=None,
         description="Redis URL (secret: may hold a password); publishing is off when unset.",
     )
-    stream: str = Field(
+    stream: Annotated[str, AfterValidator(_stream_template)] = Field(
         default="syncd:changes:{source}",
         description="Stream key; {instance} becomes the instance name, {source} the source"
-        " name (only with one source: the stream carries the one change log of all sources).",
+        " name (only with one source: the stream carries the one change log of all sources)."
+        " One database per stream: the relay claims it in KEY:owner.",
     )
     maxlen: int = Field(
         default=0, ge=0, description="Approximate stream MAXLEN; 0 means no trimming."

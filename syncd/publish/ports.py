@@ -1,7 +1,9 @@
 """What the relay needs from a stream target (the port), and the message it hands over.
 
 A target keeps an ordered stream whose entry IDs are change-log seqs, and refuses an ID that is not
-above its last one: that refusal is what makes a re-publish harmless. ``redis_target`` implements it
+above its last one: that refusal is what makes a re-publish harmless. Each stream is claimed by one
+database (its ``database_id``), and a batch is added only under that claim: two databases never
+write into one stream, even before their seqs would collide (issue 11). ``redis_target`` implements it
 for Redis Streams; tests check the conformance statically.
 """
 
@@ -36,14 +38,33 @@ class StreamTarget(Protocol):
         """
         ...
 
-    async def append(self, stream: str, messages: Sequence[Message], *, expect_last: int) -> int:
-        """Add ``messages`` (ascending seqs, all above ``expect_last``) with IDs ``<seq>-0``, if
-        the stream's last seq is still ``expect_last``; return how many the stream refused because
-        it already had an ID at least as high (already published).
+    def reset_command(self, stream: str) -> str:
+        """How an operator deletes the stream and its claim, for hints (a command line)."""
+        ...
 
-        Raises PublishError, having added nothing, when the stream's last seq is not
-        ``expect_last``; and on any failure, after which the caller must ask ``last_seq`` again
-        before it sends more (part of the batch may have been added).
+    async def owner(self, stream: str) -> str | None:
+        """The id of the database that claimed the stream, None while nobody has. Raises
+        PublishError when the target cannot answer."""
+        ...
+
+    async def claim(self, stream: str, owner: str) -> str:
+        """Claim the stream for ``owner`` unless another claim is there already (atomically: of
+        two claims, one wins); return the stream's owner afterwards, ``owner`` when the claim
+        holds. The claim outlives the stream's entries: it is kept until someone deletes it."""
+        ...
+
+    async def append(
+        self, stream: str, messages: Sequence[Message], *, expect_last: int, owner: str
+    ) -> int:
+        """Add ``messages`` (ascending seqs, all above ``expect_last``) with IDs ``<seq>-0``, if
+        the stream's last seq is still ``expect_last`` and the stream is still claimed by
+        ``owner``; return how many the stream refused because it already had an ID at least as
+        high (already published).
+
+        Raises StreamConflict (reason ``owned``), having added nothing, when another owner holds
+        the stream; PublishError, having added nothing, when the stream's last seq is not
+        ``expect_last`` or the claim is gone; and on any failure, after which the caller must ask
+        ``last_seq`` again before it sends more (part of the batch may have been added).
         """
         ...
 

@@ -12,6 +12,12 @@ a seq. Where the relay stands:
 - Every batch is sent only if the stream's last ID is still the one the relay expects (the target
   checks it atomically with the batch), so a lost or foreign write is noticed before a later ID
   could leave a hole behind it.
+- One database per stream (issue 11): the relay claims its stream for this database's id
+  (``database_info``) before it publishes anything, and every batch is sent only under that claim.
+  A stream another database claimed, or one that holds seqs this log never wrote, is refused: the
+  relay writes nothing to it, says why (log, ``syncd_publish_stream_conflict``, ``syncd status``)
+  and looks again after a backoff, while the sync goes on. A restored backup of this database
+  keeps its id, so its claim still holds.
 - The offset in ``publish_offsets`` is a checkpoint for ``syncd status`` and for noticing a stream
   that went back; it is written when the relay catches up and at most every
   ``checkpoint_interval`` seconds while it is busy.
@@ -37,7 +43,7 @@ import aiosqlite
 import structlog
 
 from syncd.backoff import full_jitter
-from syncd.errors import PublishError, SyncdError
+from syncd.errors import PublishError, StreamConflict, SyncdError
 from syncd.metrics import (
     PUBLISH_BATCH_SECONDS,
     PUBLISH_DELAY,
@@ -47,10 +53,11 @@ from syncd.metrics import (
     PUBLISH_REFUSED,
     PUBLISH_SEQ,
     PUBLISH_SKIPPED,
+    PUBLISH_STREAM_CONFLICT,
 )
 from syncd.publish.message import to_message
 from syncd.publish.ports import StreamTarget
-from syncd.store import Store, changelog, outbox
+from syncd.store import Store, changelog, identity, outbox
 from syncd.store.changelog import HeadSignal
 from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
 
@@ -97,6 +104,11 @@ class Relay:
         self.stream_last = 0
         self.reconciled = False
         self.failures = 0  # consecutive failed attempts
+        # This database's id (``database_info``), read at the first reconciliation: the claim.
+        self.database_id: str | None = None
+        # Why the stream is refused right now (a StreamConflict), None while it is ours.
+        self.conflict: StreamConflict | None = None
+        self._recorded_refusal: str | None = None  # what publish_offsets.refused says
         self.published = HeadSignal()  # moves after each batch; tests and the bench wait on it
         self._loaded = False
         self._checkpointed: int | None = None
@@ -113,6 +125,12 @@ class Relay:
         self._failed_attempts = PUBLISH_FAILURES.labels(target=label)
         self._batch_seconds = PUBLISH_BATCH_SECONDS.labels(target=label)
         self._delay = PUBLISH_DELAY.labels(target=label)
+        self._conflict_gauges = {
+            reason: PUBLISH_STREAM_CONFLICT.labels(target=label, reason=reason)
+            for reason in ("owned", "ahead")
+        }
+        for gauge in self._conflict_gauges.values():
+            gauge.set(0)
 
     @property
     def stream(self) -> str:
@@ -137,7 +155,10 @@ class Relay:
                         await self.reconcile()
                     await self.drain(stop)
                 except Exception as exc:  # the relay must outlive any outage; see _failed
-                    await _sleep_unless(stop, self._failed(exc))
+                    delay = self._failed(exc)
+                    if isinstance(exc, StreamConflict):
+                        await self._refuse(exc)
+                    await _sleep_unless(stop, delay)
                     continue
                 if self.failures:  # reconciled and caught up, with nothing new to send
                     self._recovered()
@@ -162,17 +183,48 @@ class Relay:
                 )
 
     async def reconcile(self) -> None:
-        """Resume after the stream's last ID (see the module docstring)."""
-        row, high_water, retained_from = await self._store.read(self._stored_state)
+        """Claim the stream (or find it is this database's already) and resume after its last ID
+        (see the module docstring). Raises StreamConflict when the stream is not ours to write."""
+        row, high_water, retained_from, database_id, refused = await self._store.read(
+            self._stored_state
+        )
+        if database_id is None:
+            raise PublishError(
+                "the database has no database_id (schema older than 7)",
+                op="publish.reconcile",
+                hint="open it read-write once so syncd migrates it",
+            )
+        self.database_id = database_id
         stored = row or 0
         if not self._loaded:  # until the stream answers, the lag is counted from the checkpoint
             self.position = self.stream_last = stored
             self._checkpointed = row
+            self._recorded_refusal = refused
             self._loaded = True
             await self._checkpoint(force=True)  # a first row, so `syncd status` shows the lag
-        last = await self._target.last_seq(self.stream)
+        stream = self.stream
+        owner = await self._target.owner(stream)
+        if owner is not None and owner != database_id:
+            raise _stream_owned(stream, owner, database_id, self._target.reset_command(stream))
+        last = await self._target.last_seq(stream)
         if last > high_water:
-            raise _stream_ahead(self.stream, last, high_water)
+            raise _stream_ahead(
+                stream,
+                last,
+                high_water,
+                database_id=database_id,
+                owned=owner == database_id,
+                reset=self._target.reset_command(stream),
+            )
+        if owner is None:
+            # A new stream, or one from before claims existed (its seqs fit this log). Of two
+            # databases claiming at once, one wins; the other refuses here.
+            owner = await self._target.claim(stream, database_id)
+            if owner != database_id:
+                raise _stream_owned(stream, owner, database_id, self._target.reset_command(stream))
+            log.info(
+                "publish_stream_claimed", stream=stream, database_id=database_id, stream_last=last
+            )
         lost = stored - max(last, retained_from - 1)
         if lost > 0:
             log.warning(
@@ -188,6 +240,8 @@ class Relay:
         self.position = self.stream_last = last
         self.reconciled = True
         self._seq_gauge.set(last)
+        if self.conflict is not None or self._recorded_refusal is not None:
+            await self._refuse(None)
         log.info(
             "publish_reconciled",
             stream=self.stream,
@@ -235,7 +289,10 @@ class Relay:
             self._skip(rows[0].seq - 1)
         messages = [to_message(row) for row in rows]
         started = time.perf_counter()
-        refused = await self._target.append(self.stream, messages, expect_last=self.stream_last)
+        assert self.database_id is not None  # set by reconcile, which runs first
+        refused = await self._target.append(
+            self.stream, messages, expect_last=self.stream_last, owner=self.database_id
+        )
         self._batch_seconds.observe(time.perf_counter() - started)
         self.position = self.stream_last = rows[-1].seq
         with contextlib.suppress(ValueError):  # a malformed recorded_at must not stop publishing
@@ -272,11 +329,15 @@ class Relay:
 
     # --- store access ---------------------------------------------------------------------------
 
-    async def _stored_state(self, conn: aiosqlite.Connection) -> tuple[int | None, int, int]:
+    async def _stored_state(
+        self, conn: aiosqlite.Connection
+    ) -> tuple[int | None, int, int, str | None, str | None]:
         return (
             await outbox.published(conn, self._target.name, self.stream),
             await changelog.high_water(conn),
             await changelog.retained_from(conn),
+            await identity.database_id(conn),
+            await outbox.refused(conn, self._target.name, self.stream),
         )
 
     def _read_after(self, after: int) -> asyncio.Future[tuple[list[outbox.RawChange], int]]:
@@ -333,9 +394,19 @@ class Relay:
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
+        if isinstance(exc, StreamConflict):
+            if exc.hint is None:  # raised by the target mid-batch: the relay knows the remedy
+                exc.hint = _owned_hint(self.stream, self._target.reset_command(self.stream))
+            if _conflict_key(exc) != _conflict_key(self.conflict):
+                self._last_error_log = -math.inf  # a new refusal is logged at once
         if self.failures == 1 or now - self._last_error_log >= options.error_log_interval:
+            event = (
+                "publish_stream_owned"
+                if isinstance(exc, StreamConflict) and exc.reason == "owned"
+                else "publish_failed"
+            )
             log.error(
-                "publish_failed",
+                event,
                 **{
                     **_error_fields(exc),
                     "stream": self.stream,
@@ -365,18 +436,85 @@ class Relay:
         self._suppressed = 0
         self._last_error_log = -math.inf
 
+    async def _refuse(self, conflict: StreamConflict | None) -> None:
+        """Show (or, with None, clear) why the stream is refused: the conflict gauge, and the
+        ``refused`` column of ``publish_offsets`` for ``syncd status``."""
+        text = None if conflict is None else conflict.message
+        changed = _conflict_key(conflict) != _conflict_key(self.conflict) or (text is None) != (
+            self._recorded_refusal is None
+        )
+        self.conflict = conflict
+        for reason, gauge in self._conflict_gauges.items():
+            gauge.set(1 if conflict is not None and conflict.reason == reason else 0)
+        if not changed:
+            return
+        target, stream, seq, at = self._target.name, self.stream, self.position, now_rfc3339()
+        try:
+            await self._store.write(
+                lambda conn: outbox.record_refused(conn, target, stream, seq, text, at)
+            )
+            self._recorded_refusal = text
+        except Exception as exc:  # shown in the log and the gauge anyway
+            log.warning(
+                "publish_refusal_not_recorded", stream=stream, error=str(exc) or type(exc).__name__
+            )
 
-def _stream_ahead(stream: str, last: int, high_water: int) -> PublishError:
-    """The stream holds seqs this change log never wrote: someone else publishes to it."""
-    return PublishError(
+
+def _conflict_key(conflict: StreamConflict | None) -> tuple[str, object] | None:
+    """What makes a refusal a new one (not the head it was found at, which grows)."""
+    return None if conflict is None else (conflict.reason, conflict.context.get("owner"))
+
+
+def _owned_hint(stream: str, reset: str) -> str:
+    return (
+        "another syncd database publishes to this stream: give each instance its own key"
+        ' (publish.redis.stream = "syncd:changes:{instance}" with a distinct instance name).'
+        " If this database replaces that one on purpose, reset the stream (its consumers start"
+        f" over): {reset}"
+    )
+
+
+def _stream_owned(stream: str, owner: str, database_id: str, reset: str) -> StreamConflict:
+    """Another database claimed the stream."""
+    return StreamConflict(
+        f"stream {stream} belongs to database {owner}, not to this one ({database_id})",
+        reason="owned",
+        op="publish.reconcile",
+        stream=stream,
+        owner=owner,
+        database_id=database_id,
+        hint=_owned_hint(stream, reset),
+    )
+
+
+def _stream_ahead(
+    stream: str, last: int, high_water: int, *, database_id: str, owned: bool, reset: str
+) -> StreamConflict:
+    """The stream holds seqs this change log never wrote: another database publishes to it (an
+    unclaimed stream of an older syncd), or this one is a backup older than its stream."""
+    if owned:
+        hint = (
+            "this database claimed the stream but its log is behind it: restored from a backup"
+            " older than the stream? Its next seqs would reuse IDs consumers have seen. With"
+            ' syncd stopped, move the log past the stream (sqlite3 DATABASE "UPDATE'
+            f" sqlite_sequence SET seq = {last} WHERE name = 'changes'\") and run syncd sync"
+            f" --full; or reset the stream (its consumers start over): {reset}"
+        )
+    else:
+        hint = (
+            "another database publishes to this stream: give each syncd its own"
+            " publish.redis.stream (e.g. syncd:changes:{instance} with a distinct instance name)"
+        )
+    return StreamConflict(
         f"stream {stream} is ahead of this change log (its last ID is {last}-0, the log's newest"
         f" seq is {high_water})",
+        reason="ahead",
         op="publish.reconcile",
         stream=stream,
         stream_last=last,
         head=high_water,
-        hint="another database publishes to this stream: give each syncd its own"
-        " publish.redis.stream (e.g. syncd:changes:{instance} with a distinct instance name)",
+        database_id=database_id,
+        hint=hint,
     )
 
 

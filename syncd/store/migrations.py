@@ -246,6 +246,22 @@ MIGRATIONS: tuple[str, ...] = (
         LEFT JOIN catalog_items AS i ON i.source = v.source AND i.item_id = v.item_id
         LEFT JOIN locations AS l ON l.source = c.source AND l.location_id = c.location_id;
     """,
+    # 8: this database's identity (issue 11): a random id made once, here, which the publish relay
+    # claims a stream with, so two databases never publish into one stream. One row, never
+    # updated; a copy of the file (a backup) keeps it. And why the relay refuses a stream, for
+    # `syncd status` (a new NULL column: no row is rewritten).
+    """
+    CREATE TABLE database_info (
+        one         INTEGER PRIMARY KEY CHECK (one = 1),
+        database_id TEXT    NOT NULL,
+        created_at  TEXT    NOT NULL
+    );
+
+    INSERT INTO database_info (one, database_id, created_at)
+        VALUES (1, lower(hex(randomblob(16))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+    ALTER TABLE publish_offsets ADD COLUMN refused TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -65,19 +65,48 @@ async def record(conn: aiosqlite.Connection, target: str, stream: str, seq: int,
     )
 
 
-async def all_offsets(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
-    """Every target's offset per stream (empty on a database that predates the table)."""
+async def refused(conn: aiosqlite.Connection, target: str, stream: str) -> str | None:
+    """Why the target refuses ``stream``, as last recorded; None while it publishes."""
     async with conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'publish_offsets'"
+        "SELECT refused FROM publish_offsets WHERE target = ? AND stream = ?", (target, stream)
     ) as cur:
-        if await cur.fetchone() is None:
-            return []
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+async def record_refused(
+    conn: aiosqlite.Connection, target: str, stream: str, seq: int, refused: str | None, at: str
+) -> None:
+    """Set (or, with None, clear) why the target refuses ``stream`` (issue 11); a stream without a
+    row gets one at ``seq``. The offset and its time stay as they were."""
+    await conn.execute(
+        "INSERT INTO publish_offsets (target, stream, published_seq, updated_at, refused)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (target, stream) DO UPDATE SET"
+        " refused = excluded.refused",
+        (target, stream, seq, at, refused),
+    )
+
+
+async def all_offsets(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
+    """Every target's offset per stream, and why it refuses the stream if it does (empty on a
+    database that predates the table; ``refused`` None before schema 8)."""
+    async with conn.execute("SELECT name FROM pragma_table_info('publish_offsets')") as cur:
+        columns = {r[0] for r in await cur.fetchall()}
+    if not columns:
+        return []
+    refused = "refused" if "refused" in columns else "NULL"
     async with conn.execute(
-        "SELECT target, stream, published_seq, updated_at FROM publish_offsets"
+        f"SELECT target, stream, published_seq, updated_at, {refused} FROM publish_offsets"
         " ORDER BY target, stream"
     ) as cur:
         rows = await cur.fetchall()
     return [
-        {"target": r[0], "stream": r[1], "published_seq": int(r[2]), "updated_at": r[3]}
+        {
+            "target": r[0],
+            "stream": r[1],
+            "published_seq": int(r[2]),
+            "updated_at": r[3],
+            "refused": r[4],
+        }
         for r in rows
     ]
