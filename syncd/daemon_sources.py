@@ -118,8 +118,13 @@ def make_upstream_session(conf: SourceSettings) -> aiohttp.ClientSession:
         connect_timeout=conf.connect_timeout,
         user_agent=f"syncd/{__version__}",
         limit_per_host=max(4, conf.partition_concurrency),
+        # Past the poll interval (capped): an idle source's next poll reuses its connections
+        # (against Square, TLS handshakes) instead of opening new ones.
+        keepalive_timeout=min(conf.poll_interval + 15.0, KEEPALIVE_MAX),
     )
 
+
+KEEPALIVE_MAX = 330.0  # seconds an idle upstream connection is kept at most
 
 MerchantFn = Callable[[str, str], None]  # (source, merchant_id)
 

@@ -119,12 +119,20 @@ def make_session(
     user_agent: str,
     limit: int = 20,
     limit_per_host: int = 10,
+    keepalive_timeout: float = 15.0,
 ) -> aiohttp.ClientSession:
     """A ClientSession for one upstream: bounded pool, request and connect timeouts, User-Agent.
+    ``keepalive_timeout``: how long an idle connection is kept for the next request (a source's
+    sessions keep theirs past its poll interval, so a safety-net poll does not reconnect).
 
     Call from a running event loop; the owner closes it (``await session.close()``) at shutdown.
     """
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        ttl_dns_cache=300,
+        keepalive_timeout=keepalive_timeout,
+    )
     timeout = aiohttp.ClientTimeout(
         total=request_timeout, connect=connect_timeout, sock_connect=connect_timeout
     )
