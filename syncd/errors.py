@@ -130,6 +130,15 @@ class JobNotFound(SyncdError):
     """No tracked job has the id (or ``provider:job_id``) asked for."""
 
 
+class UnknownSource(SyncdError):
+    """No source of that name is known to the database (never synced, or already forgotten)."""
+
+
+class SourceStillConfigured(SyncdError):
+    """A source cannot be forgotten while the config (the file, or the running daemon's) still
+    has it: it would come back at the next start or reload."""
+
+
 class DownloadRefused(SyncdError):
     """A job's result download was refused: foreign host, path traversal, or over the size limit."""
 

@@ -9,7 +9,8 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from syncd.store import Store, credentials, sources, sync_state
+from syncd.errors import UnknownSource
+from syncd.store import Store, credentials, queries, sources, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sources import SourceRecord
 from syncd.store.sync_state import PartitionState
@@ -200,3 +201,76 @@ async def test_forget_unknown_source_changes_nothing(store: Store, db_path: Path
     assert removed == 0
     assert changes(db_path) == before
     assert [r.source for r in await store.read(sources.list_sources)] == ["north", "square"]
+
+
+async def test_forget_reports_what_it_removed_and_drops_the_inbox_rows(
+    store: Store, db_path: Path
+) -> None:
+    """forget says how many entries it wrote and their seqs, the partitions, inbox rows and OAuth
+    state it dropped; the other source's inbox rows stay. A second forget is UnknownSource and
+    writes nothing."""
+    await _two_sources(store, north_rows=12)
+    for source, event_id, processed in (
+        ("north", "e1", None),
+        ("north", "e2", T0),
+        ("square", "e3", None),
+    ):
+        await store.write_statement(
+            "INSERT INTO webhook_events (event_id, source, type, received_at, received_ns, body,"
+            " processed_at) VALUES (?, ?, 'inventory.count.updated', ?, 0, x'7b7d', ?)",
+            (event_id, source, T0, processed),
+        )
+    head = changes(db_path)[-1]["seq"]
+    assert await store.read(lambda c: sources.known(c, "north"))
+
+    forgotten = await store.write(
+        lambda c: sources.forget(c, "north", recorded_at="2026-02-01T00:00:00Z")
+    )
+
+    assert forgotten == sources.Forgotten(
+        source="north",
+        entries=12,
+        first_seq=head + 1,
+        last_seq=head + 12,
+        partitions=3,
+        webhook_events=2,
+        credentials=True,
+    )
+    assert [e["seq"] for e in changes(db_path) if e["seq"] > head] == list(
+        range(head + 1, head + 13)
+    )
+    assert rows(db_path, "SELECT event_id FROM webhook_events") == [("e3",)]
+    assert not await store.read(lambda c: sources.known(c, "north"))
+    with pytest.raises(UnknownSource, match="unknown source 'north'"):
+        await store.write(lambda c: sources.forget(c, "north", recorded_at=T0))
+    assert changes(db_path)[-1]["seq"] == head + 12
+    assert_log_invariants(db_path, "north")
+    assert_log_invariants(db_path, "square")
+
+
+async def test_sources_overview_never_reads_the_tokens(store: Store) -> None:
+    """The overview lists registered sources and those known only by their rows, with counts,
+    partitions, backlog and OAuth status; the tokens appear only as 'stored or not'."""
+    await _two_sources(store, north_rows=4)
+    await store.write(lambda c: sources.mark_removed(c, "north", "2026-01-05T00:00:00Z"))
+    await store.write(
+        lambda c: credentials.mark_unauthorized(
+            c, "square", "grant revoked", "2026-01-06T00:00:00Z"
+        )
+    )
+    overview = await store.read(queries.sources_overview)
+    assert list(overview) == ["north", "square"]
+    assert overview["north"]["removed_at"] == "2026-01-05T00:00:00Z"
+    assert overview["north"]["counts"] == 4
+    assert overview["north"]["partitions"] == 3
+    assert overview["square"]["counts"] == 20
+    assert overview["square"]["merchant_id"] == "M_square"
+    assert overview["square"]["credentials"] == {
+        "status": "unauthorized",
+        "error": "grant revoked",
+        "expires_at": None,
+        "refreshed_at": T0,
+        "has_access_token": True,
+        "has_refresh_token": False,
+    }
+    assert "tok-" not in repr(overview)

@@ -141,6 +141,13 @@ async def adopt_unknown(conn: aiosqlite.Connection, merchant_id: str, source: st
     return cur.rowcount
 
 
+async def delete_source(conn: aiosqlite.Connection, source: str) -> int:
+    """Delete every stored event of ``source``, processed or not (the source is being forgotten:
+    no pass of it will ever cover them); returns how many."""
+    cur = await conn.execute("DELETE FROM webhook_events WHERE source = ?", (source,))
+    return cur.rowcount
+
+
 async def unprocessed(
     conn: aiosqlite.Connection, source: str | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:

@@ -104,6 +104,83 @@ async def service_state(conn: aiosqlite.Connection) -> dict[str, Any]:
     }
 
 
+async def sources_overview(conn: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
+    """Every source the database knows (its ``sources`` row, mirror rows or partition states), by
+    name: registry times and merchant, mirrored counts, unprocessed webhook events, and its OAuth
+    state without the tokens (only whether each is stored: the token columns are never read).
+
+    The last pass of each source is ``service_state``'s ``last_pass``; the caller merges it, with
+    what the config says (``syncd sources list``, ``syncd status``).
+    """
+    tables = await _tables(conn)
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(source: str) -> dict[str, Any]:
+        return out.setdefault(
+            source,
+            {
+                "source": source,
+                "registered": False,
+                "merchant_id": None,
+                "added_at": None,
+                "removed_at": None,
+                "counts": 0,
+                "partitions": 0,
+                "backlog": 0,
+                "credentials": None,
+            },
+        )
+
+    if "sources" in tables:
+        async with conn.execute(
+            "SELECT source, merchant_id, added_at, removed_at FROM sources ORDER BY source"
+        ) as cur:
+            for source, merchant_id, added_at, removed_at in await cur.fetchall():
+                e = entry(source)
+                e.update(
+                    registered=True,
+                    merchant_id=merchant_id,
+                    added_at=added_at,
+                    removed_at=removed_at,
+                )
+    for source, n in (
+        await _pairs(conn, "SELECT source, COUNT(*) FROM inventory_counts GROUP BY source")
+    ).items():
+        entry(source)["counts"] = n
+    for source, n in (
+        await _pairs(conn, "SELECT source, COUNT(*) FROM sync_state GROUP BY source")
+    ).items():
+        entry(source)["partitions"] = n
+    if "webhook_events" in tables:
+        for source, n in (
+            await _pairs(
+                conn,
+                "SELECT source, COUNT(*) FROM webhook_events WHERE processed_at IS NULL"
+                " GROUP BY source",
+            )
+        ).items():
+            if source in out:  # not `_unknown`, nor a source known only by its inbox rows
+                out[source]["backlog"] = n
+    if "source_credentials" in tables:
+        async with conn.execute(
+            "SELECT source, merchant_id, status, error, expires_at, refreshed_at,"
+            " access_token IS NOT NULL, refresh_token IS NOT NULL FROM source_credentials"
+        ) as cur:
+            for row in await cur.fetchall():
+                e = entry(row[0])
+                e["credentials"] = {
+                    "status": row[2],
+                    "error": row[3],
+                    "expires_at": row[4],
+                    "refreshed_at": row[5],
+                    "has_access_token": bool(row[6]),
+                    "has_refresh_token": bool(row[7]),
+                }
+                if e["merchant_id"] is None:
+                    e["merchant_id"] = row[1]
+    return dict(sorted(out.items()))
+
+
 CountKey = tuple[str, str, str, str]
 """(source, location_id, catalog_object_id, state): the mirror's primary key order."""
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from syncd.store import counts, credentials, sync_state
+from syncd.errors import UnknownSource
+from syncd.store import changelog, counts, credentials, inbox, sync_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,86 @@ async def merchant_map(conn: aiosqlite.Connection) -> dict[str, str]:
     return {str(merchant): str(source) for merchant, source in rows}
 
 
+async def known(conn: aiosqlite.Connection, source: str) -> bool:
+    """Whether the database holds anything of ``source`` that forgetting it would remove: its
+    ``sources`` row, mirror rows, partition states or OAuth state. (Its passes and change-log
+    entries are history and stay after forgetting, so they do not count.)"""
+    async with conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM sources WHERE source = :s)"
+        " OR EXISTS (SELECT 1 FROM inventory_counts WHERE source = :s)"
+        " OR EXISTS (SELECT 1 FROM sync_state WHERE source = :s)"
+        " OR EXISTS (SELECT 1 FROM source_credentials WHERE source = :s)",
+        {"s": source},
+    ) as cur:
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What forgetting a source removed. ``entries`` ``count.removed`` entries were written, one
+    per mirror row, with seqs ``first_seq .. last_seq`` (None when it had no rows)."""
+
+    source: str
+    entries: int
+    first_seq: int | None
+    last_seq: int | None
+    partitions: int
+    webhook_events: int
+    credentials: bool
+
+    def to_record(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "entries": self.entries,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "partitions": self.partitions,
+            "webhook_events": self.webhook_events,
+            "credentials": self.credentials,
+        }
+
+
+async def forget(
+    conn: aiosqlite.Connection,
+    source: str,
+    *,
+    recorded_at: str,
+    chunk: int = counts.FORGET_CHUNK,
+) -> Forgotten:
+    """Forget ``source`` inside the caller's transaction; :class:`UnknownSource` when the
+    database has nothing of it (never synced, or forgotten already: nothing is written).
+
+    Each mirrored row is removed with a ``count.removed`` entry (``chunk`` rows at a time: see
+    ``counts.remove_source``), so replaying the change log still yields the mirror. Its
+    partition states, OAuth state, webhook inbox rows and ``sources`` row go too. Its earlier
+    change-log entries and its passes stay: the log is append-only history.
+    """
+    if not await known(conn, source):
+        raise UnknownSource(
+            f"unknown source {source!r}: the database has no source of that name"
+            " (never synced, or already forgotten)",
+            op="sources.forget",
+            hint="`syncd sources list` shows the sources the database knows",
+            source=source,
+        )
+    before = await changelog.high_water(conn)
+    removed = await counts.remove_source(conn, source, recorded_at=recorded_at, chunk=chunk)
+    partitions = await sync_state.forget_partitions(conn, source)
+    had_credentials = await credentials.delete(conn, source)
+    events = await inbox.delete_source(conn, source)
+    await conn.execute("DELETE FROM sources WHERE source = ?", (source,))
+    return Forgotten(
+        source=source,
+        entries=removed,
+        first_seq=before + 1 if removed else None,
+        last_seq=before + removed if removed else None,
+        partitions=partitions,
+        webhook_events=events,
+        credentials=had_credentials,
+    )
+
+
 async def forget_source(
     conn: aiosqlite.Connection,
     source: str,
@@ -80,15 +161,9 @@ async def forget_source(
     recorded_at: str,
     chunk: int = counts.FORGET_CHUNK,
 ) -> int:
-    """Forget ``source`` inside the caller's transaction; return how many mirror rows it removed.
-
-    Each mirrored row is removed with a ``count.removed`` entry (``chunk`` rows at a time: see
-    ``counts.remove_source``), so replaying the change log still yields the mirror. Its
-    partition states, OAuth state and ``sources`` row go too. Its change-log entries and passes
-    stay: the log is append-only history.
-    """
-    removed = await counts.remove_source(conn, source, recorded_at=recorded_at, chunk=chunk)
-    await sync_state.forget_partitions(conn, source)
-    await credentials.delete(conn, source)
-    await conn.execute("DELETE FROM sources WHERE source = ?", (source,))
-    return removed
+    """:func:`forget`, returning how many mirror rows it removed (0 for an unknown source)."""
+    try:
+        forgotten = await forget(conn, source, recorded_at=recorded_at, chunk=chunk)
+    except UnknownSource:
+        return 0
+    return forgotten.entries
