@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from syncd.cli.sources import annotate_sources, describe_sources, render_list
+from syncd.config import load_settings
 from syncd.simulator import SimulatorConfig, serve
 from syncd.store import Store, credentials
+from syncd.timeutil import parse_ns
 from tests.helpers import assert_log_invariants, changes, mirror
 from tests.process_kit import clean_env, run_cli, syncd
 
@@ -243,3 +246,64 @@ async def test_forget_through_the_running_daemon(tmp_path: Path, short_dir: Path
     assert_log_invariants(db, "south")
     for line in daemon.events:
         assert not any(secret in orjson.dumps(line).decode() for secret in SECRETS)
+
+
+def test_statuses_and_redaction_from_database_and_config() -> None:
+    """Each status from what the database and the config say; a configured OAuth source whose
+    grant was refused is unauthorized; the error shows, the tokens never do."""
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "sources": {
+                "acme": {"oauth": {"client_id": "c", "refresh_token": "RT-s3cr3t"}},
+                "fresh": {"access_token": "s3cr3t-north"},
+                "gone": {"access_token": "s3cr3t-south"},
+            }
+        },
+    )
+
+    def db(**values: Any) -> dict[str, Any]:
+        base = {
+            "registered": True,
+            "merchant_id": None,
+            "added_at": "2026-01-01T00:00:00Z",
+            "removed_at": None,
+            "counts": 3,
+            "partitions": 1,
+            "backlog": 0,
+            "credentials": None,
+        }
+        return base | values
+
+    refused = {
+        "status": "unauthorized",
+        "error": "refresh refused: invalid_grant",
+        "expires_at": "2026-01-01T01:00:00Z",
+        "refreshed_at": "2026-01-01T00:00:00Z",
+        "has_access_token": True,
+        "has_refresh_token": True,
+    }
+    overview = {
+        "acme": db(source="acme", credentials=refused),
+        "gone": db(source="gone", removed_at="2026-01-02T00:00:00Z"),
+        "old": db(source="old"),
+    }
+    rows = {r["source"]: r for r in describe_sources(overview, {}, settings.sources)}
+    annotate_sources(list(rows.values()), parse_ns("2026-01-01T02:00:00Z"))
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "acme": "unauthorized",
+        "fresh": "pending",
+        "gone": "removed",
+        "old": "unconfigured",
+    }
+    assert rows["acme"]["credentials"]["kind"] == "oauth"
+    assert rows["acme"]["credentials"]["expires_in_s"] == -3600
+    assert rows["fresh"]["credentials"]["access_token"] == "***"
+    assert rows["old"]["credentials"]["kind"] is None
+    text = render_list(list(rows.values()))
+    assert "unauthorized" in text
+    assert "token expires 2026-01-01T01:00:00Z (expired)" in text
+    assert "removed at 2026-01-02T00:00:00Z" in text
+    dumped = orjson.dumps(rows).decode() + text
+    assert not any(secret in dumped for secret in SECRETS)
