@@ -49,6 +49,7 @@ from syncd.web.admin_changes import ChangeFeed, add_change_routes
 from syncd.web.admin_jobs import add_job_routes
 from syncd.web.admin_metrics import add_metrics_routes
 from syncd.web.admin_snapshot import add_snapshot_routes
+from syncd.web.admin_sources import add_source_routes
 from syncd.web.app import Listener, build_admin_app, build_public_app, refuse_while, run_server
 from syncd.web.health import Readiness, add_health_routes
 from syncd.web.webhooks import WebhookIngress, add_webhook_routes
@@ -236,6 +237,7 @@ class Daemon:
                         run_server(admin, listener_for(settings.admin.listen), shutdown_timeout=1.0)
                     )
                     await sources.load_merchants(set(settings.sources))
+                    await sources.mark_unconfigured(set(settings.sources))
                     for name, conf in settings.sources.items():
                         await sources.start(name, conf, self.stop_event)
                     log.info(
@@ -324,6 +326,8 @@ class Daemon:
         add_change_routes(admin, ChangeFeed(store, self.stop_event))
         add_metrics_routes(admin, store)
         add_snapshot_routes(admin, settings.database)
+        # The running config decides (the file may have changed since the last reload).
+        add_source_routes(admin, lambda name: sources.forget(name, self.settings.sources))
         return public, admin
 
     def _service_tasks(self, store: Store, sources: SourceSet) -> list[asyncio.Task[None]]:

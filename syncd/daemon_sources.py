@@ -13,19 +13,22 @@ arrival order: no source is starved.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 import aiohttp
+import aiosqlite
 import structlog
 
-from syncd import __version__
+from syncd import __version__, metrics
 from syncd.config import SourceSettings
-from syncd.errors import SyncdError
+from syncd.errors import SourceStillConfigured, SyncdError
 from syncd.model import PassSummary
 from syncd.store import Store
 from syncd.store import sources as registry
 from syncd.store.inbox import Inbox
+from syncd.store.sources import Forgotten
 from syncd.sync.credentials import TokenKeeper
 from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
 from syncd.sync.trigger import SyncTrigger
@@ -261,6 +264,10 @@ class SourceSet:
         self._merchants: dict[str, str] = {}  # merchant_id -> source
         self._background: set[asyncio.Task[None]] = set()
         self._verifiers: dict[tuple[tuple[str, ...], str], SignatureVerifier] = {}
+        self._stopping: set[str] = set()  # popped from runners, their pass not reaped yet
+        # Held while a source starts or is forgotten: a source started by a reload never has its
+        # rows forgotten under it, and a forget never sees a half-started source.
+        self._lifecycle = asyncio.Lock()
 
     # --- lookups (webhook routing, readiness, status) ------------------------------------------
 
@@ -341,6 +348,10 @@ class SourceSet:
 
     async def start(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> SourceRunner:
         """Build, register and start one source's runner."""
+        async with self._lifecycle:
+            return await self._start(name, conf, stop)
+
+    async def _start(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> SourceRunner:
         parts = open_source(self._store, name, conf, on_merchant=self._merchant_learned)
         runner = SourceRunner(
             parts,
@@ -382,12 +393,16 @@ class SourceSet:
         runner = self.runners.pop(name, None)
         if runner is None:
             return
-        self._merchants = {m: s for m, s in self._merchants.items() if s != name}
-        self._failing.discard(name)
-        runner.stop.set()
-        if runner.task is not None:
-            await _reap(runner.task, grace)
-        await runner.parts.aclose()
+        self._stopping.add(name)
+        try:
+            self._merchants = {m: s for m, s in self._merchants.items() if s != name}
+            self._failing.discard(name)
+            runner.stop.set()
+            if runner.task is not None:
+                await _reap(runner.task, grace)
+            await runner.parts.aclose()
+        finally:
+            self._stopping.discard(name)
         log.info("source_stopped", source=name)
 
     async def remove(self, name: str, grace: float) -> None:
@@ -401,6 +416,64 @@ class SourceSet:
             source=name,
             hint=f"its mirrored rows stay; `syncd sources forget {name}` removes them",
         )
+
+    async def mark_unconfigured(self, names: Collection[str]) -> list[str]:
+        """At start: mark removed the registered sources the config no longer has (a source
+        dropped from the config while the daemon was down); returns their names."""
+        at = format_ns(now_ns())
+
+        async def work(conn: aiosqlite.Connection) -> list[str]:
+            marked = []
+            for record in await registry.list_sources(conn):
+                if record.source not in names and await registry.mark_removed(
+                    conn, record.source, at
+                ):
+                    marked.append(record.source)
+            return marked
+
+        marked = await self._store.write(work)
+        for name in marked:
+            log.warning(
+                "source_removed",
+                source=name,
+                hint=f"its mirrored rows stay; `syncd sources forget {name}` removes them",
+            )
+        return marked
+
+    async def forget(self, name: str, configured: Collection[str]) -> Forgotten:
+        """``syncd sources forget NAME`` through the admin API: remove a source that is no longer
+        configured, in one transaction (``store.sources.forget``: one ``count.removed`` entry per
+        mirror row, its state, OAuth state, inbox rows and registry row).
+
+        Refused (:class:`SourceStillConfigured`) while the running config has the source, or
+        while its runner is still stopping (a reload that removed it is in progress); an unknown
+        source is :class:`~syncd.errors.UnknownSource`.
+        """
+        async with self._lifecycle:
+            if name in configured:
+                raise SourceStillConfigured(
+                    f"source {name!r} is in the running daemon's config: it would come back",
+                    op="sources.forget",
+                    hint=f"remove [sources.{name}] from the config file, reload the daemon"
+                    " (systemctl reload syncd), then forget it",
+                    source=name,
+                )
+            if name in self.runners or name in self._stopping:
+                raise SourceStillConfigured(
+                    f"source {name!r} is still stopping after the reload that removed it",
+                    op="sources.forget",
+                    hint="retry in a moment",
+                    source=name,
+                )
+            at = format_ns(now_ns())
+            forgotten = await self._store.write(
+                lambda conn: registry.forget(conn, name, recorded_at=at)
+            )
+        for gauge in (metrics.SOURCE_UNAUTHORIZED, metrics.OAUTH_TOKEN_AGE):
+            with contextlib.suppress(KeyError):  # a series of a source that is gone
+                gauge.remove(name)
+        log.warning("source_forgotten", **forgotten.to_record())
+        return forgotten
 
     def changes(self, name: str, conf: SourceSettings) -> set[str]:
         """The keys of a running source that ``conf`` changes."""

@@ -1,7 +1,8 @@
 """The command line: parse, dispatch to one module per subcommand, and turn errors into exit codes.
 
 Exit codes: 0 success; 1 the operation failed (a pass failed, the upstream refused, the database is
-unusable); 2 bad usage or invalid configuration; 3 a change-log gap (the entries asked for were pruned:
+unusable, an unknown source); 2 bad usage or invalid configuration (also: forgetting a source the
+config still has); 3 a change-log gap (the entries asked for were pruned:
 re-read the mirror); 4 another syncd holds the database; 130 interrupted. This is the one place that maps a
 ``SyncdError`` to a message, an optional ``Try:`` hint and an exit code.
 """
@@ -16,7 +17,14 @@ from typing import Any
 
 from syncd import __version__
 from syncd.cli.exits import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
-from syncd.errors import AlreadyRunning, ChangelogGap, ConfigError, JobProviderError, SyncdError
+from syncd.errors import (
+    AlreadyRunning,
+    ChangelogGap,
+    ConfigError,
+    JobProviderError,
+    SourceStillConfigured,
+    SyncdError,
+)
 
 # Subcommand -> (module in syncd.cli, one-line help). Only the module of the command being run is
 # imported (its own imports are the heavy ones: config, aiohttp, the store); `syncd --help` imports
@@ -29,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "changes": ("changes", "print change-log entries as NDJSON"),
     "snapshot": ("snapshot", "print the mirror as NDJSON at one change-log seq"),
     "jobs": ("jobs", "track upstream jobs: add, list, show, forget"),
+    "sources": ("sources", "list the sources (sellers), forget a removed one"),
     "config": ("config_cmd", "inspect configuration"),
     "simulate": ("simulate", "serve a fake Square batch-retrieve upstream on loopback"),
 }
@@ -65,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (ConfigError, JobProviderError) as exc:  # bad config, or a bad job registration
+    # Bad config, a bad job registration, or forgetting a source the config still has.
+    except (ConfigError, JobProviderError, SourceStillConfigured) as exc:
         _report(exc)
         return EXIT_USAGE
     except ChangelogGap as exc:

@@ -15,7 +15,13 @@ import aiohttp
 import orjson
 
 from syncd.config import Settings, TcpAddress, parse_listen
-from syncd.errors import JobNotFound, JobProviderError, SyncdError
+from syncd.errors import (
+    JobNotFound,
+    JobProviderError,
+    SourceStillConfigured,
+    SyncdError,
+    UnknownSource,
+)
 
 DEFAULT_TIMEOUT = 10.0
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - dial, not bind
@@ -105,8 +111,14 @@ def _decode(raw: bytes) -> Any:
 
 def _error(status: int, payload: Any, listen: str) -> SyncdError:
     message = f"HTTP {status}"
+    code = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         message = str(payload["error"].get("message") or message)
+        code = payload["error"].get("code")
+    if code == "source_configured":  # syncd.web.admin_sources
+        return SourceStillConfigured(message, op="admin.request")
+    if code == "unknown_source":
+        return UnknownSource(message, op="admin.request")
     if status == 400:
         return JobProviderError(message, op="admin.request")
     if status == 404:

@@ -1,7 +1,9 @@
 """`syncd status [--json]`: is the daemon up, and how is it doing, read from the database.
 
 Up/down comes from the instance lock (a running syncd holds ``<db>.lock``); the rest from one read
-snapshot: the last pass per source and its age, each partition's watermark lag, the webhook backlog,
+snapshot: one section per source (status, merchant, mirrored counts, last pass and its age,
+credential kind and token expiry; tokens only ever as ``***``), each partition's watermark lag, the
+webhook backlog,
 jobs by state (when there are any), the retained change-log range, each named consumer's offset
 and how far each publishing target (Redis Streams, issue 7) is behind the head, or why it refuses its
 stream (issue 11); and the database's id, the one its stream is claimed with.
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
+from syncd.cli.sources import annotate_sources, describe_sources, last_pass_text, token_text
 from syncd.store import Store, identity, outbox, queries
 from syncd.store.lock import probe
 from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
@@ -38,7 +41,14 @@ def handle(args: argparse.Namespace) -> int:
     data = asyncio.run(_read(settings.database))
     data["database"] = str(settings.database)
     data["daemon"] = {"running": daemon.running, "pid": daemon.pid}
-    annotate(data, now_ns())
+    # One record per source (database and config merged, as `syncd sources list`): tokens only
+    # ever as "***".
+    data["sources"] = describe_sources(
+        data.pop("sources_overview"), data["last_pass"], settings.sources
+    )
+    now = now_ns()
+    annotate(data, now)
+    annotate_sources(data["sources"], now)
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -58,6 +68,7 @@ async def _snapshot(conn: Any) -> dict[str, Any]:
     data = await queries.status(conn)
     data["publish"] = await outbox.all_offsets(conn)
     data["database_id"] = await identity.database_id(conn)
+    data["sources_overview"] = await queries.sources_overview(conn)
     return data
 
 
@@ -112,6 +123,18 @@ def render(data: dict[str, Any]) -> str:
             f"last pass  {source}: #{last['pass_id']} {last['kind']} {last['outcome']},"
             f" {_seconds(last['age_s'])} ago, {last['changes']} changes"
             + (f"  error: {last['error']}" if last["error"] else "")
+        )
+    if data["sources"]:
+        lines.append("sources")
+    for src in data["sources"]:
+        status = src["status"] + ("" if src["configured"] else " (not in the config)")
+        if src["removed_at"]:
+            status = f"removed at {src['removed_at']}"
+        creds = src["credentials"]
+        lines.append(
+            f"  {src['source']}: {status}, merchant {src['merchant_id'] or '-'},"
+            f" {src['counts']} counts, last pass {last_pass_text(src)}, {token_text(src)}"
+            + (f"  error: {creds['error']}" if creds["error"] else "")
         )
     lag = ", ".join(
         f"{p['source']}/{p['partition']} {_seconds(p['lag_s'])}" for p in data["partitions"]

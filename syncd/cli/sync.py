@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from syncd.cli.common import EXIT_FAILURE, EXIT_OK, add_common, settings_from, setup_logging
@@ -14,7 +15,8 @@ from syncd.config import Settings, require_upstream_credentials
 from syncd.daemon import open_components
 from syncd.errors import ConfigError
 from syncd.model import PassSummary
-from syncd.timeutil import NS_PER_S
+from syncd.store import sources as registry
+from syncd.timeutil import NS_PER_S, format_ns, now_ns
 
 
 def register(sub: Any) -> None:
@@ -95,6 +97,15 @@ async def _passes(
             async with open_components(
                 settings, base_url=base_url, on_page=progress, only=name
             ) as parts:
+                # Registered like the daemon registers it (`syncd sources list` shows it active).
+                await parts.store.write(
+                    partial(
+                        registry.register,
+                        source=name,
+                        merchant_id=settings.sources[name].merchant_id,
+                        at=format_ns(now_ns()),
+                    )
+                )
                 summaries.append(await parts.sources[name].engine.run_pass(full=full))
         finally:
             progress.done()
