@@ -158,3 +158,97 @@ class PassSummary:
     @property
     def ok(self) -> bool:
         return self.error is None and self.finished_ns is not None
+
+
+# ---- the catalog: what a count means (issue 12) ----------------------------------------------------
+
+CATALOG_ITEM = "ITEM"
+CATALOG_ITEM_VARIATION = "ITEM_VARIATION"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """One Square ``CatalogObject`` of type ITEM, as the upstream sent it.
+
+    ``name`` is ``item_data.name`` (None when absent, e.g. on a deleted object without data);
+    ``variation_ids`` the ids of ``item_data.variations``, in Square's order. ``version`` is the
+    object's catalog version (never goes backwards for one object); ``updated_at`` its RFC 3339
+    text exactly as given, ``updated_at_ns`` the instant it names (what comparisons use).
+    """
+
+    item_id: str
+    name: str | None
+    is_deleted: bool
+    version: int
+    updated_at: str
+    updated_at_ns: int
+    present_at_all_locations: bool | None = None
+    variation_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogVariation:
+    """One Square ``CatalogObject`` of type ITEM_VARIATION (what a count's ``catalog_object_id``
+    names), as the upstream sent it; fields from ``item_variation_data``.
+
+    ``sku`` is None when Square sends none (or an empty one); ``gtin`` is Square's ``upc`` (a
+    UPC/EAN/GTIN of 12-14 digits, not checked further); ``track_inventory`` None when absent;
+    ``location_track_inventory`` the per-location ``location_overrides[].track_inventory`` values
+    that are set, as ``(location_id, bool)`` pairs in Square's order. A deleted variation may come
+    without data: ``item_id`` and the data fields are then None.
+    """
+
+    variation_id: str
+    item_id: str | None
+    name: str | None
+    sku: str | None
+    gtin: str | None
+    measurement_unit_id: str | None
+    track_inventory: bool | None
+    is_deleted: bool
+    version: int
+    updated_at: str
+    updated_at_ns: int
+    present_at_all_locations: bool | None = None
+    location_track_inventory: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPage:
+    """One page of SearchCatalogObjects results, in upstream order.
+
+    ``cursor`` is None on the last page. ``latest_time`` is Square's "when the catalog was last
+    updated" (the same on every page of one cursor chain; None when not sent): the ``begin_time``
+    of the next incremental read. ``skipped`` counts objects of other types (not mirrored), by
+    type in ``skipped_types``. ``server_date_ns`` is the HTTP ``Date`` of the answer, when sent.
+    """
+
+    objects: tuple[CatalogItem | CatalogVariation, ...]
+    cursor: str | None
+    latest_time: str | None
+    skipped: int = 0
+    skipped_types: tuple[tuple[str, int], ...] = ()
+    server_date_ns: int | None = None
+
+    @property
+    def items(self) -> tuple[CatalogItem, ...]:
+        return tuple(o for o in self.objects if isinstance(o, CatalogItem))
+
+    @property
+    def variations(self) -> tuple[CatalogVariation, ...]:
+        return tuple(o for o in self.objects if isinstance(o, CatalogVariation))
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """One seller location (ListLocations); ``status`` is ACTIVE or INACTIVE."""
+
+    id: str
+    name: str | None
+    status: str
+    merchant_id: str | None
+    timezone: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ACTIVE"

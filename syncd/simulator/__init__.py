@@ -1,8 +1,9 @@
 """The built-in fake Square upstream: ``POST /v2/inventory/counts/batch-retrieve``, generated data,
-``GET /v2/locations`` and the OAuth token routes, for one seller or many sellers of one app.
+``POST /v2/catalog/search`` (the items and variations the counts are of), ``GET /v2/locations``
+and the OAuth token routes, for one seller or many sellers of one app.
 
 Used by ``make run`` (``syncd simulate``), the tests and the benchmarks. ``catalog`` owns one
-seller's data and its indexes, ``sellers`` the app (its sellers, OAuth tokens, webhook
+seller's data and its indexes, ``library`` its item library, ``sellers`` the app (its sellers, OAuth tokens, webhook
 subscription), ``api`` the Square protocol (validation, cursors, errors), ``app`` the aiohttp
 application; this module runs it on a real socket (``serve``, ``serve_marketplace``,
 ``run_forever``, ``run_marketplace_forever``).
@@ -17,12 +18,21 @@ from contextlib import asynccontextmanager
 import structlog
 from aiohttp import web
 
-from syncd.simulator.api import Query, SquareError, answer, parse_request
+from syncd.simulator.api import (
+    CatalogQuery,
+    Query,
+    SquareError,
+    answer,
+    answer_catalog,
+    parse_catalog_request,
+    parse_request,
+)
 from syncd.simulator.app import (
     BATCH_RETRIEVE_PATH,
     LOCATIONS_PATH,
     MARKETPLACE_KEY,
     REVOKE_PATH,
+    SEARCH_CATALOG_PATH,
     SIMULATOR_KEY,
     TOKEN_PATH,
     build_app,
@@ -43,9 +53,11 @@ __all__ = [
     "LOCATIONS_PATH",
     "MARKETPLACE_KEY",
     "REVOKE_PATH",
+    "SEARCH_CATALOG_PATH",
     "SIMULATOR_KEY",
     "TOKEN_PATH",
     "TRACKED_STATES",
+    "CatalogQuery",
     "Marketplace",
     "OAuthConfig",
     "Query",
@@ -55,8 +67,10 @@ __all__ = [
     "WebhookSender",
     "WebhookTarget",
     "answer",
+    "answer_catalog",
     "build_app",
     "format_calculated_at",
+    "parse_catalog_request",
     "parse_request",
     "run_forever",
     "run_marketplace_forever",

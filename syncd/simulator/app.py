@@ -1,6 +1,7 @@
 """The simulator's aiohttp application.
 
-The Square API routes (batch-retrieve, ListLocations, the OAuth token routes), the ``/_sim/``
+The Square API routes (batch-retrieve, SearchCatalogObjects, ListLocations, the OAuth token
+routes), the ``/_sim/``
 control routes, and the background tasks (mutations and webhook delivery, owned by the app's
 ``cleanup_ctx``). The app serves a ``Marketplace``: one Square app and its sellers; ``build_app``
 of a lone ``Simulator`` wraps it in one.
@@ -17,13 +18,22 @@ import orjson
 import structlog
 from aiohttp import web
 
-from syncd.simulator.api import SquareError, answer, check_headers, error, parse_request
+from syncd.simulator.api import (
+    SquareError,
+    answer,
+    answer_catalog,
+    check_headers,
+    error,
+    parse_catalog_request,
+    parse_request,
+)
 from syncd.simulator.catalog import Simulator
 from syncd.simulator.sellers import Marketplace, auth_error
 from syncd.simulator.webhooks import WebhookTarget
 
 BATCH_RETRIEVE_PATH = "/v2/inventory/counts/batch-retrieve"
 LOCATIONS_PATH = "/v2/locations"
+SEARCH_CATALOG_PATH = "/v2/catalog/search"
 TOKEN_PATH = "/oauth2/token"
 REVOKE_PATH = "/oauth2/revoke"
 SIMULATOR_KEY = web.AppKey("simulator", Simulator)  # the first seller
@@ -101,6 +111,18 @@ async def _batch_retrieve(request: web.Request) -> web.Response:
     if config.page_delay > 0:
         await asyncio.sleep(config.page_delay)
     return web.Response(body=answer(sim, query), content_type="application/json")
+
+
+async def _search_catalog(request: web.Request) -> web.Response:
+    """SearchCatalogObjects over the token's seller's item library (``begin_time``,
+    ``object_types``, ``include_deleted_objects``, ``cursor``, ``limit``)."""
+    sim = _authenticated(request)
+    fault = sim.next_catalog_fault()
+    if fault is not None:
+        raise SquareError.scripted(*fault)
+    check_headers(None, request.headers.get("Square-Version"), None)
+    query = parse_catalog_request(await request.read())
+    return web.Response(body=answer_catalog(sim, query), content_type="application/json")
 
 
 async def _list_locations(request: web.Request) -> web.Response:
@@ -279,9 +301,15 @@ async def _sim_remove(request: web.Request) -> web.Response:
 
 async def _sim_fail(request: web.Request) -> web.Response:
     """``{"status": 429, "times": 1, "retry_after": 1}``: script the next batch-retrieve answers;
-    ``{"status": 500, "seconds": 60}``: every one for the next 60 s (an outage; 0 ends it)."""
+    ``{"status": 500, "seconds": 60}``: every one for the next 60 s (an outage; 0 ends it);
+    ``{"route": "catalog", "status": 503, "times": 2}``: the next SearchCatalogObjects answers."""
     body, sim = await _control_seller(request)
     try:
+        if body.get("route") == "catalog":
+            sim.fail_catalog_next(
+                int(body["status"]), int(body.get("times", 1)), body.get("retry_after")
+            )
+            return _json({"queued": len(sim.catalog_faults)})
         if "seconds" in body:
             sim.fail_for(int(body["status"]), float(body["seconds"]), body.get("retry_after"))
         else:
@@ -368,6 +396,74 @@ async def _sim_locations_add(request: web.Request) -> web.Response:
     return _json({"location": sim.add_location(name)})
 
 
+async def _sim_locations_rename(request: web.Request) -> web.Response:
+    """``{"merchant_id", "location_id", "name"}`` -> ``{"location": Location}``."""
+    body, sim = await _control_seller(request)
+    try:
+        location = sim.rename_location(str(body["location_id"]), str(body["name"]))
+    except (KeyError, ValueError) as exc:
+        return _bad(f"bad location name: {exc}")
+    return _json({"location": location})
+
+
+def _object_type_arg(body: dict[str, Any]) -> str:
+    return str(body.get("object_type", "ITEM_VARIATION"))
+
+
+async def _sim_catalog_rename(request: web.Request) -> web.Response:
+    """``{"n": K, "object_type": "ITEM_VARIATION" | "ITEM"}`` -> ``{"changed": [objects]}``."""
+    body, sim = await _control_seller(request)
+    n = _count_arg(body)
+    if n is None:
+        return _bad("n must be an integer >= 0")
+    try:
+        return _json({"changed": sim.rename_catalog(n, _object_type_arg(body))})
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
+async def _sim_catalog_delete(request: web.Request) -> web.Response:
+    """``{"n": K, "object_type": "ITEM_VARIATION" | "ITEM"}`` -> ``{"changed": [objects]}``."""
+    body, sim = await _control_seller(request)
+    n = _count_arg(body)
+    if n is None:
+        return _bad("n must be an integer >= 0")
+    try:
+        return _json({"changed": sim.delete_catalog(n, _object_type_arg(body))})
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
+async def _sim_catalog_add(request: web.Request) -> web.Response:
+    """``{"n": K, "item_id"?}`` -> ``{"changed": [new variations, then their items]}``."""
+    body, sim = await _control_seller(request)
+    n = _count_arg(body)
+    item_id = body.get("item_id")
+    if n is None or (item_id is not None and not isinstance(item_id, str)):
+        return _bad("n must be an integer >= 0 and item_id a string")
+    try:
+        return _json({"changed": sim.add_variations(n, item_id)})
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
+async def _sim_catalog_mutate(request: web.Request) -> web.Response:
+    """``{"n": K}``: K random catalog changes in one version -> ``{"changed": [objects]}``."""
+    body, sim = await _control_seller(request)
+    n = _count_arg(body)
+    if n is None:
+        return _bad("n must be an integer >= 0")
+    return _json({"changed": sim.mutate_catalog(n)})
+
+
+async def _sim_catalog(request: web.Request) -> web.Response:
+    """Every item and variation, ascending by (updated_at, id): ``{"objects": [...]}``;
+    ``?include_deleted=0`` leaves the deleted ones out."""
+    sim = _seller(request)
+    include_deleted = request.query.get("include_deleted", "1") not in ("0", "false")
+    return _json({"objects": sim.catalog_snapshot(include_deleted=include_deleted)})
+
+
 async def _sim_locations_status(request: web.Request) -> web.Response:
     """``{"merchant_id", "location_id", "status"}`` -> ``{"location": Location}``."""
     body, sim = await _control_seller(request)
@@ -381,11 +477,16 @@ async def _sim_locations_status(request: web.Request) -> web.Response:
 # ---- background mutations ----------------------------------------------------------------------
 
 
-async def _mutate_forever(sim: Simulator) -> None:
-    """Apply ``mutation_rate`` changes per second, in batches every ``mutation_interval``. The batch
-    size follows the time that really passed, so a slow loop never drifts below the rate."""
+async def _mutate_forever(sim: Simulator, *, catalog: bool = False) -> None:
+    """Apply ``mutation_rate`` count changes (``catalog``: ``catalog_mutation_rate`` catalog
+    changes, one catalog version per batch) per second, in batches every ``mutation_interval``.
+    The batch size follows the time that really passed, so a slow loop never drifts below the
+    rate."""
     loop = asyncio.get_running_loop()
-    rate, interval = sim.config.mutation_rate, sim.config.mutation_interval
+    config = sim.config
+    rate = config.catalog_mutation_rate if catalog else config.mutation_rate
+    interval = config.mutation_interval
+    apply = sim.mutate_catalog if catalog else sim.mutate
     last, carry = loop.time(), 0.0
     while True:
         await asyncio.sleep(interval)
@@ -394,7 +495,7 @@ async def _mutate_forever(sim: Simulator) -> None:
         last, n = now, int(due)
         carry = due - n
         if n:
-            sim.mutate(n)
+            apply(n)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -403,12 +504,21 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 async def _mutations(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: own one mutation task per seller with ``mutation_rate > 0`` for the app's
-    lifetime; reap them so a crash surfaces."""
+    """cleanup_ctx: own one mutation task per seller with ``mutation_rate > 0``, and one catalog
+    mutation task per seller with ``catalog_mutation_rate > 0``, for the app's lifetime; reap
+    them so a crash surfaces."""
+    sellers = app[MARKETPLACE_KEY].sellers.items()
     tasks = [
         asyncio.create_task(_mutate_forever(sim), name=f"simulator-mutations-{mid}")
-        for mid, sim in app[MARKETPLACE_KEY].sellers.items()
+        for mid, sim in sellers
         if sim.config.mutation_rate > 0
+    ]
+    tasks += [
+        asyncio.create_task(
+            _mutate_forever(sim, catalog=True), name=f"simulator-catalog-mutations-{mid}"
+        )
+        for mid, sim in sellers
+        if sim.config.catalog_mutation_rate > 0
     ]
     for task in tasks:
         task.add_done_callback(_log_crash)
@@ -440,6 +550,7 @@ def build_app(target: Simulator | Marketplace) -> web.Application:
     app[MARKETPLACE_KEY] = market
     app[SIMULATOR_KEY] = market.first
     app.router.add_post(BATCH_RETRIEVE_PATH, _batch_retrieve)
+    app.router.add_post(SEARCH_CATALOG_PATH, _search_catalog)
     app.router.add_get(LOCATIONS_PATH, _list_locations)
     app.router.add_post(TOKEN_PATH, _obtain_token)
     app.router.add_post(REVOKE_PATH, _revoke_token)
@@ -456,6 +567,12 @@ def build_app(target: Simulator | Marketplace) -> web.Application:
     app.router.add_post("/_sim/oauth/revoke", _sim_oauth_revoke)
     app.router.add_post("/_sim/locations/add", _sim_locations_add)
     app.router.add_post("/_sim/locations/status", _sim_locations_status)
+    app.router.add_post("/_sim/locations/rename", _sim_locations_rename)
+    app.router.add_get("/_sim/catalog", _sim_catalog)
+    app.router.add_post("/_sim/catalog/rename", _sim_catalog_rename)
+    app.router.add_post("/_sim/catalog/delete", _sim_catalog_delete)
+    app.router.add_post("/_sim/catalog/add", _sim_catalog_add)
+    app.router.add_post("/_sim/catalog/mutate", _sim_catalog_mutate)
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_mutations)
     return app

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import orjson
 
 from syncd.model import UNTRACKED_STATES, parse_quantity
+from syncd.simulator.library import ITEM, Item, ItemLibrary, Variation, format_ms
 from syncd.simulator.webhooks import WebhookSender, WebhookTarget
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
 
@@ -61,7 +62,13 @@ _HISTORY_MS = 30 * 24 * 3600 * 1000  # generated calculated_at values spread ove
 _SHARED_INSTANT = 0.05  # share of generated counts reusing the previous one's instant (bulk import)
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 LOCATION_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
-_LOCATION_TIMEZONE = "America/Los_Angeles"
+# Location timezones, in creation order (IANA names, as Square's Location.timezone).
+_LOCATION_TIMEZONES = (
+    "America/Los_Angeles",
+    "America/New_York",
+    "America/Chicago",
+    "Europe/London",
+)
 
 # Statuses fail_next() can script, with the Square error each answers (the spec's added responses).
 FAULTS: dict[int, tuple[str, str, str]] = {
@@ -99,6 +106,7 @@ class SimulatorConfig:
     omit_empty_counts: bool = True  # like Square (proto3 JSON), an empty page has no "counts" key
     webhook: WebhookTarget | None = None  # set: signed webhooks after each change (see webhooks.py)
     merchant_id: str | None = None  # the seller's id; None = derived from the seed
+    catalog_mutation_rate: float = 0.0  # random catalog changes per second (background); 0 = none
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,8 +115,16 @@ class SimulatorConfig:
         bad = [s for s in self.states if s not in TRACKED_STATES]
         if bad or len(set(self.states)) != len(self.states):
             problems.append(f"states must be distinct tracked InventoryState values, got {bad}")
-        if self.mutation_rate < 0 or self.page_delay < 0 or self.mutation_interval <= 0:
-            problems.append("mutation_rate and page_delay must be >= 0, mutation_interval > 0")
+        if (
+            self.mutation_rate < 0
+            or self.catalog_mutation_rate < 0
+            or self.page_delay < 0
+            or self.mutation_interval <= 0
+        ):
+            problems.append(
+                "mutation_rate, catalog_mutation_rate and page_delay must be >= 0,"
+                " mutation_interval > 0"
+            )
         if self.max_limit < 1:
             problems.append("max_limit must be >= 1")
         if self.cursor_ttl is not None and self.cursor_ttl <= 0:
@@ -278,6 +294,15 @@ class Simulator:
         self._last_ns = 0
         self.location_ids: list[str] = []
         self._locations: dict[str, dict[str, str]] = {}
+        # The item library (library.py) is built on first use, from the generated object ids in
+        # order and an RNG of its own, so counts-only runs never pay for it and the data of a
+        # seed is the same whenever it is built.
+        self._library: ItemLibrary | None = None
+        self._generated_ids: list[str] = []
+        self._implicit: list[tuple[str, int]] = []  # (object id, ms) set_count made before that
+        self._base_ms = 0
+        self.catalog_faults: deque[tuple[int, float | None]] = deque()
+        self.catalog_mutations = 0  # catalog change calls (catalog versions)
         self._generate()
 
     # ---- generation ------------------------------------------------------------------------------
@@ -285,11 +310,12 @@ class Simulator:
     def _generate(self) -> None:
         cfg, rng = self.config, self._rng
         self.location_ids = _ids(rng, cfg.locations, 13)
-        base_ms = self.wall_ns() // _MS - _HISTORY_MS
+        base_ms = self._base_ms = self.wall_ns() // _MS - _HISTORY_MS
         for location in self.location_ids:
             self._describe_location(location, None, base_ms * _MS)
         ns = 0
-        for item in _ids(rng, cfg.items, 24):
+        self._generated_ids = _ids(rng, cfg.items, 24)
+        for item in self._generated_ids:
             for location in self.location_ids:
                 for state in cfg.states:
                     if ns == 0 or rng.random() >= _SHARED_INSTANT:
@@ -409,6 +435,8 @@ class Simulator:
         ns = self._next_ns() if calculated_at is None else parse_ns(calculated_at) // _US * _US
         key = (catalog_object_id, location_id, state)
         kid = self._by_key.get(key)
+        if catalog_object_id not in self._by_object and catalog_object_type == ITEM_VARIATION:
+            self._implicit_variation(catalog_object_id)
         if kid is None:
             self.seq += 1
             rec = Count(len(self._recs), key, catalog_object_type, quantity, ns, self.seq)
@@ -451,6 +479,140 @@ class Simulator:
         self.removals += 1
         return rec.api()
 
+    # ---- the item library (what the counts are counts of) ---------------------------------------
+
+    @property
+    def library(self) -> ItemLibrary:
+        """The seller's items and variations (``library.py``), built on first use."""
+        if self._library is None:
+            lib = ItemLibrary(random.Random(f"catalog:{self.config.seed}"), self.location_ids)
+            lib.generate(self._generated_ids, self._base_ms, _HISTORY_MS)
+            for object_id, ms in self._implicit:
+                lib.implicit(object_id, ms)
+            self._implicit.clear()
+            self._library = lib
+        return self._library
+
+    def _catalog_ms(self) -> int:
+        """The instant of a catalog change: now, strictly after every earlier change."""
+        return self.library.next_ms(self.wall_ns() // _MS)
+
+    def _implicit_variation(self, object_id: str) -> None:
+        """``set_count`` of an object the seller never had: as if it had been created in the
+        catalog first (a variation in an item of its own), without a catalog webhook."""
+        if self._library is None:
+            self._implicit.append((object_id, self.wall_ns() // _MS))
+        else:
+            self._library.implicit(object_id, self._catalog_ms())
+
+    def _catalog_changed(self, objs: list[Item | Variation]) -> list[dict[str, object]]:
+        """After one change call: count it, send ``catalog.version.updated``, answer the JSON."""
+        if not objs:
+            return []
+        lib = self.library
+        self.catalog_mutations += 1
+        self.webhooks.notify_catalog(format_ms(lib.last_ms), merchant_id=self.event_merchant_id)
+        return [lib.api(o) for o in objs]
+
+    def rename_catalog(self, n: int, object_type: str = ITEM_VARIATION) -> list[dict[str, object]]:
+        """Rename ``n`` random live variations (or items, ``object_type="ITEM"``): one catalog
+        version; returns the changed objects."""
+        _check_object_type(object_type)
+        return self._catalog_changed(self.library.rename(n, object_type, self._catalog_ms()))
+
+    def delete_catalog(self, n: int, object_type: str = ITEM_VARIATION) -> list[dict[str, object]]:
+        """Delete ``n`` random live variations (their items lose them; an item whose last
+        variation goes is deleted too) or items (with their variations). Their counts stay.
+        One catalog version; returns every object changed."""
+        _check_object_type(object_type)
+        return self._catalog_changed(self.library.delete(n, object_type, self._catalog_ms()))
+
+    def add_variations(self, n: int, item_id: str | None = None) -> list[dict[str, object]]:
+        """``n`` new variations, in random live items (or ``item_id``), each with one count per
+        location per state, issued as count changes (with their inventory webhooks). One
+        catalog version; returns the new variations, then the items they joined."""
+        objs = self.library.add(n, self._catalog_ms(), self._by_object, item_id)
+        rows: list[Row] = []
+        for obj in objs:
+            if isinstance(obj, Variation):
+                rows.extend(self._new_counts(obj.id))
+        self.mutations += len(rows)
+        self._notify(rows)
+        return self._catalog_changed(objs)
+
+    def _new_counts(self, object_id: str) -> list[Row]:
+        """One new count of ``object_id`` per location per state, calculated now."""
+        rows: list[Row] = []
+        for location_id in self.location_ids:
+            for state in self.config.states:
+                self.seq += 1
+                rec = Count(
+                    len(self._recs),
+                    (object_id, location_id, state),
+                    ITEM_VARIATION,
+                    random_quantity(self._rng),
+                    self._next_ns(),
+                    self.seq,
+                )
+                self._add(rec)
+                self._place(rec)
+                rows.append(rec.api())
+        return rows
+
+    def mutate_catalog(self, n: int) -> list[dict[str, object]]:
+        """``n`` random catalog changes in one catalog version: renames of variations and
+        items, new prices (a version bump that changes no mirrored field), new SKUs, deleted
+        and added variations. Returns every object changed (once, as it ends up)."""
+        lib = self.library
+        ms = self._catalog_ms()
+        changed: dict[str, Item | Variation] = {}
+        new_counts: list[Row] = []
+        for kind in lib.mutation_kinds(n):
+            if kind == "rename_variation":
+                objs = lib.rename(1, ITEM_VARIATION, ms)
+            elif kind == "rename_item":
+                objs = lib.rename(1, ITEM, ms)
+            elif kind == "reprice":
+                objs = lib.reprice(1, ms)
+            elif kind == "sku":
+                objs = lib.resku(1, ms)
+            elif kind == "delete_variation":
+                objs = lib.delete(1, ITEM_VARIATION, ms)
+            else:
+                objs = lib.add(1, ms, self._by_object)
+                for obj in objs:
+                    if isinstance(obj, Variation):
+                        new_counts.extend(self._new_counts(obj.id))
+            for obj in objs:
+                changed[obj.id] = obj
+        self.mutations += len(new_counts)
+        self._notify(new_counts)
+        return self._catalog_changed(list(changed.values()))
+
+    def catalog_object(self, object_id: str) -> dict[str, object] | None:
+        """One item or variation as CatalogObject JSON (deleted ones too), or None."""
+        obj = self.library.objects.get(object_id)
+        return None if obj is None else self.library.api(obj)
+
+    def catalog_snapshot(self, *, include_deleted: bool = True) -> list[dict[str, object]]:
+        """Every item and variation as CatalogObject JSON, ascending by (updated_at, id)."""
+        lib = self.library
+        objs = (lib.objects[object_id] for _, object_id in lib.order)
+        return [lib.api(o) for o in objs if include_deleted or not o.is_deleted]
+
+    def fail_catalog_next(
+        self, status: int, times: int = 1, retry_after: float | None = None
+    ) -> None:
+        """Answer the next ``times`` SearchCatalogObjects calls with this error status (like
+        ``fail_next``, which scripts batch-retrieve only)."""
+        if status not in FAULTS or times < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError(f"cannot script status {status} x{times} (known: {sorted(FAULTS)})")
+        self.catalog_faults.extend([(status, retry_after)] * times)
+
+    def next_catalog_fault(self) -> tuple[int, float | None] | None:
+        """The error the next SearchCatalogObjects call answers, or None."""
+        return self.catalog_faults.popleft() if self.catalog_faults else None
+
     # ---- locations -------------------------------------------------------------------------------
 
     def _describe_location(self, location_id: str, name: str | None, created_ns: int) -> None:
@@ -460,7 +622,7 @@ class Simulator:
             "name": name or f"Store {len(self._locations) + 1}",
             "merchant_id": self.merchant_id,
             "status": "ACTIVE",
-            "timezone": _LOCATION_TIMEZONE,
+            "timezone": _LOCATION_TIMEZONES[len(self._locations) % len(_LOCATION_TIMEZONES)],
             "created_at": format_seconds(created_ns),
             "business_name": f"Sim Seller {self.merchant_id}",
             "type": "PHYSICAL",
@@ -512,6 +674,16 @@ class Simulator:
         if location is None:
             raise ValueError(f"no location {location_id!r} at {self.merchant_id}")
         location["status"] = status
+        return dict(location)
+
+    def rename_location(self, location_id: str, name: str) -> dict[str, str]:
+        """Give a location a new name; raises ValueError for an unknown location or empty name."""
+        location = self._locations.get(location_id)
+        if location is None:
+            raise ValueError(f"no location {location_id!r} at {self.merchant_id}")
+        if not name:
+            raise ValueError("a location name must be non-empty")
+        location["name"] = name
         return dict(location)
 
     def _notify(self, rows: list[Row]) -> None:
@@ -645,8 +817,23 @@ class Simulator:
             "seq": self.seq,
             "index_entries": len(self._all.pos),  # live + not yet compacted stale entries
             "webhooks": self.webhooks.stats(),
+            "catalog": None if self._library is None else self._catalog_stats(self._library),
+        }
+
+    def _catalog_stats(self, lib: ItemLibrary) -> dict[str, object]:
+        return {
+            "objects": len(lib.objects),
+            "items": lib.live_count(ITEM),
+            "variations": lib.live_count(ITEM_VARIATION),
+            "latest_time": format_ms(lib.last_ms) if lib.last_ms else None,
+            "mutations": self.catalog_mutations,
         }
 
 
 def _pos_of(rec: Count) -> int:
     return rec.pos
+
+
+def _check_object_type(object_type: str) -> None:
+    if object_type not in (ITEM, ITEM_VARIATION):
+        raise ValueError(f"object_type must be ITEM or ITEM_VARIATION, got {object_type!r}")

@@ -1,5 +1,9 @@
 """The simulator's webhook sender: signed ``inventory.count.updated`` events after each change.
 
+A catalog change (``Simulator.rename_catalog`` and the like) sends one ``catalog.version.updated``
+instead: like Square's, it names no object, only the catalog's new ``updated_at``; the receiver
+reads what changed with SearchCatalogObjects ``begin_time``.
+
 Plays Square's side of the webhook contract: every count the simulator changes becomes one event in
 Square's JSON shape (``InventoryCountUpdatedEvent``), signed with the subscription's signature key
 over the notification URL + raw body (header ``x-square-hmacsha256-signature``) and POSTed to the
@@ -34,6 +38,7 @@ log = structlog.get_logger("syncd.simulator")
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
 EVENT_TYPE = "inventory.count.updated"
 REVOKED_EVENT_TYPE = "oauth.authorization.revoked"
+CATALOG_EVENT_TYPE = "catalog.version.updated"
 REVOKER_TYPES = frozenset({"APPLICATION", "MERCHANT", "SQUARE"})
 
 Row = dict[str, str]  # one InventoryCount as API JSON
@@ -102,6 +107,25 @@ def revocation_body(
     )
 
 
+def catalog_version_body(
+    *, merchant_id: str, updated_at: str, event_id: str | None = None
+) -> bytes:
+    """One ``catalog.version.updated`` event: the catalog changed at ``updated_at``."""
+    return orjson.dumps(
+        {
+            "merchant_id": merchant_id,
+            "type": CATALOG_EVENT_TYPE,
+            "event_id": event_id or str(uuid.uuid4()),
+            "created_at": format_ns(now_ns()),
+            "data": {
+                "type": "catalog_version",
+                "id": "",
+                "object": {"catalog_version": {"updated_at": updated_at}},
+            },
+        }
+    )
+
+
 class WebhookSender:
     """Queues one event per changed count and delivers them while ``running()``.
 
@@ -136,6 +160,19 @@ class WebhookSender:
         for count in counts:
             event_id = str(uuid.uuid4())
             self._enqueue(event_id, event_body(count, merchant_id=merchant, event_id=event_id))
+
+    def notify_catalog(self, updated_at: str, *, merchant_id: str | None = None) -> bool:
+        """Queue one ``catalog.version.updated`` event (called after each catalog change);
+        False when nothing is sent (no target or not running)."""
+        target = self.target
+        if target is None or not self._running:
+            return False
+        event_id = str(uuid.uuid4())
+        body = catalog_version_body(
+            merchant_id=merchant_id or target.merchant_id, updated_at=updated_at, event_id=event_id
+        )
+        self._enqueue(event_id, body)
+        return True
 
     def notify_revoked(self, merchant_id: str, *, revoker_type: str, revoked_at: str) -> bool:
         """Queue one ``oauth.authorization.revoked`` event; False when nothing is sent (no target

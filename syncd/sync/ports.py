@@ -1,4 +1,5 @@
-"""What the sync engine needs from an upstream: a stream of pages of counts.
+"""What the sync engine needs from an upstream: pages of counts, pages of catalog objects, the
+seller's locations.
 
 The engine owns this Protocol; adapters in ``syncd.upstream`` implement it.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from syncd.model import Page
+from syncd.model import CatalogPage, Location, Page
 
 
 class CountsSource(Protocol):
@@ -56,4 +57,31 @@ class LocationsSource(Protocol):
     async def active_location_ids(self) -> tuple[str, ...]:
         """The active location ids, in a stable order; raises ``UpstreamError`` when it cannot
         tell (the engine then keeps the partitions it had)."""
+        ...
+
+
+class LocationDetailsSource(Protocol):
+    """An upstream that lists every location of the seller with its details."""
+
+    async def locations(self) -> tuple[Location, ...]:
+        """Every location, ACTIVE and INACTIVE, in the upstream's order (id, name, status,
+        timezone, merchant id); raises ``UpstreamError`` when it cannot tell."""
+        ...
+
+
+class CatalogSource(Protocol):
+    """An upstream that pages through the seller's catalog items and item variations."""
+
+    async def search_catalog(
+        self, *, begin_time: str | None, cursor: str | None, limit: int | None = None
+    ) -> CatalogPage:
+        """One page of ITEM and ITEM_VARIATION objects, deleted ones included.
+
+        ``begin_time`` (RFC 3339, exclusive) asks only for objects changed after it (None: the
+        whole catalog); pass the previous chain's ``latest_time``. ``cursor`` continues a chain
+        (None: its first page; the other arguments must stay the same along a chain). ``limit``
+        is advisory (None: the adapter's default). Raises ``UpstreamError`` once retries are
+        exhausted or for a non-retryable answer (``context["cursor_invalid"]`` when the cursor
+        was refused: restart the chain), ``UpstreamDataError`` for a malformed page.
+        """
         ...

@@ -8,14 +8,14 @@ Square answers all of them, active and inactive, in one page (no cursor). A 401/
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 
 from syncd.errors import UpstreamDataError
+from syncd.model import Location
 from syncd.upstream.http import (
     JsonResponse,
     RetryInfo,
@@ -25,24 +25,22 @@ from syncd.upstream.http import (
 )
 from syncd.upstream.square import AccessTokens, SquareOptions, authorized
 
+if TYPE_CHECKING:
+    from syncd.sync.ports import LocationDetailsSource, LocationsSource
+
+__all__ = [
+    "LOCATIONS_PATH",
+    "LOCATION_STATUSES",
+    "OP_LIST_LOCATIONS",
+    "Location",
+    "SquareLocations",
+    "list_locations",
+    "parse_locations",
+]
+
 OP_LIST_LOCATIONS = "square.list_locations"
 LOCATIONS_PATH = "/v2/locations"
 LOCATION_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Location:
-    """One seller location; ``status`` is ACTIVE or INACTIVE."""
-
-    id: str
-    name: str | None
-    status: str
-    merchant_id: str | None
-    timezone: str | None
-
-    @property
-    def active(self) -> bool:
-        return self.status == "ACTIVE"
 
 
 async def list_locations(
@@ -75,8 +73,10 @@ async def list_locations(
 
 
 class SquareLocations:
-    """The seller's active locations as the engine's ``LocationsSource``; reports the merchant id
-    the locations carry (``on_merchant``), which routes the app's webhooks to this source."""
+    """The seller's locations: every one with its details (``LocationDetailsSource``: the
+    catalog mirror's ``locations`` table), and the active ids (``LocationsSource``: the engine's
+    partitions). Reports the merchant id the locations carry (``on_merchant``), which routes the
+    app's webhooks to this source."""
 
     def __init__(
         self,
@@ -85,16 +85,24 @@ class SquareLocations:
         *,
         tokens: AccessTokens | None = None,
         on_merchant: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        on_retry: Callable[[RetryInfo], None] | None = None,
     ) -> None:
         self._session = session
         self._options = options
         self._tokens = tokens
         self._on_merchant = on_merchant
+        self._sleep = sleep
+        self._rand = rand
+        self._on_retry = on_retry
         self._headers = {"Square-Version": options.api_version}
         if options.access_token is not None:
             self._headers["Authorization"] = f"Bearer {options.access_token}"
 
-    async def active_location_ids(self) -> tuple[str, ...]:
+    async def locations(self) -> tuple[Location, ...]:
+        """Every location of the seller, ACTIVE and INACTIVE, in Square's order."""
+
         def send(headers: dict[str, str]) -> Awaitable[JsonResponse]:
             return request_json(
                 self._session,
@@ -103,6 +111,9 @@ class SquareLocations:
                 op=OP_LIST_LOCATIONS,
                 policy=self._options.policy,
                 headers=headers,
+                sleep=self._sleep,
+                rand=self._rand,
+                on_retry=self._on_retry,
             )
 
         response = await authorized(self._tokens, self._headers, send)
@@ -110,7 +121,11 @@ class SquareLocations:
         merchants = {loc.merchant_id for loc in locations if loc.merchant_id}
         if len(merchants) == 1 and self._on_merchant is not None:
             self._on_merchant(merchants.pop())
-        return tuple(sorted(loc.id for loc in locations if loc.active))
+        return tuple(locations)
+
+    async def active_location_ids(self) -> tuple[str, ...]:
+        """The ids of the ACTIVE locations, sorted (the engine's partitions)."""
+        return tuple(sorted(loc.id for loc in await self.locations() if loc.active))
 
 
 def parse_locations(body: Any) -> list[Location]:
@@ -162,3 +177,9 @@ def _data_error(message: str, field: str) -> NoReturn:
     raise UpstreamDataError(
         f"{OP_LIST_LOCATIONS}: {message}", status=200, op=OP_LIST_LOCATIONS, field=field
     )
+
+
+if TYPE_CHECKING:
+    # Static conformance: mypy fails here if SquareLocations drifts from the engine's Protocols.
+    def _conforms(source: SquareLocations) -> tuple[LocationsSource, LocationDetailsSource]:
+        return source, source

@@ -114,7 +114,7 @@ class SquareCounts:
         self._tokens = tokens
         self._options = options
         self._url = options.base_url.rstrip("/") + BATCH_RETRIEVE_PATH
-        self._headers = _headers(options)
+        self._headers = request_headers(options)
         self._sleep = sleep
         self._rand = rand
         self._on_retry = on_retry
@@ -171,7 +171,7 @@ class SquareCounts:
         try:
             return await authorized(self._tokens, self._headers, send)
         except UpstreamError as exc:
-            if exc.status == 400 and _has_code(exc.vendor_errors, INVALID_CURSOR):
+            if exc.status == 400 and has_code(exc.vendor_errors, INVALID_CURSOR):
                 raise UpstreamError(
                     f"{OP_BATCH_RETRIEVE}: Square rejected the cursor ({INVALID_CURSOR})",
                     status=400,
@@ -268,7 +268,7 @@ def _data_error(message: str, *, field: str, index: int | None = None) -> NoRetu
     )
 
 
-def _headers(options: SquareOptions) -> dict[str, str]:
+def request_headers(options: SquareOptions) -> dict[str, str]:
     """Request headers; ``Authorization`` only when a token is configured."""
     headers = {
         "Square-Version": options.api_version,
@@ -280,7 +280,7 @@ def _headers(options: SquareOptions) -> dict[str, str]:
     return headers
 
 
-def _has_code(vendor_errors: Sequence[dict[str, Any]], code: str) -> bool:
+def has_code(vendor_errors: Sequence[dict[str, Any]], code: str) -> bool:
     """Whether any vendor error carries ``code``."""
     return any(err.get("code") == code for err in vendor_errors)
 
