@@ -26,13 +26,16 @@ from syncd.config import SourceSettings
 from syncd.errors import SourceStillConfigured, SyncdError
 from syncd.model import PassSummary
 from syncd.store import Store
+from syncd.store import catalog as catalog_store
 from syncd.store import sources as registry
 from syncd.store.inbox import Inbox
 from syncd.store.sources import Forgotten
+from syncd.sync.catalog import CatalogEngine, CatalogOptions
 from syncd.sync.credentials import TokenKeeper
 from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
 from syncd.sync.trigger import SyncTrigger
 from syncd.timeutil import format_ns, now_ns
+from syncd.upstream.catalog import SquareCatalog
 from syncd.upstream.http import RetryPolicy, make_session
 from syncd.upstream.locations import SquareLocations
 from syncd.upstream.oauth import TokenGrant, refresh_access_token
@@ -56,8 +59,15 @@ LIVE_SOURCE_KEYS = frozenset(
         "locations_interval",
         "notification_url",
         "webhook_signature_keys",
+        "catalog_interval",
+        "catalog_full_interval",
+        "catalog_overlap",
     }
 )
+# How long a source's first counts pass waits for its first catalog pass when the catalog was never
+# read: so that the first count entries carry their SKUs. A failing catalog never holds counts
+# longer than this.
+FIRST_CATALOG_WAIT = 60.0
 
 
 def engine_options(name: str, conf: SourceSettings) -> EngineOptions:
@@ -72,6 +82,16 @@ def engine_options(name: str, conf: SourceSettings) -> EngineOptions:
         full_resync_after=conf.full_resync_after,
         cursor_restarts=conf.cursor_restarts,
         locations_interval=conf.locations_interval,
+    )
+
+
+def catalog_options(name: str, conf: SourceSettings) -> CatalogOptions:
+    """Map one source's config onto the catalog engine's plain parameters."""
+    return CatalogOptions(
+        source=name,
+        overlap=conf.catalog_overlap,
+        full_interval=conf.catalog_full_interval,
+        cursor_restarts=conf.cursor_restarts,
     )
 
 
@@ -141,6 +161,7 @@ class SourceParts:
     session: aiohttp.ClientSession
     engine: SyncEngine
     keeper: TokenKeeper | None
+    catalog: CatalogEngine | None = None
     learned_merchant: str | None = None
 
     @property
@@ -218,7 +239,15 @@ def open_source(
         on_page=on_page,
         locations=locations,
     )
-    parts = SourceParts(name, conf, session, engine, keeper)
+    catalog = None
+    if conf.catalog_sync:
+        catalog = CatalogEngine(
+            store,
+            SquareCatalog(session, options, page_limit=conf.page_limit, tokens=keeper),
+            catalog_options(name, conf),
+            locations=locations,
+        )
+    parts = SourceParts(name, conf, session, engine, keeper, catalog)
     return parts
 
 
@@ -229,8 +258,11 @@ class SourceRunner:
     parts: SourceParts
     trigger: SyncTrigger
     verifier: SignatureVerifier | None
+    catalog_trigger: SyncTrigger | None = None
     task: asyncio.Task[None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the first catalog pass of this run ended (well or not); see FIRST_CATALOG_WAIT.
+    catalog_tried: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -257,6 +289,7 @@ class SourceSet:
         self._slots = asyncio.Semaphore(max_concurrent_passes)
         self._failing_slots = asyncio.Semaphore(max_failing_passes)
         self._failing: set[str] = set()  # sources whose last pass failed
+        self._catalog_failing: set[str] = set()  # sources whose last catalog pass failed
         self.debounce = debounce
         self.max_delay = max_delay
         self._on_pass = on_pass
@@ -292,7 +325,10 @@ class SourceSet:
     def _webhook(self, runner: SourceRunner) -> WebhookSource:
         keeper = runner.parts.keeper
         on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
-        return WebhookSource(runner.name, runner.verifier, runner.trigger.poke, on_revoked)
+        on_catalog = None if runner.catalog_trigger is None else runner.catalog_trigger.poke
+        return WebhookSource(
+            runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog
+        )
 
     def _check_grant(self, runner: SourceRunner) -> None:
         """``oauth.authorization.revoked``: refresh now, so a revoked grant is found (and the
@@ -366,6 +402,20 @@ class SourceSet:
             ),
             self._verifier(name, conf),
         )
+        if parts.catalog is not None:
+            runner.catalog_trigger = SyncTrigger(
+                self._catalog_pass(runner, parts.catalog),
+                interval=conf.catalog_interval,
+                debounce=self.debounce,
+                max_delay=self.max_delay,
+                retry_initial=conf.retry_backoff_initial,
+                retry_max=conf.catalog_interval,
+            )
+            state = await self._store.read(lambda conn: catalog_store.load_state(conn, name))
+            if state.latest_time is not None:
+                runner.catalog_tried.set()  # read before: counts need not wait for it
+        else:
+            runner.catalog_tried.set()
         self.runners[name] = runner
         if conf.merchant_id:
             self._merchants[conf.merchant_id] = name
@@ -397,6 +447,7 @@ class SourceSet:
         try:
             self._merchants = {m: s for m, s in self._merchants.items() if s != name}
             self._failing.discard(name)
+            self._catalog_failing.discard(name)
             runner.stop.set()
             if runner.task is not None:
                 await _reap(runner.task, grace)
@@ -498,6 +549,12 @@ class SourceSet:
         if runner.trigger.interval != conf.poll_interval:
             runner.trigger.interval = conf.poll_interval
             runner.trigger.run_soon()
+        catalog, trigger = runner.parts.catalog, runner.catalog_trigger
+        if catalog is not None and trigger is not None:
+            catalog.options = catalog_options(name, conf)
+            if trigger.interval != conf.catalog_interval:
+                trigger.interval = conf.catalog_interval
+                trigger.run_soon()
         runner.verifier = self._verifier(name, conf)
 
     async def restart(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> None:
@@ -509,8 +566,10 @@ class SourceSet:
     def set_schedule(self, debounce: float, max_delay: float) -> None:
         self.debounce, self.max_delay = debounce, max_delay
         for runner in self:
-            runner.trigger.debounce = debounce
-            runner.trigger.max_delay = max_delay
+            for trigger in (runner.trigger, runner.catalog_trigger):
+                if trigger is not None:
+                    trigger.debounce = debounce
+                    trigger.max_delay = max_delay
 
     async def aclose(self, grace: float) -> None:
         """Stop every runner, sharing one grace period."""
@@ -537,6 +596,28 @@ class SourceSet:
                 (self._failing.discard if ok else self._failing.add)(name)
             if self._on_pass is not None:
                 self._on_pass(summary)
+            return summary
+
+        return run
+
+    def _catalog_pass(
+        self, runner: SourceRunner, catalog: CatalogEngine
+    ) -> Callable[[], Awaitable[PassSummary]]:
+        """A catalog pass on a slot: the shared slots while the source and its catalog are
+        healthy, the failing slots otherwise (a catalog endpoint that stalls holds no healthy
+        source's slot)."""
+        name = runner.name
+
+        async def run() -> PassSummary:
+            failing = name in self._failing or name in self._catalog_failing
+            ok = False
+            try:
+                async with self._failing_slots if failing else self._slots:
+                    summary = await catalog.run_pass()
+                ok = summary.ok
+            finally:
+                (self._catalog_failing.discard if ok else self._catalog_failing.add)(name)
+                runner.catalog_tried.set()
             return summary
 
         return run
@@ -615,6 +696,27 @@ async def _run_trigger(runner: SourceRunner, daemon_stop: asyncio.Event) -> None
     relay = asyncio.create_task(daemon_stop.wait())
     relay.add_done_callback(lambda _: runner.stop.set())
     try:
-        await runner.trigger.run(runner.stop)
+        async with asyncio.TaskGroup() as group:
+            if runner.catalog_trigger is not None:
+                group.create_task(runner.catalog_trigger.run(runner.stop))
+            group.create_task(_run_counts(runner))
     finally:
         relay.cancel()
+
+
+async def _run_counts(runner: SourceRunner) -> None:
+    """The counts trigger; its first pass waits (bounded) for a never-read catalog's first pass,
+    so that the first count entries carry SKUs."""
+    if not runner.catalog_tried.is_set():
+        waiters = [
+            asyncio.ensure_future(runner.catalog_tried.wait()),
+            asyncio.ensure_future(runner.stop.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters, timeout=FIRST_CATALOG_WAIT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    await runner.trigger.run(runner.stop)

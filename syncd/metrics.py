@@ -42,6 +42,25 @@ SYNC_PAGES = Counter(
 SYNC_COUNTS = Counter(
     "syncd_sync_counts_total", "Counts fetched from the upstream", ["source"], registry=REGISTRY
 )
+CATALOG_PASSES = Counter(
+    "syncd_catalog_passes_total",
+    "Catalog passes by kind (catalog, catalog_full) and outcome",
+    ["source", "kind", "outcome"],
+    registry=REGISTRY,
+)
+CATALOG_PASS_SECONDS = Histogram(
+    "syncd_catalog_pass_duration_seconds",
+    "Duration of catalog passes",
+    ["source", "kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+    registry=REGISTRY,
+)
+CATALOG_OBJECTS = Counter(
+    "syncd_catalog_objects_total",
+    "Catalog items and variations fetched from the upstream",
+    ["source"],
+    registry=REGISTRY,
+)
 CHANGES_WRITTEN = Counter(
     "syncd_changes_written_total", "Change-log entries written", ["kind"], registry=REGISTRY
 )

@@ -78,6 +78,7 @@ def fixture_make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "sources": sources,
             "source_defaults": {
                 "poll_interval": 30,
+                "catalog_sync": False,  # on where a test is about the catalog
                 "overlap": 1,
                 "clock_margin": 0,
                 "retry_backoff_initial": 0.001,

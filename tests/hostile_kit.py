@@ -133,6 +133,7 @@ shutdown_timeout = 5
 base_url = "http://127.0.0.1:9"
 access_token = "test-token"
 poll_interval = 300
+catalog_sync = false
 max_retries = 0
 retry_backoff_initial = 0.5
 retry_backoff_max = 5

@@ -38,6 +38,7 @@ shutdown_timeout = 5
 base_url = "{upstream}"
 access_token = "test-token"
 poll_interval = 300
+catalog_sync = false
 overlap = 1
 clock_margin = 0
 retry_backoff_initial = 0.01

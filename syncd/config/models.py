@@ -206,7 +206,10 @@ class SourceSettings(BaseModel):
         default_factory=list, description="Catalog object ids to mirror; empty means every object."
     )
     page_limit: int = Field(
-        default=1000, ge=1, le=1000, description="Counts requested per page (1..1000)."
+        default=1000,
+        ge=1,
+        le=1000,
+        description="Counts (and catalog objects) requested per page (1..1000).",
     )
     overlap: NonNegative = Field(
         default=120,
@@ -231,6 +234,25 @@ class SourceSettings(BaseModel):
     full_resync_after: Positive = Field(
         default=21600,
         description="Partitions whose last good pass is older than this (seconds) resync in full.",
+    )
+    catalog_sync: bool = Field(
+        default=True,
+        description="Mirror the catalog (items and variations: SKU, names) and the location"
+        " details beside the counts; needs the ITEMS_READ and MERCHANT_PROFILE_READ scopes.",
+    )
+    catalog_interval: Positive = Field(
+        default=300,
+        description="Seconds between safety-net catalog passes when no catalog.version.updated"
+        " webhook triggers one.",
+    )
+    catalog_full_interval: Positive = Field(
+        default=86400,
+        description="Seconds between full catalog passes, which also mark deleted what the"
+        " catalog no longer lists.",
+    )
+    catalog_overlap: NonNegative = Field(
+        default=60,
+        description="Seconds a catalog pass re-reads before the stored latest_time.",
     )
     request_timeout: Positive = Field(
         default=30, description="Seconds one upstream request may take in total."

@@ -301,7 +301,7 @@ class Simulator:
         self._generated_ids: list[str] = []
         self._implicit: list[tuple[str, int]] = []  # (object id, ms) set_count made before that
         self._base_ms = 0
-        self.catalog_faults: deque[tuple[int, float | None]] = deque()
+        self.catalog_faults: deque[tuple[int, float | None] | None] = deque()
         self.catalog_mutations = 0  # catalog change calls (catalog versions)
         self._generate()
 
@@ -601,12 +601,15 @@ class Simulator:
         return [lib.api(o) for o in objs if include_deleted or not o.is_deleted]
 
     def fail_catalog_next(
-        self, status: int, times: int = 1, retry_after: float | None = None
+        self, status: int, times: int = 1, retry_after: float | None = None, *, after: int = 0
     ) -> None:
-        """Answer the next ``times`` SearchCatalogObjects calls with this error status (like
-        ``fail_next``, which scripts batch-retrieve only)."""
-        if status not in FAULTS or times < 0 or (retry_after is not None and retry_after < 0):
+        """Answer ``times`` SearchCatalogObjects calls with this error status, after ``after``
+        calls answered normally (a fault mid-chain); like ``fail_next``, which scripts
+        batch-retrieve only."""
+        bad = times < 0 or after < 0 or (retry_after is not None and retry_after < 0)
+        if status not in FAULTS or bad:
             raise ValueError(f"cannot script status {status} x{times} (known: {sorted(FAULTS)})")
+        self.catalog_faults.extend([None] * after)
         self.catalog_faults.extend([(status, retry_after)] * times)
 
     def next_catalog_fault(self) -> tuple[int, float | None] | None:

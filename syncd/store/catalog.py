@@ -340,3 +340,56 @@ async def unknown_variation_counts(conn: aiosqlite.Connection, source: str | Non
     async with conn.execute(sql, params) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def mark_unseen_deleted(
+    conn: aiosqlite.Connection,
+    source: str,
+    *,
+    seen_items: set[str],
+    seen_variations: set[str],
+    recorded_at: str,
+) -> int:
+    """After a full catalog read: mark deleted (one ``catalog.deleted`` entry each) the items and
+    variations of ``source`` still live in the mirror that the catalog no longer lists at all.
+    Their version stays: a later answer that lists them again, at any version not older, revives
+    them. Returns how many were marked."""
+    marked = 0
+    for table, id_column, seen, to_value in (
+        ("catalog_items", "item_id", seen_items, _item_value),
+        ("catalog_variations", "variation_id", seen_variations, _variation_value),
+    ):
+        async with conn.execute(
+            f"SELECT {_COLUMNS_OF[table]} FROM {table} WHERE source = ? AND is_deleted = 0",
+            (source,),
+        ) as cur:
+            gone = [tuple(row) for row in await cur.fetchall() if row[0] not in seen]
+        if not gone:
+            continue
+        entries = []
+        for row in gone:
+            old = to_value(row)
+            entries.append(
+                _entry(KIND_CATALOG_DELETED, source, row[0], None, old, {**old, "is_deleted": True})
+            )
+        seqs = await changelog.append_rows(conn, entries, recorded_at)
+        await conn.executemany(
+            f"UPDATE {table} SET is_deleted = 1, seq = ? WHERE source = ? AND {id_column} = ?",
+            [(seq, source, row[0]) for row, seq in zip(gone, seqs, strict=True)],
+        )
+        marked += len(gone)
+    return marked
+
+
+def _item_value(row: tuple[Any, ...]) -> dict[str, Any]:
+    return ItemRow(row[0], row[1], bool(row[2]), 0, "").value()
+
+
+def _variation_value(row: tuple[Any, ...]) -> dict[str, Any]:
+    return _stored_variation(row).value()
+
+
+_COLUMNS_OF = {
+    "catalog_items": "item_id, name, is_deleted, version",
+    "catalog_variations": _VARIATION_COLUMNS,
+}

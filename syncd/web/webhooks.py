@@ -6,7 +6,9 @@ that many sellers authorised (issue 11): the event's ``merchant_id`` picks the s
 verify it. An event whose merchant no source knows (yet) must still carry a signature by one of the
 configured apps' keys; it is stored under the source ``_unknown`` (handed to its source once that
 source learns its merchant id), counted, and answered 200 so that Square does not retry it for 72
-hours. ``oauth.authorization.revoked`` asks that source to check its grant at once.
+hours. ``oauth.authorization.revoked`` asks that source to check its grant at once;
+``catalog.version.updated`` (and ``location.created`` / ``location.updated``) asks it for a catalog
+pass, coalesced like the inventory pokes.
 
 No business logic lives here. Answers (issue 3): 200 accepted, also for a repeat of an event
 already stored; 401 missing or bad signature (nothing stored; counted and logged without the body);
@@ -45,6 +47,9 @@ WEBHOOK_ROUTE = "/webhooks/{source}"
 APP_WEBHOOK_ROUTE = "/webhooks"
 INVENTORY_COUNT_UPDATED = "inventory.count.updated"
 OAUTH_REVOKED = "oauth.authorization.revoked"
+# Event types that ask for a catalog pass (issue 12): ``catalog.version.updated`` names no object,
+# only that the catalog changed; a location's name or status lives in the same mirror.
+CATALOG_EVENTS = frozenset({"catalog.version.updated", "location.created", "location.updated"})
 # The metric/log source label of an app-URL request rejected before it could be routed.
 APP_LABEL = "_app"
 UNKNOWN_MERCHANT = "unknown_merchant"
@@ -72,6 +77,7 @@ class WebhookSource:
     verifier: SignatureVerifier | None
     poke: Callable[[], None]
     on_revoked: Callable[[], None] | None = None
+    on_catalog: Callable[[], None] | None = None
 
 
 class WebhookRouting(Protocol):
@@ -300,6 +306,8 @@ class WebhookIngress:
                 source.poke()
             if new and event.type == OAUTH_REVOKED and source.on_revoked is not None:
                 source.on_revoked()
+            if new and event.type in CATALOG_EVENTS and source.on_catalog is not None:
+                source.on_catalog()
         metrics.WEBHOOKS_ACCEPTED.labels(name, outcome).inc()
         (log.warning if outcome == UNKNOWN_MERCHANT else log.info)(
             "webhook",
@@ -308,7 +316,8 @@ class WebhookIngress:
             type=event.type,
             merchant_id=event.merchant_id,
             outcome=outcome,
-            acted_on=event.actionable and source is not None,
+            acted_on=source is not None
+            and (event.actionable or event.type in CATALOG_EVENTS or event.type == OAUTH_REVOKED),
             bytes=len(body),
             duration_ms=round((time.perf_counter() - t0) * 1000, 2),
         )
