@@ -73,9 +73,7 @@ def _first(market: Marketplace) -> Simulator:
 
 def live_variations(r: Rig) -> dict[str, dict[str, Any]]:
     """The simulator's live variations by id, as it would serve them."""
-    return {
-        str(o["id"]): o for o in r.sim.catalog_snapshot() if o["type"] == "ITEM_VARIATION"
-    }
+    return {str(o["id"]): o for o in r.sim.catalog_snapshot() if o["type"] == "ITEM_VARIATION"}
 
 
 async def test_first_pass_is_full_and_mirrors_the_whole_catalog_and_locations(
@@ -94,7 +92,9 @@ async def test_first_pass_is_full_and_mirrors_the_whole_catalog_and_locations(
     assert len([e for e in entries if e["kind"] == "catalog.updated"]) == len(snapshot)
     stored = {
         row[0]: row[1:]
-        for row in r.rows("SELECT variation_id, sku, name, gtin, is_deleted FROM catalog_variations")
+        for row in r.rows(
+            "SELECT variation_id, sku, name, gtin, is_deleted FROM catalog_variations"
+        )
     }
     assert set(stored) == set(served)
     for vid, obj in served.items():
@@ -127,12 +127,14 @@ async def test_rename_reaches_the_log_once_and_a_quiet_pass_logs_nothing(
         after_rename = r.entries()[before:]
         third = await r.catalog.run_pass()
         after_quiet = r.entries()[before:]
-    assert second.ok and second.kind == "catalog"
+    assert second.ok
+    assert second.kind == "catalog"
     assert sorted(e["key"][0] for e in after_rename) == sorted(str(o["id"]) for o in renamed)
     for entry in after_rename:
         assert entry["kind"] == "catalog.updated"
         assert entry["old"]["name"] != entry["new"]["name"]
-    assert third.ok and third.changes == 0
+    assert third.ok
+    assert third.changes == 0
     assert after_quiet == after_rename
 
 
@@ -239,8 +241,10 @@ async def test_a_fault_mid_chain_keeps_the_watermark_and_the_next_pass_repairs(
         kept = await store.read(lambda conn: cat.load_state(conn, SOURCE))
         repaired = await r.catalog.run_pass()
     assert first.ok
-    assert not failed.ok and failed.error is not None
-    assert failed.pages == 1 and failed.changes > 0  # the page before the fault was applied
+    assert not failed.ok
+    assert failed.error is not None
+    assert failed.pages == 1
+    assert failed.changes > 0
     assert kept.latest_time == state.latest_time
     assert kept.last_error is not None
     assert repaired.ok
@@ -262,9 +266,11 @@ async def test_full_pass_marks_deleted_what_the_catalog_no_longer_lists(
             "SELECT is_deleted FROM catalog_variations WHERE variation_id = 'GHOST'"
         )
         full = await r.catalog.run_pass(full=True)
-    assert incremental.ok and incremental.removed == 0
+    assert incremental.ok
+    assert incremental.removed == 0
     assert after_incremental == [(0,)]
-    assert full.ok and full.removed == 1
+    assert full.ok
+    assert full.removed == 1
     assert r.rows("SELECT is_deleted FROM catalog_variations WHERE variation_id = 'GHOST'") == [
         (1,)
     ]
@@ -318,6 +324,7 @@ async def test_a_refused_catalog_fails_the_pass_with_the_reason(
         counts = await r.parts.engine.run_pass()
     assert not summary.ok
     state = await store.read(lambda conn: cat.load_state(conn, SOURCE))
-    assert state.last_error is not None and str(status) in state.last_error
+    assert state.last_error is not None
+    assert str(status) in state.last_error
     assert state.latest_time is None
     assert counts.ok
