@@ -121,6 +121,7 @@ class Change:
     job_id: int | None
     old: dict[str, Any] | None
     new: dict[str, Any] | None
+    sku: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The public JSON record (docs/changelog.md)."""
@@ -132,6 +133,7 @@ class Change:
             "catalog_object_id": self.catalog_object_id,
             "location_id": self.location_id,
             "state": self.state,
+            "sku": self.sku,
             "job_id": self.job_id,
             "old": self.old,
             "new": self.new,

@@ -102,3 +102,41 @@ def assert_log_invariants(path: Path, source: str = "square") -> None:
             assert last.get(key, object()) != e["new"], f"duplicate change entry {e}"
             last[key] = e["new"]
     assert replay([e for e in entries if e["source"] == source]) == mirror(path, source)
+
+
+async def project_to_schema(written: Path, old: Path, version: int) -> None:
+    """Make ``old`` a database at schema ``version`` holding what ``written`` (a database at the
+    current schema, written by today's store code) holds, in the columns that schema has: how
+    tests build a database "as an earlier syncd left it" without running today's code on an old
+    schema. Tables that schema lacks are left out; sqlite_sequence follows the inserted seqs."""
+    from syncd.store.migrations import migrate
+    from syncd.store.sqlite import connect_writer
+
+    conn = await connect_writer(old)
+    try:
+        await migrate(conn, target=version)
+    finally:
+        await conn.close()
+    db = sqlite3.connect(old, isolation_level=None)
+    try:
+        db.execute("ATTACH DATABASE ? AS written", (str(written),))
+        db.execute("BEGIN")
+        tables = [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        for table in tables:
+            have = {r[1] for r in db.execute(f"PRAGMA written.table_info({table})")}
+            columns = [r[1] for r in db.execute(f"PRAGMA main.table_info({table})") if r[1] in have]
+            if not columns:
+                continue
+            listed = ", ".join(columns)
+            db.execute(f"DELETE FROM main.{table}")
+            db.execute(f"INSERT INTO main.{table} ({listed}) SELECT {listed} FROM written.{table}")
+        db.execute("COMMIT")
+        db.execute("DETACH DATABASE written")
+    finally:
+        db.close()

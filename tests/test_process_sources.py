@@ -32,13 +32,12 @@ from syncd.simulator import (
 from syncd.simulator.webhooks import WebhookTarget
 from syncd.store import Store
 from syncd.store.inbox import UNKNOWN_SOURCE
-from syncd.store.migrations import SCHEMA_VERSION, migrate
-from syncd.store.sqlite import Writer, connect_reader, connect_writer
+from syncd.store.migrations import SCHEMA_VERSION
 from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.timeutil import NS_PER_S, parse_ns
 from syncd.upstream.http import RetryPolicy
 from syncd.upstream.square import SquareCounts, SquareOptions
-from tests.helpers import assert_log_invariants, changes, mirror
+from tests.helpers import assert_log_invariants, changes, mirror, project_to_schema
 from tests.process_kit import Event, SyncdProcess, query, syncd
 from tests.webhook_kit import KEY, inbox_rows
 
@@ -651,16 +650,11 @@ CHANGES_RAW = (  # text as hex, so the comparison is byte for byte
 
 async def sync_at_schema_5(db: Path, sim: Simulator, url: str) -> None:
     """A database as the single-source syncd left it: schema 5 (before sources and credentials),
-    built by the real migrations, synced by the engine through the real Square adapter: a full
-    pass, an incremental one after changes, and a full one that logs removals."""
-    conn = await connect_writer(db)
-    try:
-        await migrate(conn, target=5)
-        reader = await connect_reader(db)
-    except BaseException:
-        await conn.close()
-        raise
-    store = Store(db, Writer(conn), reader)
+    built by the real migrations, holding what the engine wrote through the real Square adapter
+    (projected onto schema 5's columns): a full pass, an incremental one after changes, and a
+    full one that logs removals."""
+    written = db.with_name("written-today.db")
+    store = await Store.open(written)
     try:
         async with aiohttp.ClientSession() as session:
             options = SquareOptions(
@@ -681,6 +675,7 @@ async def sync_at_schema_5(db: Path, sim: Simulator, url: str) -> None:
             assert (await engine.run_pass(full=True)).removed == 2
     finally:
         await store.aclose()
+    await project_to_schema(written, db, 5)
 
 
 async def test_a_schema_5_single_source_database_migrates_in_place_under_a_legacy_config(

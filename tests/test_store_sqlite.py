@@ -16,7 +16,7 @@ from syncd.store import counts as counts_store
 from syncd.store.migrations import SCHEMA_VERSION, migrate
 from syncd.store.sqlite import Writer, connect_writer
 from syncd.timeutil import parse_ns
-from tests.helpers import assert_log_invariants, count
+from tests.helpers import assert_log_invariants, count, project_to_schema
 
 
 async def test_open_sets_wal_full_and_schema_version(store: Store, db_path: Path) -> None:
@@ -119,10 +119,12 @@ _CHANGES_RAW = (
 
 
 async def _build_v5(path: Path) -> None:
-    """A database at schema 5, written by the real migration path and the normal store functions:
-    two sources with passes, updates and a full-pass removal, plus rows of a source with no pass."""
-    conn = await connect_writer(path)
-    await migrate(conn, target=5)
+    """A database at schema 5, built by the real migration path, holding what the normal store
+    functions write (projected onto schema 5's columns): two sources with passes, updates and a
+    full-pass removal, plus rows of a source with no pass."""
+    written = path.with_name("written-today.db")
+    conn = await connect_writer(written)
+    await migrate(conn)
     writer = Writer(conn)
 
     async def history(c: aiosqlite.Connection) -> None:
@@ -164,6 +166,7 @@ async def _build_v5(path: Path) -> None:
 
     await writer.run(history)
     await writer.aclose()
+    await project_to_schema(written, path, 5)
 
 
 async def test_v5_database_migrates_in_place_keeping_the_change_log(db_path: Path) -> None:

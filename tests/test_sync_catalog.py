@@ -18,7 +18,7 @@ from syncd.config import Settings
 from syncd.daemon_sources import SourceParts, open_source
 from syncd.simulator import Marketplace, SimulatorConfig, serve_marketplace
 from syncd.simulator.catalog import Simulator
-from syncd.store import Store
+from syncd.store import Store, changelog
 from syncd.store import catalog as cat
 from syncd.sync.catalog import CatalogEngine
 from tests.helpers import changes
@@ -328,3 +328,28 @@ async def test_a_refused_catalog_fails_the_pass_with_the_reason(
     assert str(status) in state.last_error
     assert state.latest_time is None
     assert counts.ok
+
+
+async def test_count_entries_carry_the_sku_the_catalog_had(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """With the catalog read first, every count entry's `sku` is its variation's SKU (NULL for a
+    variation without one, or not known yet); the public record carries it too."""
+    async with rig(store, db_path, make_settings, SimulatorConfig(items=30, locations=2)) as r:
+        await r.catalog.run_pass()
+        added = r.sim.add_variations(1)
+        await r.parts.engine.run_pass()
+        new = next(str(o["id"]) for o in added if o["type"] == "ITEM_VARIATION")
+        records = await store.read(lambda conn: changelog.read_after(conn, 0, 100_000))
+    skus = dict(r.rows("SELECT variation_id, sku FROM catalog_variations"))
+    counted = [c for c in records if c.kind == "count.updated"]
+    assert counted
+    for change in counted:
+        assert change.catalog_object_id is not None
+        assert change.sku == skus.get(change.catalog_object_id)
+        assert change.to_record()["sku"] == change.sku
+    assert any(c.sku is not None for c in counted)
+    assert any(c.sku is None and c.catalog_object_id in skus for c in counted)  # no SKU
+    assert {c.sku for c in counted if c.catalog_object_id == new} == {None}  # not known yet
+    variation_entries = [c for c in records if c.kind == "catalog.updated" and c.sku]
+    assert all(c.sku == skus[str(c.catalog_object_id)] for c in variation_entries)

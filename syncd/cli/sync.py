@@ -1,5 +1,7 @@
-"""`syncd sync [--full] [--source NAME]`: one pass of each source (or the named ones), a progress
-line on a TTY, one summary line per source at the end; exit 0 when every pass succeeded, else 1."""
+"""`syncd sync [--full] [--source NAME] [--no-catalog]`: one pass of each source (or the named
+ones): its catalog first (when ``catalog_sync`` is on, so the count entries carry SKUs), then its
+counts; a progress line on a TTY, one summary line per pass at the end; exit 0 when every pass
+succeeded, else 1."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from syncd.daemon import open_components
 from syncd.errors import ConfigError
 from syncd.model import PassSummary
 from syncd.store import sources as registry
+from syncd.sync.catalog import CATALOG_KINDS
 from syncd.timeutil import NS_PER_S, format_ns, now_ns
 
 
@@ -31,6 +34,11 @@ def register(sub: Any) -> None:
         "--base-url",
         metavar="URL",
         help="override every source's base_url (e.g. a running `syncd simulate`)",
+    )
+    parser.add_argument(
+        "--no-catalog",
+        action="store_true",
+        help="counts only: skip the catalog pass of sources with catalog_sync on",
     )
     parser.add_argument(
         "--source",
@@ -79,7 +87,13 @@ def handle(args: argparse.Namespace) -> int:
     if not args.base_url:
         require_upstream_credentials(settings)
     summaries = asyncio.run(
-        _passes(settings, names, base_url=args.base_url, full=True if args.full else None)
+        _passes(
+            settings,
+            names,
+            base_url=args.base_url,
+            full=True if args.full else None,
+            catalog=not args.no_catalog,
+        )
     )
     for summary in summaries:
         print(describe(summary))
@@ -87,9 +101,15 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _passes(
-    settings: Settings, names: list[str], *, base_url: str | None, full: bool | None
+    settings: Settings,
+    names: list[str],
+    *,
+    base_url: str | None,
+    full: bool | None,
+    catalog: bool = True,
 ) -> list[PassSummary]:
-    """One pass of each named source, one after the other (the progress line is per pass)."""
+    """One pass of each named source, one after the other (the progress line is per pass); its
+    catalog pass before it (``catalog``, for sources that mirror the catalog)."""
     summaries: list[PassSummary] = []
     for name in names:
         progress = Progress()
@@ -106,7 +126,10 @@ async def _passes(
                         at=format_ns(now_ns()),
                     )
                 )
-                summaries.append(await parts.sources[name].engine.run_pass(full=full))
+                source = parts.sources[name]
+                if catalog and source.catalog is not None:
+                    summaries.append(await source.catalog.run_pass(full=full))
+                summaries.append(await source.engine.run_pass(full=full))
         finally:
             progress.done()
     return summaries
@@ -117,9 +140,10 @@ def describe(summary: PassSummary) -> str:
     seconds = ((summary.finished_ns or summary.started_ns) - summary.started_ns) / NS_PER_S
     rate = summary.counts / seconds if seconds > 0 else 0.0
     head = "ok" if summary.ok else "FAILED"
+    what = "objects" if summary.kind in CATALOG_KINDS else "counts"
     line = (
         f"{head}: {summary.kind} pass {summary.pass_id} of {summary.source}: {summary.pages} pages,"
-        f" {summary.counts} counts, {summary.changes} changes, {summary.removed} removed"
-        f" in {seconds:.2f}s ({rate:,.0f} counts/s)"
+        f" {summary.counts} {what}, {summary.changes} changes, {summary.removed} removed"
+        f" in {seconds:.2f}s ({rate:,.0f} {what}/s)"
     )
     return line if summary.ok else f"{line}: {summary.error}"

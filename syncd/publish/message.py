@@ -37,6 +37,7 @@ def payload(row: RawChange) -> bytes:
             "catalog_object_id": row.catalog_object_id,
             "location_id": row.location_id,
             "state": row.state,
+            "sku": row.sku,
             "job_id": row.job_id,
             "old": None if row.old is None else orjson.Fragment(row.old),
             "new": None if row.new is None else orjson.Fragment(row.new),

@@ -10,7 +10,7 @@ version and writes no entry. Deleted objects are kept, marked ``is_deleted``, ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,7 +226,7 @@ async def apply_variations(
         entries.append(
             _entry(_kind(var.value()), source, variation_id, None, old_value, var.value())
         )
-    seqs = await changelog.append_rows(conn, entries, recorded_at)
+    seqs = await changelog.append_rows(conn, entries, recorded_at, skus=[v.sku for v in writes])
     await conn.executemany(
         "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
         " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)"
@@ -372,7 +372,8 @@ async def mark_unseen_deleted(
             entries.append(
                 _entry(KIND_CATALOG_DELETED, source, row[0], None, old, {**old, "is_deleted": True})
             )
-        seqs = await changelog.append_rows(conn, entries, recorded_at)
+        skus = [row[3] if table == "catalog_variations" else None for row in gone]
+        seqs = await changelog.append_rows(conn, entries, recorded_at, skus=skus)
         await conn.executemany(
             f"UPDATE {table} SET is_deleted = 1, seq = ? WHERE source = ? AND {id_column} = ?",
             [(seq, source, row[0]) for row, seq in zip(gone, seqs, strict=True)],
@@ -393,3 +394,19 @@ _COLUMNS_OF = {
     "catalog_items": "item_id, name, is_deleted, version",
     "catalog_variations": _VARIATION_COLUMNS,
 }
+
+
+async def variation_skus(
+    conn: aiosqlite.Connection, source: str, variation_ids: Collection[str]
+) -> dict[str, str]:
+    """The known SKUs of these variations (ids without one, or unknown, are absent): what a count
+    entry carries in its ``sku`` column."""
+    if not variation_ids:
+        return {}
+    # One statement per page whatever its size (json_each, not one bound variable per id).
+    async with conn.execute(
+        "SELECT variation_id, sku FROM catalog_variations WHERE source = ? AND variation_id IN"
+        " (SELECT value FROM json_each(?)) AND sku IS NOT NULL",
+        (source, orjson.dumps(list(variation_ids)).decode()),
+    ) as cur:
+        return {str(vid): str(sku) for vid, sku in await cur.fetchall()}

@@ -38,13 +38,16 @@ class NewChange:
     location_id: str | None = None
     state: str | None = None
     job_id: int | None = None
+    sku: str | None = None
 
 
 _INSERT = (
     "INSERT INTO changes (seq, recorded_at, kind, source, catalog_object_id, location_id, state,"
-    " job_id, old, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " job_id, old, new, sku) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_COLUMNS = "seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id, old, new"
+_COLUMNS = (
+    "seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id, old, new, sku"
+)
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
@@ -83,20 +86,31 @@ async def append(
             for e in entries
         ],
         recorded_at,
+        skus=[e.sku for e in entries],
     )
 
 
 async def append_rows(
-    conn: aiosqlite.Connection, rows: Sequence[Row], recorded_at: str
+    conn: aiosqlite.Connection,
+    rows: Sequence[Row],
+    recorded_at: str,
+    *,
+    skus: Sequence[str | None] | None = None,
 ) -> list[int]:
-    """``append`` for callers that already hold encoded rows (the sync hot path)."""
+    """``append`` for callers that already hold encoded rows (the sync hot path); ``skus`` is
+    each row's SKU (None: no row has one)."""
     if not rows:
         return []
     base = await high_water(conn)
     seqs = list(range(base + 1, base + 1 + len(rows)))
-    await conn.executemany(
-        _INSERT, [(seq, recorded_at, *row) for seq, row in zip(seqs, rows, strict=True)]
-    )
+    values: list[tuple[object, ...]]
+    if skus is None:
+        values = [(seq, recorded_at, *row, None) for seq, row in zip(seqs, rows, strict=True)]
+    else:
+        values = [
+            (seq, recorded_at, *row, sku) for seq, row, sku in zip(seqs, rows, skus, strict=True)
+        ]
+    await conn.executemany(_INSERT, values)
     unit = current_unit()
     if unit is not None:  # announced once the transaction commits (the Store's on_commit hook)
         unit.changelog_head = seqs[-1]
@@ -117,6 +131,7 @@ def _row_to_change(row: Sequence[Any]) -> Change:
         job_id=row[7],
         old=orjson.loads(row[8]) if row[8] is not None else None,
         new=orjson.loads(row[9]) if row[9] is not None else None,
+        sku=row[10],
     )
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from syncd.model import InventoryCount, parse_quantity
 from syncd.store import changelog
+from syncd.store.catalog import variation_skus
 from syncd.store.changelog import NewChange
 from syncd.timeutil import parse_ns
 
@@ -166,7 +167,11 @@ async def apply_page(
                 dumps(count_value(count)).decode(),
             )
         )
-    seqs = await changelog.append_rows(conn, changes, recorded_at)
+    skus = None
+    if writes:
+        known = await variation_skus(conn, source, {c.catalog_object_id for c in writes})
+        skus = [known.get(c.catalog_object_id) for c in writes]
+    seqs = await changelog.append_rows(conn, changes, recorded_at, skus=skus)
     if writes:
         await conn.executemany(
             _UPSERT,
@@ -258,6 +263,7 @@ async def _delete_logged(
     sql += " RETURNING catalog_object_id, location_id, state, catalog_object_type, quantity, calculated_at"
     async with conn.execute(sql, params) as cur:
         rows = await cur.fetchall()
+    known = await variation_skus(conn, source, {r[0] for r in rows}) if rows else {}
     entries = [
         NewChange(
             kind=KIND_REMOVED,
@@ -267,6 +273,7 @@ async def _delete_logged(
             state=r[2],
             old=Stored(r[3], r[4], r[5]).value(),
             new=None,
+            sku=known.get(r[0]),
         )
         for r in sorted(rows, key=lambda r: (r[1], r[0], r[2]))
     ]

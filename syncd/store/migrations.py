@@ -262,6 +262,13 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE publish_offsets ADD COLUMN refused TEXT;
     """,
+    # 9: a count entry carries its SKU (issue 12): the SKU the catalog mirror had for the variation
+    # when the entry was written (NULL when not known yet, and for entries that are not of a
+    # variation), so a consumer of the log (Redis, SSE, another host) needs no join. A new NULL
+    # column: no row is rewritten.
+    """
+    ALTER TABLE changes ADD COLUMN sku TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

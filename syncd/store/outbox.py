@@ -26,11 +26,12 @@ class RawChange(NamedTuple):
     job_id: int | None
     old: str | None
     new: str | None
+    sku: str | None
 
 
 _SELECT = (
-    "SELECT seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id, old, new"
-    " FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
+    "SELECT seq, recorded_at, kind, source, catalog_object_id, location_id, state, job_id, old, new,"
+    " sku FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 
 

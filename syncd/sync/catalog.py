@@ -35,6 +35,7 @@ log = structlog.get_logger("syncd.catalog")
 
 KIND_INCREMENTAL = "catalog"
 KIND_FULL = "catalog_full"
+CATALOG_KINDS = frozenset({KIND_INCREMENTAL, KIND_FULL})
 
 
 @dataclass(frozen=True, slots=True)
