@@ -140,3 +140,40 @@ async def project_to_schema(written: Path, old: Path, version: int) -> None:
         db.execute("DETACH DATABASE written")
     finally:
         db.close()
+
+
+def replay_catalog(path: Path) -> dict[tuple[str, str], Any]:
+    """Rebuild the catalog and location tables from the log (catalog.* and location.* entries,
+    each entry's new value in seq order), keyed (kind family, id), as a consumer would."""
+    replayed: dict[tuple[str, str], Any] = {}
+    for entry in changes(path):
+        if entry["kind"].startswith(("catalog.", "location.")):
+            key = entry["key"][0] or entry["key"][1]
+            replayed[(entry["kind"].split(".")[0], key)] = entry["new"]
+    return replayed
+
+
+def catalog_tables(path: Path) -> dict[tuple[str, str], Any]:
+    """The stored catalog and location rows, in the shape of ``replay_catalog``."""
+    from syncd.store import catalog as cat
+
+    conn = sqlite3.connect(path)
+    try:
+        items = conn.execute("SELECT item_id, name, is_deleted FROM catalog_items").fetchall()
+        variations = conn.execute(
+            "SELECT variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory,"
+            " is_deleted, version FROM catalog_variations"
+        ).fetchall()
+        locations = conn.execute(
+            "SELECT location_id, name, status, timezone FROM locations"
+        ).fetchall()
+    finally:
+        conn.close()
+    stored: dict[tuple[str, str], Any] = {}
+    for item_id, name, deleted in items:
+        stored[("catalog", item_id)] = cat.ItemRow(item_id, name, bool(deleted), 0, "").value()
+    for row in variations:
+        stored[("catalog", row[0])] = cat._stored_variation(row).value()
+    for row in locations:
+        stored[("location", row[0])] = cat.LocationRow(*row).value()
+    return stored

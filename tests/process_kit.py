@@ -27,8 +27,10 @@ def write_config(
     square: str = "",
     extra: str = "",
     level: str = "info",
+    catalog: bool = False,
 ) -> Path:
-    """A config for a daemon against ``upstream`` on free ports, logging JSON lines."""
+    """A config for a daemon against ``upstream`` on free ports, logging JSON lines; the catalog
+    is mirrored only with ``catalog``."""
     path = tmp_path / name
     path.write_text(f"""
 database = "{tmp_path / "syncd.db"}"
@@ -38,7 +40,7 @@ shutdown_timeout = 5
 base_url = "{upstream}"
 access_token = "test-token"
 poll_interval = 300
-catalog_sync = false
+catalog_sync = {"true" if catalog else "false"}
 overlap = 1
 clock_margin = 0
 retry_backoff_initial = 0.01

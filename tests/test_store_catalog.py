@@ -16,7 +16,7 @@ from syncd.store import catalog as cat
 from syncd.store.counts import apply_page
 from syncd.store.sync_state import begin_pass
 from syncd.timeutil import parse_ns
-from tests.helpers import changes
+from tests.helpers import catalog_tables, changes, replay_catalog
 
 AT = "2026-12-01T00:00:00Z"
 
@@ -158,21 +158,4 @@ async def test_replaying_catalog_entries_reproduces_the_tables(store: Store, db_
         replace(SMALL, is_deleted=True, version=12),
         replace(STORE, name="Main St."),
     )
-    replayed: dict[tuple[str, str], dict[str, Any]] = {}
-    for entry in changes(db_path):
-        key = entry["key"][0] or entry["key"][1]
-        replayed[(entry["kind"].split(".")[0], key)] = entry["new"]
-    stored: dict[tuple[str, str], dict[str, Any]] = {}
-    for item_id, name, deleted in rows(
-        db_path, "SELECT item_id, name, is_deleted FROM catalog_items"
-    ):
-        stored[("catalog", item_id)] = cat.ItemRow(item_id, name, bool(deleted), 0, "").value()
-    for row in rows(
-        db_path,
-        "SELECT variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory,"
-        " is_deleted, version FROM catalog_variations",
-    ):
-        stored[("catalog", row[0])] = cat._stored_variation(row).value()
-    for row in rows(db_path, "SELECT location_id, name, status, timezone FROM locations"):
-        stored[("location", row[0])] = cat.LocationRow(*row).value()
-    assert replayed == stored
+    assert replay_catalog(db_path) == catalog_tables(db_path)

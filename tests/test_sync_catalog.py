@@ -21,7 +21,7 @@ from syncd.simulator.catalog import Simulator
 from syncd.store import Store, changelog
 from syncd.store import catalog as cat
 from syncd.sync.catalog import CatalogEngine
-from tests.helpers import changes
+from tests.helpers import catalog_tables, changes, replay_catalog
 
 SOURCE = "square"
 
@@ -294,22 +294,7 @@ async def test_replaying_the_log_reproduces_the_catalog_tables(
         r.sim.mutate_catalog(10)
         await r.catalog.run_pass()
         await r.catalog.run_pass(full=True)
-    replayed: dict[tuple[str, str], Any] = {}
-    for entry in changes(db_path):
-        if entry["kind"].startswith(("catalog.", "location.")):
-            key = entry["key"][0] or entry["key"][1]
-            replayed[(entry["kind"].split(".")[0], key)] = entry["new"]
-    stored: dict[tuple[str, str], Any] = {}
-    for item_id, name, deleted in r.rows("SELECT item_id, name, is_deleted FROM catalog_items"):
-        stored[("catalog", item_id)] = cat.ItemRow(item_id, name, bool(deleted), 0, "").value()
-    for row in r.rows(
-        "SELECT variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory,"
-        " is_deleted, version FROM catalog_variations"
-    ):
-        stored[("catalog", row[0])] = cat._stored_variation(row).value()
-    for row in r.rows("SELECT location_id, name, status, timezone FROM locations"):
-        stored[("location", row[0])] = cat.LocationRow(*row).value()
-    assert replayed == stored
+    assert replay_catalog(db_path) == catalog_tables(db_path)
 
 
 @pytest.mark.parametrize("status", [401, 403])
