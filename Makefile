@@ -42,7 +42,7 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot,
+## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot, CLI cold start,
 ## many sources at a quick, compressed scale)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
@@ -50,6 +50,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/many_sources.py --quick
 
 ## bench-sources: issue 11's figures at full scale: 1, 20 and 200 sources x 2,000 counts, 1 change per

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -91,3 +93,51 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_counts_db(path: Path, counts: int, *, with_changes: bool = False) -> None:
+    """A migrated syncd database with ``counts`` mirror rows (200,000 objects per location), written
+    with plain SQL inserts for speed; ``with_changes``: also one ``count.updated`` entry per row
+    (what a first sync leaves), so the change log is as large as the mirror."""
+    from syncd.store import Store
+
+    async def migrate() -> None:
+        store = await Store.open(path)
+        await store.aclose()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(path)
+    at = "2026-01-02T03:04:05.123456Z"
+    rows = (
+        (
+            "square",
+            f"ITEM{i % 200_000:07d}",
+            f"LOC{i // 200_000}",
+            "IN_STOCK",
+            "ITEM_VARIATION",
+            str(i % 97),
+            at,
+            i + 1,
+        )
+        for i in range(counts)
+    )
+    conn.executemany(
+        "INSERT INTO inventory_counts (source, catalog_object_id, location_id, state,"
+        " catalog_object_type, quantity, calculated_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    if with_changes:
+        new = '{"quantity":"1","calculated_at":"2026-01-02T03:04:05.123456Z"}'
+        conn.executemany(
+            "INSERT INTO changes (seq, recorded_at, kind, source, catalog_object_id, location_id,"
+            " state, new) VALUES (?, ?, 'count.updated', 'square', ?, ?, 'IN_STOCK', ?)",
+            (
+                (i + 1, at, f"ITEM{i % 200_000:07d}", f"LOC{i // 200_000}", new)
+                for i in range(counts)
+            ),
+        )
+    conn.execute(
+        "INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('changes', ?)", (counts,)
+    )
+    conn.commit()
+    conn.close()

@@ -12,7 +12,6 @@ Usage: ``python bench/snapshot.py [--counts 1000000]``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import resource
 import sqlite3
@@ -22,42 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import make_counts_db
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _make_db(path: Path, counts: int) -> None:
-    from syncd.store import Store
-
-    async def migrate() -> None:
-        store = await Store.open(path)
-        await store.aclose()
-
-    asyncio.run(migrate())
-    conn = sqlite3.connect(path)
-    at = "2026-01-02T03:04:05.123456Z"
-    rows = (
-        (
-            "square",
-            f"ITEM{i % 200_000:07d}",
-            f"LOC{i // 200_000}",
-            "IN_STOCK",
-            "ITEM_VARIATION",
-            str(i % 97),
-            at,
-            i + 1,
-        )
-        for i in range(counts)
-    )
-    conn.executemany(
-        "INSERT INTO inventory_counts (source, catalog_object_id, location_id, state,"
-        " catalog_object_type, quantity, calculated_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    conn.execute(
-        "INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('changes', ?)", (counts,)
-    )
-    conn.commit()
-    conn.close()
 
 
 def _child(mode: str, db: Path) -> dict[str, float]:
@@ -99,7 +67,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "syncd.db"
-        _make_db(db, args.counts)
+        make_counts_db(db, args.counts)
         print(f"snapshot of {args.counts:,} counts (fresh process each)")
         for mode in ("bare", "syncd"):
             out = subprocess.run(

@@ -1,0 +1,145 @@
+"""CLI cold start as a shell script feels it (issue 13): each command as a whole process, from
+start to exit, wall time (median of --reps runs) and peak RSS, beside its baseline in the same run.
+
+- `syncd --help` and `syncd --version`, beside `python -c pass` (the interpreter's own floor);
+- `syncd status`, `syncd status --json` and `syncd counts --limit 10` on a database of --counts
+  counts (and as many change-log entries), beside a bare `python -c` that opens the same file with
+  sqlite3 and runs one equivalent query (what a hand-written script would pay).
+
+Targets: `--help` <= 120 ms and <= 25 MB; `status` and `counts --limit 10` <= 200 ms each on
+1,000,000 counts.
+
+Usage: ``python bench/cold_start.py [--counts 1000000] [--reps 7]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import ROOT, make_counts_db
+
+BARE_QUERY = (
+    "import sqlite3, sys; c = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True);"
+    " print(c.execute(sys.argv[2]).fetchall())"
+)
+
+
+# Spawns ARGV from a small process and prints [wall ms, peak RSS MB, exit code] of that child
+# alone: a child's ru_maxrss starts at its parent's size at fork (this script's, after building a
+# database), so the measuring parent must be small.
+LAUNCHER = """
+import json, os, sys, time
+quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+t0 = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
+_, status, usage = os.wait4(pid, 0)
+wall = (time.perf_counter() - t0) * 1000
+print(json.dumps([wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+"""
+
+
+def measure(argv: list[str], reps: int) -> tuple[float, float]:
+    """(median wall ms, max peak RSS MB) of ``reps`` runs of ``argv``, each a fresh process."""
+    walls: list[float] = []
+    rss: list[float] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    for _ in range(reps):
+        out = subprocess.run(
+            [sys.executable, "-S", "-c", LAUNCHER, *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall, peak, code = json.loads(out.stdout)
+        if code != 0:
+            raise RuntimeError(f"{argv} exited {code}")
+        walls.append(wall)
+        rss.append(peak)
+    return statistics.median(walls), max(rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+    py = sys.executable
+    syncd = [py, "-m", "syncd"]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "syncd.db"
+        t0 = time.perf_counter()
+        make_counts_db(db, args.counts, with_changes=True)
+        print(
+            f"database: {args.counts:,} counts and change-log entries, built in"
+            f" {time.perf_counter() - t0:.1f} s"
+        )
+        floor = measure([py, "-c", "pass"], args.reps)
+        rows = [
+            (
+                "syncd --help",
+                measure([*syncd, "--help"], args.reps),
+                floor,
+                "python -c pass",
+                "<= 120 ms, <= 25 MB",
+            ),
+            (
+                "syncd --version",
+                measure([*syncd, "--version"], args.reps),
+                floor,
+                "python -c pass",
+                "",
+            ),
+        ]
+        bare_status = measure(
+            [
+                py,
+                "-c",
+                BARE_QUERY,
+                str(db),
+                "SELECT COUNT(*), (SELECT MAX(seq) FROM changes) FROM inventory_counts",
+            ],
+            args.reps,
+        )
+        bare_counts = measure(
+            [py, "-c", BARE_QUERY, str(db), "SELECT * FROM inventory_counts LIMIT 10"],
+            args.reps,
+        )
+        for label, argv, base, base_label in (
+            ("syncd status", ["status"], bare_status, "bare sqlite3 count + head"),
+            ("syncd status --json", ["status", "--json"], bare_status, "bare sqlite3 count + head"),
+            (
+                "syncd counts --limit 10",
+                ["counts", "--limit", "10"],
+                bare_counts,
+                "bare sqlite3 LIMIT 10",
+            ),
+        ):
+            figures = measure([*syncd, *argv, "--database", str(db)], args.reps)
+            rows.append((label, figures, base, base_label, "<= 200 ms"))
+    print(f"\nwhole process, start to exit: median of {args.reps} runs, peak RSS (max)")
+    print(
+        f"{'command':<26} {'wall ms':>8} {'RSS MB':>7}   {'baseline':<28} {'wall ms':>8}"
+        f" {'RSS MB':>7}  target"
+    )
+    for label, (wall, rss), (bwall, brss), blabel, target in rows:
+        print(
+            f"{label:<26} {wall:>8.1f} {rss:>7.1f}   {blabel:<28} {bwall:>8.1f} {brss:>7.1f}"
+            f"  {target}"
+        )
+
+
+if __name__ == "__main__":
+    main()
