@@ -213,6 +213,7 @@ class Daemon:
                 debounce=settings.webhooks.debounce,
                 max_delay=settings.webhooks.max_delay,
                 on_pass=lambda summary: self.notifier.status(pass_status(summary)),
+                apply_counts=settings.webhooks.apply_counts,
             )
             self.sources = sources
             # Job tracking (issue 4): an inventory job's success pokes every source's trigger.

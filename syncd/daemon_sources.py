@@ -23,7 +23,7 @@ import structlog
 
 from syncd import __version__, metrics
 from syncd.config import SourceSettings
-from syncd.errors import SourceStillConfigured, SyncdError
+from syncd.errors import SourceStillConfigured, SyncdError, UpstreamDataError
 from syncd.model import PassSummary
 from syncd.store import Store
 from syncd.store import catalog as catalog_store
@@ -33,13 +33,14 @@ from syncd.store.sources import Forgotten
 from syncd.sync.catalog import CatalogEngine, CatalogOptions
 from syncd.sync.credentials import TokenKeeper
 from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
+from syncd.sync.fast_path import FastPath, FastPathOptions
 from syncd.sync.trigger import SyncTrigger
 from syncd.timeutil import format_ns, now_ns
 from syncd.upstream.catalog import SquareCatalog
 from syncd.upstream.http import RetryPolicy, make_session
 from syncd.upstream.locations import SquareLocations
 from syncd.upstream.oauth import TokenGrant, refresh_access_token
-from syncd.upstream.square import SquareCounts, SquareOptions
+from syncd.upstream.square import SquareCounts, SquareOptions, parse_count_event
 from syncd.web.health import SourceHealth
 from syncd.web.signatures import SignatureVerifier
 from syncd.web.webhooks import WebhookSource
@@ -162,6 +163,7 @@ class SourceParts:
     engine: SyncEngine
     keeper: TokenKeeper | None
     catalog: CatalogEngine | None = None
+    fast_path: FastPath | None = None
     learned_merchant: str | None = None
 
     @property
@@ -170,6 +172,8 @@ class SourceParts:
         return self.conf.merchant_id or self.learned_merchant
 
     async def aclose(self) -> None:
+        if self.fast_path is not None:
+            await self.fast_path.aclose()
         await self.session.close()
 
 
@@ -247,7 +251,13 @@ def open_source(
             catalog_options(name, conf),
             locations=locations,
         )
-    parts = SourceParts(name, conf, session, engine, keeper, catalog)
+    fast_path = FastPath(
+        store,
+        FastPathOptions(name, tuple(conf.states), tuple(conf.catalog_object_ids)),
+        locations=lambda: engine.location_scope,
+        full_pass=lambda: engine.full_pass_id,
+    )
+    parts = SourceParts(name, conf, session, engine, keeper, catalog, fast_path)
     return parts
 
 
@@ -283,8 +293,10 @@ class SourceSet:
         debounce: float,
         max_delay: float,
         on_pass: Callable[[PassSummary], object] | None = None,
+        apply_counts: bool = True,
     ) -> None:
         self._store = store
+        self.apply_counts = apply_counts
         self._inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_passes)
         self._failing_slots = asyncio.Semaphore(max_failing_passes)
@@ -326,8 +338,12 @@ class SourceSet:
         keeper = runner.parts.keeper
         on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
         on_catalog = None if runner.catalog_trigger is None else runner.catalog_trigger.poke
+        fast_path = runner.parts.fast_path if self.apply_counts else None
+        on_counts = (
+            None if fast_path is None else (lambda body: _fast(runner.name, fast_path, body))
+        )
         return WebhookSource(
-            runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog
+            runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog, on_counts
         )
 
     def _check_grant(self, runner: SourceRunner) -> None:
@@ -574,8 +590,10 @@ class SourceSet:
     async def aclose(self, grace: float) -> None:
         """Stop every runner, sharing one grace period."""
         await asyncio.gather(*(self.stop_source(name, grace) for name in list(self.runners)))
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -666,6 +684,18 @@ async def _reap(task: asyncio.Task[None], grace: float) -> None:
         pass
     except Exception as exc:
         log.error("source_task_failed", task=task.get_name(), error=repr(exc))
+
+
+def _fast(source: str, fast_path: FastPath, body: bytes) -> None:
+    """An ``inventory.count.updated`` event was stored: queue its counts for the fast path.
+    Counts that fail validation are left to the pass the same event triggers."""
+    try:
+        counts = parse_count_event(body)
+    except UpstreamDataError as exc:
+        metrics.FAST_PATH_EVENTS.labels(source=source, outcome="invalid").inc()
+        log.warning("fast_path_invalid", source=source, **exc.fields())
+        return
+    fast_path.submit(counts)
 
 
 def inbox_marker(inbox: Inbox, source: str) -> Callable[[int, PassSummary], Awaitable[None]]:

@@ -90,6 +90,20 @@ WEBHOOKS_ACCEPTED = Counter(
     ["source", "outcome"],
     registry=REGISTRY,
 )
+FAST_PATH_COUNTS = Counter(
+    "syncd_fast_path_counts_total",
+    "Counts carried by inventory.count.updated webhooks and applied at once (issue 14), by outcome:"
+    " changed, unchanged, stale (older than the mirror), out_of_scope (filtered as the pull would)",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+FAST_PATH_EVENTS = Counter(
+    "syncd_fast_path_events_total",
+    "inventory.count.updated webhooks offered to the fast path, by outcome: applied, invalid"
+    " (counts that fail validation: left to the pull), failed (could not be written: left to the pull)",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
 WEBHOOKS_REJECTED = Counter(
     "syncd_webhooks_rejected_total",
     "Webhooks refused, by reason (signature, size, body, ...)",

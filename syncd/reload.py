@@ -26,6 +26,8 @@ Applier = Callable[[Settings], None]
 
 
 class Schedulable(Protocol):
+    apply_counts: bool
+
     def set_schedule(self, debounce: float, max_delay: float) -> None: ...
 
 
@@ -114,12 +116,14 @@ SOURCE_PREFIXES = ("sources.", "source_defaults.")
 
 
 def schedule_keys(sources: Schedulable) -> tuple[set[str], Applier]:
-    """Webhook debounce and maximum delay, for every source's trigger."""
+    """Webhook debounce and maximum delay, for every source's trigger, and whether webhooks' counts
+    take the fast path (read at each webhook)."""
 
     def apply(s: Settings) -> None:
         sources.set_schedule(s.webhooks.debounce, s.webhooks.max_delay)
+        sources.apply_counts = s.webhooks.apply_counts
 
-    return {"webhooks.debounce", "webhooks.max_delay"}, apply
+    return {"webhooks.debounce", "webhooks.max_delay", "webhooks.apply_counts"}, apply
 
 
 def pruner_keys(pruner: ChangelogPruner) -> tuple[set[str], Applier]:

@@ -6,100 +6,17 @@ like any tool would. First sync, renames, deletions and new variations announced
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest
 
 from tests.helpers import assert_log_invariants, catalog_tables, replay_catalog
-from tests.process_kit import ROOT, clean_env, query, syncd, write_config
+from tests.process_kit import eventually, query, simulate, syncd, write_config
 from tests.webhook_kit import KEY, NOTIFICATION_URL
 
 pytestmark = pytest.mark.slow
-
-
-class Upstream:
-    """A `syncd simulate` process's URL and its control routes."""
-
-    def __init__(self, url: str, client: aiohttp.ClientSession) -> None:
-        self.url = url
-        self._client = client
-
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
-        async with self._client.post(f"{self.url}{path}", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            return orjson.loads(await resp.read())
-
-    async def get(self, path: str) -> Any:
-        async with self._client.get(f"{self.url}{path}") as resp:
-            assert resp.status == 200, await resp.text()
-            return orjson.loads(await resp.read())
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    async for _ in stream:
-        pass
-
-
-@asynccontextmanager
-async def simulate(*args: str) -> AsyncIterator[Upstream]:
-    """`syncd simulate --port 0 ARGS...` until the block ends; its JSON log (on stderr) names
-    the URL it serves."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncd",
-        "simulate",
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-        *args,
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    drain: asyncio.Task[None] | None = None
-    try:
-        async with asyncio.timeout(20):
-            url = None
-            while url is None:
-                line = await proc.stderr.readline()
-                assert line, f"syncd simulate exited ({await proc.wait()}) before serving"
-                with suppress(orjson.JSONDecodeError):
-                    event = orjson.loads(line)
-                    if isinstance(event, dict) and event.get("event") == "simulator_started":
-                        url = str(event["url"])
-        drain = asyncio.create_task(_drain(proc.stderr))
-        async with aiohttp.ClientSession() as client:
-            yield Upstream(url, client)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drain is not None:
-            await drain
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` holds (polled every 20 ms), failing after ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 def daemon_config(tmp_path: Path, upstream: str) -> Path:

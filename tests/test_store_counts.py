@@ -15,7 +15,11 @@ from tests.helpers import assert_log_invariants, changes, count, mirror
 
 
 async def apply(
-    store: Store, page: list[InventoryCount], pass_id: int = 1, mark_seen: bool = False
+    store: Store,
+    page: list[InventoryCount],
+    pass_id: int = 1,
+    mark_seen: bool = False,
+    keep_seen: bool = False,
 ) -> ApplyResult:
     async def work(conn: aiosqlite.Connection) -> ApplyResult:
         return await counts_store.apply_page(
@@ -25,6 +29,7 @@ async def apply(
             pass_id=pass_id,
             recorded_at="2026-01-01T00:00:00.000000Z",
             mark_seen=mark_seen,
+            keep_seen=keep_seen,
         )
 
     return await store.write(work)
@@ -116,6 +121,37 @@ async def test_remove_unseen_logs_removals(store: Store, db_path: Path) -> None:
     assert last["kind"] == "count.removed"
     assert last["key"][0] == "B"
     assert last["new"] is None
+    assert_log_invariants(db_path)
+
+
+async def _remove_unseen(store: Store, pass_id: int) -> int:
+    return await store.write(
+        lambda conn: counts_store.remove_unseen(
+            conn, "square", pass_id=pass_id, location_id=None, recorded_at="2026-01-01T00:00:00Z"
+        )
+    )
+
+
+async def test_fast_path_writes_never_make_a_full_pass_remove_a_live_row(
+    store: Store, db_path: Path
+) -> None:
+    """The webhook fast path (``keep_seen``) during full pass 2: a row the pass already saw keeps
+    its stamp when the fast path updates it (pass id 0: "no full pass known"), and rows the fast
+    path writes with the running pass's id count as seen. Only the row nobody saw goes."""
+    await apply(store, [count(item=i) for i in "ABC"], pass_id=1)
+    await apply(store, [count(item="A")], pass_id=2, mark_seen=True)  # the pass saw A
+    newer = "2026-01-01T00:01:00Z"
+    await apply(store, [count(item="A", quantity="7", at=newer)], pass_id=0, keep_seen=True)
+    await apply(store, [count(item="B", quantity="8", at=newer)], pass_id=2, keep_seen=True)
+    await apply(store, [count(item="D", at=newer)], pass_id=2, keep_seen=True)
+    assert await _remove_unseen(store, 2) == 1
+    rows = mirror(db_path)
+    assert set(rows) == {(i, "LOC1", "IN_STOCK") for i in "ABD"}
+    assert (
+        rows[("A", "LOC1", "IN_STOCK")]["quantity"],
+        rows[("B", "LOC1", "IN_STOCK")]["quantity"],
+    ) == ("7", "8")
+    assert changes(db_path)[-1]["key"][0] == "C"
     assert_log_invariants(db_path)
 
 

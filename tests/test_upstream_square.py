@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -16,11 +18,12 @@ from syncd.model import Page
 from syncd.sync.ports import CountsSource
 from syncd.timeutil import NS_PER_S
 from syncd.upstream.http import RetryPolicy, make_session
-from syncd.upstream.square import SquareCounts, SquareOptions
+from syncd.upstream.square import SquareCounts, SquareOptions, parse_count_event
 from tests.fakes.square_scripted import Reply, ScriptedServer, count, run_scripted, square_error
 
 TOKEN = "EAAAl-square-secret-token"
 PATH = "/v2/inventory/counts/batch-retrieve"
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "square-inventory.openapi.json"
 
 
 def _conforms(source: SquareCounts) -> CountsSource:
@@ -337,3 +340,73 @@ async def test_conformance_helper_returns_a_counts_source() -> None:
         assert callable(source.pages)
     finally:
         await session.close()
+
+
+# ---- inventory.count.updated bodies (the webhook fast path) ------------------------------------
+
+
+def _spec_event() -> dict[str, Any]:
+    """The example ``inventory.count.updated`` event of Square's own OpenAPI spec."""
+    spec = orjson.loads(SPEC.read_bytes())
+    schemas = spec["components"]["schemas"]
+    [example] = [
+        s["example"]
+        for s in schemas.values()
+        if isinstance(s.get("example"), dict)
+        and s["example"].get("type") == "inventory.count.updated"
+    ]
+    return dict(example)
+
+
+def test_count_event_of_the_spec_parses_like_a_page() -> None:
+    """The spec's example event yields its one count, in the same shape batch-retrieve's do."""
+    [parsed] = parse_count_event(orjson.dumps(_spec_event()))
+    assert (parsed.catalog_object_id, parsed.location_id, parsed.state) == (
+        "FGQ5JJWT2PYTHF35CKZ2DSKP",
+        "YYQR03DGCTXA4",
+        "IN_STOCK",
+    )
+    assert (parsed.quantity, parsed.calculated_at) == ("10", "2019-10-29T18:38:45.10296Z")
+
+
+def test_count_event_skips_estimated_counts() -> None:
+    event = _spec_event()
+    [first] = event["data"]["object"]["inventory_counts"]
+    event["data"]["object"]["inventory_counts"] = [
+        {**first, "is_estimated": True},
+        {**first, "state": "WASTE"},
+    ]
+    assert [c.state for c in parse_count_event(orjson.dumps(event))] == ["WASTE"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.pop("data"), "data.object.inventory_counts"),
+        (
+            lambda e: e["data"].update(object={"inventory_counts": "x"}),
+            "data.object.inventory_counts",
+        ),
+        (
+            lambda e: e["data"]["object"]["inventory_counts"][0].update(quantity="many"),
+            "data.object.inventory_counts[0].quantity",
+        ),
+        (
+            lambda e: e["data"]["object"]["inventory_counts"][0].pop("location_id"),
+            "data.object.inventory_counts[0].location_id",
+        ),
+    ],
+)
+def test_count_event_errors_name_the_field(mutate: Any, field: str) -> None:
+    event = _spec_event()
+    mutate(event)
+    with pytest.raises(UpstreamDataError) as caught:
+        parse_count_event(orjson.dumps(event))
+    assert caught.value.context["field"] == field
+    assert caught.value.op == "square.webhook_counts"
+
+
+def test_count_event_that_is_not_json_is_a_data_error() -> None:
+    with pytest.raises(UpstreamDataError) as caught:
+        parse_count_event(b"{not json")
+    assert caught.value.context["field"] == "$"

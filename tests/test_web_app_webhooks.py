@@ -19,6 +19,7 @@ from syncd.daemon_sources import SourceRunner
 from syncd.simulator import Marketplace, SimulatorConfig, serve_marketplace
 from syncd.store.inbox import UNKNOWN_SOURCE
 from tests.conftest import running_daemon
+from tests.helpers import assert_log_invariants, mirror
 from tests.webhook_kit import KEY, event, inbox_rows, signed
 
 APP_URL = "https://syncd.example.com/webhooks"
@@ -95,6 +96,31 @@ async def test_an_event_reaches_the_source_of_its_merchant_only(
             assert a.trigger.passes == a_passes
     [row] = inbox_rows(settings.database)
     assert (row["source"], row["merchant_id"]) == ("b", merchant_b)
+
+
+async def test_an_events_counts_reach_its_merchants_mirror_only(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The fast path routes by merchant too: seller B's counts at the app URL land under source
+    b at once (while B's batch-retrieve fails), and source a's mirror does not move."""
+    async with serve_marketplace(two_sellers()) as (market, url):
+        settings = app_settings(make_settings, market, ["a", "b"])
+        merchant_b, seller_b = list(market.sellers.items())[1]
+        async with running_daemon(settings, url) as daemon:
+            await synced(daemon, "a")
+            await synced(daemon, "b")
+            before_a = mirror(settings.database, "a")
+            seller_b.fail_for(503, 60)
+            [changed] = seller_b.mutate(1)
+            body = event("EV-B-COUNTS", merchant_id=merchant_b, counts=[changed])
+            assert (await post(daemon, body, signed(body, url=APP_URL)))[0] == 200
+            key = (changed["catalog_object_id"], changed["location_id"], changed["state"])
+            async with asyncio.timeout(5):
+                while mirror(settings.database, "b")[key]["quantity"] != changed["quantity"]:
+                    await asyncio.sleep(0.01)
+            assert mirror(settings.database, "a") == before_a
+            seller_b.fail_for(503, 0)
+    assert_log_invariants(settings.database, "b")
 
 
 async def test_unknown_merchant_is_kept_then_adopted_by_the_source_added_for_it(

@@ -168,8 +168,11 @@ async def test_simulator_webhooks_drive_exactly_their_changes(
 
 async def test_webhook_poke_beats_the_poll_interval(make_settings: Callable[..., Settings]) -> None:
     """With a 300 s poll interval, one signed webhook gets its change into the mirror at once:
-    the webhook, not the safety-net poll, triggered the pass."""
-    settings = settings_with_webhooks(make_settings, square={"poll_interval": 300})
+    the webhook, not the safety-net poll, triggered the pass (the fast path is off, so the pass
+    alone brings the change)."""
+    settings = settings_with_webhooks(
+        make_settings, square={"poll_interval": 300}, webhooks={"apply_counts": False}
+    )
     async with rig(settings) as r:
         await r.first_pass()
         [changed] = r.sim.mutate(1)

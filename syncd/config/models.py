@@ -372,6 +372,12 @@ class WebhookSettings(BaseModel):
         default=7,
         description="Days processed webhook events are kept (deduplication) before pruning.",
     )
+    apply_counts: bool = Field(
+        default=True,
+        description="Apply the counts an inventory.count.updated webhook carries at once (the fast"
+        " path), under the same stale-write guard as a pass; the pass it triggers then confirms"
+        " them. false: a webhook only triggers a pass.",
+    )
 
 
 class AdminSettings(BaseModel):

@@ -33,6 +33,14 @@ _UPSERT = (
     " catalog_object_type = excluded.catalog_object_type, quantity = excluded.quantity,"
     " calculated_at = excluded.calculated_at, seq = excluded.seq, seen_pass = excluded.seen_pass"
 )
+# The webhook fast path's upsert: a row it updates keeps the ``seen_pass`` a running full pass gave it
+# (``excluded.seen_pass`` 0 means "no full pass is running"), so the fast path can never make that
+# pass take a live row for one that vanished upstream.
+_UPSERT_KEEP_SEEN = _UPSERT.replace(
+    "seen_pass = excluded.seen_pass",
+    "seen_pass = CASE excluded.seen_pass WHEN 0 THEN inventory_counts.seen_pass"
+    " ELSE excluded.seen_pass END",
+)
 _MARK_SEEN = (
     "UPDATE inventory_counts SET seen_pass = ? WHERE source = ? AND catalog_object_id = ?"
     " AND location_id = ? AND state = ?"
@@ -130,12 +138,15 @@ async def apply_page(
     pass_id: int,
     recorded_at: str,
     mark_seen: bool = False,
+    keep_seen: bool = False,
 ) -> ApplyResult:
     """Apply one page inside the caller's transaction; append one change per real change.
 
     Rows written carry ``pass_id`` in ``seen_pass``; with ``mark_seen`` (full passes) unchanged rows are
-    stamped too, so the pass can then find the rows that vanished upstream. This is the hot path of
-    every sync: it builds the change rows as plain tuples and touches SQLite in four statements.
+    stamped too, so the pass can then find the rows that vanished upstream. With ``keep_seen`` (the
+    webhook fast path, ``pass_id`` the running full pass or 0) an updated row keeps its stamp when
+    ``pass_id`` is 0. This is the hot path of every sync: it builds the change rows as plain tuples
+    and touches SQLite in four statements.
     """
     incoming = _newest_per_key(counts)
     stored = await load(conn, source, list(incoming))
@@ -174,7 +185,7 @@ async def apply_page(
     seqs = await changelog.append_rows(conn, changes, recorded_at, skus=skus)
     if writes:
         await conn.executemany(
-            _UPSERT,
+            _UPSERT_KEEP_SEEN if keep_seen else _UPSERT,
             [
                 (
                     source,

@@ -88,11 +88,17 @@ class SyncEngine:
         self._on_page = on_page
         self._lock = asyncio.Lock()
         self.last_summary: PassSummary | None = None
+        self.full_pass_id: int | None = None  # the full pass running now, if any
         self._records: list[tuple[PartitionState, _Chain]] = []
 
     @property
     def partitions(self) -> tuple[str, ...]:
         return self._explicit_locations() or (ALL_LOCATIONS,)
+
+    @property
+    def location_scope(self) -> tuple[str, ...]:
+        """The locations this source mirrors (empty: every location of the seller)."""
+        return self._explicit_locations()
 
     def _explicit_locations(self) -> tuple[str, ...]:
         """The configured locations, else the discovered active ones, else none (one chain)."""
@@ -176,6 +182,8 @@ class SyncEngine:
         t0 = time.perf_counter()
         bound = structlog.contextvars.bound_contextvars(source=source, pass_id=pass_id)
         outcome = PASS_INTERRUPTED
+        if full:
+            self.full_pass_id = pass_id
         with bound:
             try:
                 errors = await self._run_partitions(states, summary, full)
@@ -192,6 +200,7 @@ class SyncEngine:
                 summary.error = "; ".join(errors) if errors else None
                 outcome = PASS_FAILED if errors else PASS_OK
             finally:
+                self.full_pass_id = None
                 summary.finished_ns = self._clock()
                 await asyncio.shield(self._finish(summary, outcome, started_at))
                 elapsed = time.perf_counter() - t0

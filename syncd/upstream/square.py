@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import aiohttp
+import orjson
 import structlog
 
 from syncd.errors import UpstreamDataError, UpstreamError
@@ -228,8 +229,10 @@ def parse_page(body: Any, *, date: str | None) -> Page:
     return Page(tuple(counts), cursor or None, parse_http_date_ns(date), skipped)
 
 
-def _parse_counts(raw_counts: list[Any]) -> tuple[list[InventoryCount], int]:
-    """Parse each count, skipping ``is_estimated`` rows; errors name ``counts[i].field``."""
+def _parse_counts(
+    raw_counts: list[Any], *, where: str = "counts", op: str = OP_BATCH_RETRIEVE
+) -> tuple[list[InventoryCount], int]:
+    """Parse each count, skipping ``is_estimated`` rows; errors name ``WHERE[i].field``."""
     counts: list[InventoryCount] = []
     skipped = 0
     for index, raw in enumerate(raw_counts):
@@ -237,9 +240,10 @@ def _parse_counts(raw_counts: list[Any]) -> tuple[list[InventoryCount], int]:
             estimated = raw.get("is_estimated")
             if estimated is not None and not isinstance(estimated, bool):
                 _data_error(
-                    f"counts[{index}].is_estimated is not a boolean: {estimated!r}",
-                    field=f"counts[{index}].is_estimated",
+                    f"{where}[{index}].is_estimated is not a boolean: {estimated!r}",
+                    field=f"{where}[{index}].is_estimated",
                     index=index,
+                    op=op,
                 )
             if estimated:
                 skipped += 1
@@ -248,24 +252,43 @@ def _parse_counts(raw_counts: list[Any]) -> tuple[list[InventoryCount], int]:
             counts.append(InventoryCount.from_api(raw))
         except InvalidCount as exc:
             name = str(exc).split(" ", 1)[0]
-            where = f"counts[{index}].{name}" if name in _COUNT_FIELDS else f"counts[{index}]"
-            raise UpstreamDataError(
-                f"{OP_BATCH_RETRIEVE}: {where}: {exc}",
-                op=OP_BATCH_RETRIEVE,
-                field=where,
-                index=index,
-            ) from exc
+            at = f"{where}[{index}].{name}" if name in _COUNT_FIELDS else f"{where}[{index}]"
+            raise UpstreamDataError(f"{op}: {at}: {exc}", op=op, field=at, index=index) from exc
     return counts, skipped
 
 
-def _data_error(message: str, *, field: str, index: int | None = None) -> NoReturn:
-    """Raise the data error for a malformed page, naming the field (and the row's index)."""
+OP_COUNT_EVENT = "square.webhook_counts"
+
+
+def parse_count_event(body: bytes) -> tuple[InventoryCount, ...]:
+    """The counts an ``inventory.count.updated`` webhook carries (``data.object.inventory_counts``,
+    up to 100; a state change arrives as two), in the same shape as batch-retrieve's; estimated
+    counts are skipped. Any shape problem is an ``UpstreamDataError`` naming the field."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        _data_error("the event is not JSON", field="$", op=OP_COUNT_EVENT)
+    data = event.get("data") if isinstance(event, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    raw = obj.get("inventory_counts") if isinstance(obj, dict) else None
+    if not isinstance(raw, list):
+        _data_error(
+            "data.object.inventory_counts is missing or not a list",
+            field="data.object.inventory_counts",
+            op=OP_COUNT_EVENT,
+        )
+    counts, _ = _parse_counts(raw, where="data.object.inventory_counts", op=OP_COUNT_EVENT)
+    return tuple(counts)
+
+
+def _data_error(
+    message: str, *, field: str, index: int | None = None, op: str = OP_BATCH_RETRIEVE
+) -> NoReturn:
+    """Raise the data error for a malformed answer, naming the field (and the row's index)."""
     context: dict[str, Any] = {"field": field}
     if index is not None:
         context["index"] = index
-    raise UpstreamDataError(
-        f"{OP_BATCH_RETRIEVE}: {message}", status=200, op=OP_BATCH_RETRIEVE, **context
-    )
+    raise UpstreamDataError(f"{op}: {message}", status=200, op=op, **context)
 
 
 def request_headers(options: SquareOptions) -> dict[str, str]:

@@ -8,7 +8,8 @@ configured apps' keys; it is stored under the source ``_unknown`` (handed to its
 source learns its merchant id), counted, and answered 200 so that Square does not retry it for 72
 hours. ``oauth.authorization.revoked`` asks that source to check its grant at once;
 ``catalog.version.updated`` (and ``location.created`` / ``location.updated``) asks it for a catalog
-pass, coalesced like the inventory pokes.
+pass, coalesced like the inventory pokes. A new ``inventory.count.updated`` also hands its body to
+the source's fast path (issue 14), which applies the counts it carries once the answer is on its way.
 
 No business logic lives here. Answers (issue 3): 200 accepted, also for a repeat of an event
 already stored; 401 missing or bad signature (nothing stored; counted and logged without the body);
@@ -78,6 +79,7 @@ class WebhookSource:
     poke: Callable[[], None]
     on_revoked: Callable[[], None] | None = None
     on_catalog: Callable[[], None] | None = None
+    on_counts: Callable[[bytes], None] | None = None  # the fast path: the event's body
 
 
 class WebhookRouting(Protocol):
@@ -303,6 +305,8 @@ class WebhookIngress:
         else:
             outcome = "new" if new else "duplicate"
             if new and event.actionable:
+                if source.on_counts is not None:
+                    source.on_counts(body)
                 source.poke()
             if new and event.type == OAUTH_REVOKED and source.on_revoked is not None:
                 source.on_revoked()
