@@ -10,6 +10,10 @@
 (4) webhook receipt to change-log entry (p50/p99): the simulator mutates counts at a paced rate and
     sends one signed inventory.count.updated per change; both instants come from the daemon's own
     records (webhook_events.received_ns, changes.recorded_at).
+(2) to (4) run twice, against a daemon with the webhook fast path on (the default: each event's
+counts are applied at once; in (2) and (3) every webhook carries a new value, so each is a real
+write) and against one with it off (`webhooks.apply_counts = false`: a webhook only pokes a pass),
+and a summary prints both beside the bare handler.
 Every server runs in its own process; the load generator is a raw asyncio HTTP/1.1 client with
 keep-alive connections (cheaper per request than aiohttp's client, so it is not the bottleneck).
 """
@@ -75,16 +79,29 @@ def serve_bare(port: int) -> None:
 
 
 class Requests:
-    """Correctly signed, unique webhook requests for one notification URL."""
+    """Correctly signed, unique webhook requests for one notification URL. With ``count_key``
+    (catalog object id, location id) each carries a new value of that count, later than any
+    before: every webhook is a real change for the fast path to write (the worst case)."""
 
-    def __init__(self, notification_url: str) -> None:
+    def __init__(self, notification_url: str, count_key: tuple[str, str] | None = None) -> None:
         self._prefix = secrets.token_hex(4)
         self._n = 0
         self._mac = hmac.new(KEY.encode(), notification_url.encode(), hashlib.sha256)
+        self._key = count_key
 
     def __call__(self) -> bytes:
         self._n += 1
         body = (BODY_TEMPLATE % f"{self._prefix}-{self._n:09d}").encode()
+        if self._key is not None:
+            obj, loc = self._key
+            at = f"2030-01-01T{self._n // 3_600_000_000 % 24:02d}:{self._n // 60_000_000 % 60:02d}:"
+            at += f"{self._n // 1_000_000 % 60:02d}.{self._n % 1_000_000:06d}Z"
+            body = (
+                body.replace(b"FGQ5JJWT2PYTHF35CKZ2DSKP", obj.encode())
+                .replace(b"YYQR03DGCTXA4", loc.encode())
+                .replace(b'"quantity":"10"', b'"quantity":"%d"' % self._n)
+                .replace(b"2026-01-01T00:00:00.10296Z", at.encode())
+            )
         mac = self._mac.copy()
         mac.update(body)
         signature = base64.b64encode(mac.digest()).decode()
@@ -230,11 +247,15 @@ def process(
             proc.wait(5)
 
 
-def daemon_config(tmp: Path, upstream: str, port: int) -> tuple[Path, str]:
+def daemon_config(
+    tmp: Path, upstream: str, port: int, *, apply_counts: bool = True
+) -> tuple[Path, str]:
     notification_url = f"https://syncd.example.com{PATH}"
     config = tmp / "syncd.toml"
     config.write_text(f"""
 database = "{tmp / "syncd.db"}"
+[webhooks]
+apply_counts = {"true" if apply_counts else "false"}
 [square]
 base_url = "{upstream}"
 access_token = "bench"
@@ -328,9 +349,28 @@ def main() -> None:
         bare = asyncio.run(closed_loop(port, Requests("http://x"), args.clients, args.seconds))
     print(f"(1) bare aiohttp 200 handler      {fmt(bare)}")
 
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for apply_counts in (True, False):
+        label = "fast path on" if apply_counts else "fast path off (webhooks.apply_counts = false)"
+        print(f"\n-- syncd, {label}")
+        rows.append((label, daemon_phases(args, bare, apply_counts)))
+    print("\nsummary (same run)        ingest/s  ratio  receipt->log p50 at each change rate")
+    for label, r in rows:
+        lat = "  ".join(f"{rate:g}/s: {p50:.0f} ms" for rate, p50 in r["latency"])
+        print(f"  {label[:22]:22} {r['rate']:9.0f}  {r['rate'] / bare['rate']:.2f}x  {lat}")
+    print("    (defaults: webhooks.debounce 0.1 s, max_delay 0.5 s, group_commit_window 2 ms)")
+
+
+def daemon_phases(
+    args: argparse.Namespace, bare: dict[str, Any], apply_counts: bool
+) -> dict[str, Any]:
+    """Phases (2) to (4) against one `syncd run` process with the fast path on or off."""
+    latency: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp, simulator(locations=3, items=200) as sim_url:
         port = free_port()
-        config, notification_url = daemon_config(Path(tmp), sim_url, port)
+        config, notification_url = daemon_config(
+            Path(tmp), sim_url, port, apply_counts=apply_counts
+        )
         log = Path(tmp) / "daemon.log"
         with process(
             [sys.executable, "-m", "syncd", "run", "--config", str(config)],
@@ -338,10 +378,14 @@ def main() -> None:
             log,
             want_ok=True,
         ):
-            make = Requests(notification_url)
+            with urllib.request.urlopen(f"{sim_url}/_sim/counts", timeout=5) as resp:  # noqa: S310
+                first = json.loads(resp.read())["counts"][0]
+            make = Requests(notification_url, (first["catalog_object_id"], first["location_id"]))
             durable = asyncio.run(closed_loop(port, make, args.clients, args.seconds))
             print(f"(2) syncd endpoint (durable)     {fmt(durable)}")
-            print(f"    ratio to bare: {durable['rate'] / bare['rate']:.2f}x")
+            print(
+                f"    ratio to bare: {durable['rate'] / bare['rate']:.2f}x  (every webhook a new value)"
+            )
             pacing = asyncio.run(paced(port, make, args.paced_rate, args.seconds, args.clients))
             print(
                 f"(3) syncd at a paced {args.paced_rate:g}/s:     p50 {pacing['p50_ms']:.2f} ms"
@@ -363,6 +407,7 @@ def main() -> None:
                 sent = asyncio.run(mutate_paced(sim_url, rate, args.change_seconds))
                 time.sleep(2)
                 lat = change_latencies(Path(tmp) / "syncd.db", since)
+                latency.append((rate, _pct(lat, 50)))
                 print(
                     f"(4) receipt -> change log at {rate:g} changes/s: {len(lat)}/{sent} matched*"
                     f"   p50 {_pct(lat, 50):.0f} ms   p99 {_pct(lat, 99):.0f} ms"
@@ -372,12 +417,12 @@ def main() -> None:
         stored = conn.execute("SELECT COUNT(*) FROM webhook_events").fetchone()[0]
         passes = conn.execute("SELECT COUNT(*) FROM passes").fetchone()[0]
         conn.close()
-        print(f"\n    inbox rows stored: {stored}; sync passes run: {passes}")
+        print(f"    inbox rows stored: {stored}; sync passes run: {passes}")
         print(
             "    * a change whose value was superseded upstream before a pass read it has no"
             " entry of its own"
         )
-        print("    (defaults: webhooks.debounce 0.1 s, max_delay 0.5 s, group_commit_window 2 ms)")
+    return {"rate": durable["rate"], "latency": latency}
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ FAST_PATH_COUNTS = Counter(
 FAST_PATH_EVENTS = Counter(
     "syncd_fast_path_events_total",
     "inventory.count.updated webhooks offered to the fast path, by outcome: applied, invalid"
-    " (counts that fail validation: left to the pull), failed (could not be written: left to the pull)",
+    " (counts that fail validation: left to the pull), failed (could not be written: left to the"
+    " pull), unauthorized (the source's grant is revoked)",
     ["source", "outcome"],
     registry=REGISTRY,
 )
