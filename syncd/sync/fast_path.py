@@ -65,8 +65,9 @@ class FastPath:
     when no full pass runs).
 
     ``submit`` queues an event's counts; one drain task per source applies everything queued in one
-    transaction, so a burst of webhooks costs a few commits, not one each, and never crowds the
-    inbox's own commits off the writer.
+    transaction (after ``window`` seconds, and again for what arrived meanwhile), so a burst of
+    webhooks costs a few commits, not one each, and does not crowd the inbox's own commits off the
+    writer.
     """
 
     def __init__(
@@ -76,8 +77,10 @@ class FastPath:
         *,
         locations: Callable[[], Sequence[str]],
         full_pass: Callable[[], int | None],
+        window: float = 0.0,
     ) -> None:
         self._store = store
+        self._window = window
         self.options = options
         self._locations = locations
         self._full_pass = full_pass
@@ -118,6 +121,8 @@ class FastPath:
         self._pending.clear()
 
     async def _drain(self) -> None:
+        if self._window:
+            await asyncio.sleep(self._window)  # let a burst gather into one transaction
         while self._pending:
             batch, self._pending = self._pending, []
             events = len(batch)
