@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -37,7 +38,7 @@ from syncd.sync.fast_path import FastPath, FastPathOptions
 from syncd.sync.trigger import SyncTrigger
 from syncd.timeutil import format_ns, now_ns
 from syncd.upstream.catalog import SquareCatalog
-from syncd.upstream.http import RetryPolicy, make_session
+from syncd.upstream.http import REQUEST_SOURCE, RetryPolicy, make_session
 from syncd.upstream.locations import SquareLocations
 from syncd.upstream.oauth import TokenGrant, refresh_access_token
 from syncd.upstream.square import SquareCounts, SquareOptions, parse_count_event
@@ -355,13 +356,13 @@ class SourceSet:
         if keeper is None:
             return
         log.warning("oauth_revocation_announced", source=runner.name)
-        self._spawn(keeper.check_now())
+        self._spawn(keeper.check_now(), runner.name)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None], source: str) -> None:
         async def run() -> None:
             await work
 
-        task = asyncio.create_task(run())
+        task = asyncio.create_task(run(), context=_source_context(source))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -417,6 +418,7 @@ class SourceSet:
                 retry_initial=conf.retry_backoff_initial,
                 retry_max=conf.poll_interval,
                 on_pass_done=inbox_marker(self._inbox, name),
+                source=name,
             ),
             self._verifier(name, conf),
         )
@@ -428,6 +430,7 @@ class SourceSet:
                 max_delay=self.max_delay,
                 retry_initial=conf.retry_backoff_initial,
                 retry_max=conf.catalog_interval,
+                source=name,
             )
             state = await self._store.read(lambda conn: catalog_store.load_state(conn, name))
             if state.latest_time is not None:
@@ -445,7 +448,9 @@ class SourceSet:
             # Acknowledged before a crash or stop, not yet covered by a pass.
             log.info("webhook_inbox_pending", source=name, events=pending)
             runner.trigger.run_soon()
-        runner.task = asyncio.create_task(_run_trigger(runner, stop), name=f"sync-trigger:{name}")
+        runner.task = asyncio.create_task(
+            _run_trigger(runner, stop), name=f"sync-trigger:{name}", context=_source_context(name)
+        )
         log.info(
             "source_started",
             source=name,
@@ -656,7 +661,7 @@ class SourceSet:
             )
             return
         self._merchants[merchant_id] = source
-        self._spawn(self._record_merchant(source, merchant_id))
+        self._spawn(self._record_merchant(source, merchant_id), source)
 
     async def _record_merchant(self, source: str, merchant_id: str) -> None:
         at = format_ns(now_ns())
@@ -721,6 +726,13 @@ def inbox_marker(inbox: Inbox, source: str) -> Callable[[int, PassSummary], Awai
             )
 
     return done
+
+
+def _source_context(name: str) -> contextvars.Context:
+    """A copy of the current context in which upstream requests are labelled as ``name``'s."""
+    context = contextvars.copy_context()
+    context.run(REQUEST_SOURCE.set, name)
+    return context
 
 
 def _unauthorized_fn(keeper: TokenKeeper | None) -> Callable[[], bool]:

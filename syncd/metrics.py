@@ -62,16 +62,22 @@ CATALOG_OBJECTS = Counter(
     registry=REGISTRY,
 )
 CHANGES_WRITTEN = Counter(
-    "syncd_changes_written_total", "Change-log entries written", ["kind"], registry=REGISTRY
+    "syncd_changes_written_total",
+    "Change-log entries written, by source and kind",
+    ["source", "kind"],
+    registry=REGISTRY,
 )
 UPSTREAM_REQUESTS = Counter(
     "syncd_upstream_requests_total",
-    "Upstream HTTP requests by operation and status",
-    ["op", "status"],
+    "Upstream HTTP requests by source (or job provider), operation and status",
+    ["source", "op", "status"],
     registry=REGISTRY,
 )
 UPSTREAM_RETRIES = Counter(
-    "syncd_upstream_retries_total", "Upstream retries by operation", ["op"], registry=REGISTRY
+    "syncd_upstream_retries_total",
+    "Upstream retries by source (or job provider) and operation",
+    ["source", "op"],
+    registry=REGISTRY,
 )
 WATERMARK_LAG = Gauge(
     "syncd_watermark_lag_seconds",
@@ -180,6 +186,7 @@ PlatformCollector(registry=REGISTRY)  # python_info
 SYNC_POKES = Counter(
     "syncd_sync_pokes_total",
     "Requests for a pass soon (webhooks, jobs, admin), before coalescing",
+    ["source"],
     registry=REGISTRY,
 )
 OAUTH_REFRESHES = Counter(

@@ -177,3 +177,15 @@ def catalog_tables(path: Path) -> dict[tuple[str, str], Any]:
     for row in locations:
         stored[("location", row[0])] = cat.LocationRow(*row).value()
     return stored
+
+
+def metric_sum(name: str, **labels: str) -> float:
+    """The sum of this process's samples of ``name`` whose labels include ``labels``."""
+    from syncd.metrics import REGISTRY
+
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

@@ -36,7 +36,7 @@ from tests.fakes.job_servers import (
     serve_jobs,
     server_error,
 )
-from tests.helpers import changes
+from tests.helpers import changes, metric_sum
 
 FAST = {
     "backoff_initial": 0.001,
@@ -204,6 +204,10 @@ async def test_lifecycle(
 ) -> None:
     """Each dialect walks its scripted statuses to its end state; every transition writes exactly
     one job.<state> entry carrying the vendor's raw status."""
+    written = {
+        k: metric_sum("syncd_changes_written_total", source=provider, kind=k) for k in expected
+    }
+    requests = metric_sum("syncd_upstream_requests_total", source=provider)
     async with serve_jobs() as fake, tracking(make_settings, fake.url) as jt:
         fake.script("J1", *script)
         row, created = await jt.service.register(provider, "J1", params)
@@ -226,6 +230,11 @@ async def test_lifecycle(
             assert set(fake.auth) == {"Bearer inv-token"}
         await asyncio.sleep(0.05)
         assert fake.count("J1") == done.polls  # no poll after the end
+    # Metrics name the provider, and each entry is counted once.
+    for kind in expected:
+        n = metric_sum("syncd_changes_written_total", source=provider, kind=kind) - written[kind]
+        assert n == expected.count(kind)
+    assert metric_sum("syncd_upstream_requests_total", source=provider) - requests == done.polls
 
 
 async def test_lost_after_the_404_grace(make_settings: Callable[..., Settings]) -> None:

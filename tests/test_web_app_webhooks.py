@@ -19,7 +19,7 @@ from syncd.daemon_sources import SourceRunner
 from syncd.simulator import Marketplace, SimulatorConfig, serve_marketplace
 from syncd.store.inbox import UNKNOWN_SOURCE
 from tests.conftest import running_daemon
-from tests.helpers import assert_log_invariants, mirror
+from tests.helpers import assert_log_invariants, changes, metric_sum, mirror
 from tests.webhook_kit import KEY, event, inbox_rows, signed
 
 APP_URL = "https://syncd.example.com/webhooks"
@@ -121,6 +121,46 @@ async def test_an_events_counts_reach_its_merchants_mirror_only(
             assert mirror(settings.database, "a") == before_a
             seller_b.fail_for(503, 0)
     assert_log_invariants(settings.database, "b")
+
+
+async def test_metrics_say_which_source(make_settings: Callable[..., Settings]) -> None:
+    """Upstream requests, pokes and change-log entries are labelled with the source they belong
+    to (one daemon, two sellers)."""
+    async with serve_marketplace(two_sellers()) as (market, url):
+        settings = app_settings(make_settings, market, ["a", "b"])
+        op = "square.batch_retrieve_counts"
+        before = {
+            name: (
+                metric_sum("syncd_upstream_requests_total", source=name, op=op, status="200"),
+                metric_sum("syncd_changes_written_total", source=name, kind="count.updated"),
+                metric_sum("syncd_sync_pokes_total", source=name),
+            )
+            for name in "ab"
+        }
+        merchant_b = list(market.sellers)[1]
+        async with running_daemon(settings, url) as daemon:
+            await synced(daemon, "a")
+            b = await synced(daemon, "b")
+            passes = b.trigger.passes
+            body = event("EV-POKE-B", merchant_id=merchant_b)
+            assert (await post(daemon, body, signed(body, url=APP_URL)))[0] == 200
+            async with asyncio.timeout(10):
+                while b.trigger.passes == passes:
+                    await asyncio.sleep(0.01)
+    entries = changes(settings.database)
+    for name in "ab":
+        requests, written, _ = before[name]
+        assert (
+            metric_sum("syncd_upstream_requests_total", source=name, op=op, status="200") > requests
+        )
+        logged = sum(1 for e in entries if e["source"] == name and e["kind"] == "count.updated")
+        assert logged > 0
+        assert (
+            metric_sum("syncd_changes_written_total", source=name, kind="count.updated") - written
+            == logged
+        )
+    assert metric_sum("syncd_sync_pokes_total", source="b") - before["b"][2] >= 1
+    assert metric_sum("syncd_sync_pokes_total", source="a") == before["a"][2]
 
 
 async def test_unknown_merchant_is_kept_then_adopted_by_the_source_added_for_it(

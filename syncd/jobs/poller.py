@@ -375,7 +375,6 @@ class JobPoller:
         if outcome.transition:
             state = job.state
             metrics.JOB_TRANSITIONS.labels(job.provider, state.value).inc()
-            metrics.CHANGES_WRITTEN.labels(state.change_kind).inc()
             jlog.info(
                 "job_transition",
                 old=old_state.value,

@@ -103,7 +103,6 @@ class JobService:
         for row, created in results:
             if created:
                 metrics.JOB_TRANSITIONS.labels(row.provider, "pending").inc()
-                metrics.CHANGES_WRITTEN.labels("job.pending").inc()
         if self._poller is not None:
             self._poller.track(row for row, created in results if created)
         return results

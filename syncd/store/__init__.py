@@ -118,7 +118,7 @@ def _announce(head: HeadSignal) -> Callable[[Unit], None]:
             return
         head.publish(unit.changelog_head)
         CHANGELOG_HEAD.set(unit.changelog_head)
-        for kind, n in unit.changes_by_kind.items():
-            CHANGES_WRITTEN.labels(kind=kind).inc(n)
+        for (source, kind), n in unit.changes_by_kind.items():
+            CHANGES_WRITTEN.labels(source=source, kind=kind).inc(n)
 
     return committed

@@ -114,8 +114,10 @@ async def append_rows(
     unit = current_unit()
     if unit is not None:  # announced once the transaction commits (the Store's on_commit hook)
         unit.changelog_head = seqs[-1]
+        by_kind = unit.changes_by_kind
         for row in rows:
-            unit.changes_by_kind[row[0]] = unit.changes_by_kind.get(row[0], 0) + 1
+            key = (row[1], row[0])
+            by_kind[key] = by_kind.get(key, 0) + 1
     return seqs
 
 

@@ -126,10 +126,10 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
 @dataclass(slots=True)
 class Unit:
     """What one unit of work did that others hear about once it has committed (never on rollback):
-    the change-log head it moved to and the entries it appended, by kind."""
+    the change-log head it moved to and the entries it appended, by (source, kind)."""
 
     changelog_head: int | None = None
-    changes_by_kind: dict[str, int] = field(default_factory=dict)
+    changes_by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 _UNIT: ContextVar[Unit | None] = ContextVar("syncd_store_unit", default=None)

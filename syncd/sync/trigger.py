@@ -44,8 +44,10 @@ class SyncTrigger:
         retry_initial: float = 1.0,
         retry_max: float | None = None,
         on_pass_done: DoneFn | None = None,
+        source: str = "",
     ) -> None:
         self._run_pass = run_pass
+        self.source = source  # the ``source`` label of the pokes metric
         self.interval = interval
         self.debounce = debounce
         self.max_delay = max_delay
@@ -65,7 +67,7 @@ class SyncTrigger:
     def poke(self) -> None:
         """Ask for a pass soon. Cheap and safe to call thousands of times a second."""
         now = time.monotonic()
-        SYNC_POKES.inc()
+        SYNC_POKES.labels(source=self.source).inc()
         self._last_poke = now
         if self._first_poke is None:
             self._first_poke = now

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,11 @@ from syncd.errors import UpstreamDataError, UpstreamError
 from syncd.metrics import UPSTREAM_REQUESTS, UPSTREAM_RETRIES
 
 log = structlog.get_logger(__name__)
+
+# Whose requests these are: the ``source`` label of the upstream metrics. The daemon sets it once in
+# each source's tasks (every task they start inherits it); a job adapter passes its provider's
+# name to ``request_json`` instead. Empty outside any source (``syncd sync`` sets it per source).
+REQUEST_SOURCE: ContextVar[str] = ContextVar("syncd_request_source", default="")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Square's wording; a job adapter passes its own ``status_hints`` to request_json.
@@ -158,6 +164,7 @@ async def request_json(
     on_retry: Callable[[RetryInfo], None] | None = None,
     error_parser: ErrorParser = parse_vendor_errors,
     status_hints: Mapping[int, str] = STATUS_HINTS,
+    source: str | None = None,
 ) -> JsonResponse:
     """Send one JSON request, retrying transient failures; return the decoded 2xx response.
 
@@ -171,12 +178,13 @@ async def request_json(
         send_headers["Content-Type"] = "application/json"
     send_headers.update(headers or {})
     path = urlsplit(url).path
+    label = REQUEST_SOURCE.get() if source is None else source
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         outcome = await _attempt(
-            session, method, url, data, send_headers, op, path, error_parser, status_hints
+            session, method, url, data, send_headers, (label, op), path, error_parser, status_hints
         )
         if not isinstance(outcome, _Failure):
             return JsonResponse(
@@ -195,7 +203,7 @@ async def request_json(
             backoff_s=round(delay, 3),
             error=outcome.error,
         )
-        UPSTREAM_RETRIES.labels(op=op).inc()
+        UPSTREAM_RETRIES.labels(source=label, op=op).inc()
         if on_retry is not None:
             on_retry(info)
         await sleep(delay)
@@ -207,26 +215,28 @@ async def _attempt(
     url: str,
     data: bytes | None,
     headers: Mapping[str, str],
-    op: str,
+    labels: tuple[str, str],
     path: str,
     error_parser: ErrorParser,
     status_hints: Mapping[int, str],
 ) -> JsonResponse | _Failure:
-    """One HTTP exchange: a 2xx response, a retryable failure, or a raised non-retryable error."""
+    """One HTTP exchange: a 2xx response, a retryable failure, or a raised non-retryable error.
+    ``labels`` is (source, op) of the request metric."""
+    source, op = labels
     started = time.monotonic()
     try:
         async with session.request(method, url, data=data, headers=headers) as resp:
             raw = await resp.read()
             status, resp_headers = resp.status, resp.headers
     except _FATAL_CLIENT_ERRORS as exc:
-        UPSTREAM_REQUESTS.labels(op=op, status="error").inc()
+        UPSTREAM_REQUESTS.labels(source=source, op=op, status="error").inc()
         raise UpstreamError(
             f"{op}: {_describe(exc)}", op=op, path=path, retryable=False, attempts=1
         ) from exc
     except _NETWORK_ERRORS as exc:
-        UPSTREAM_REQUESTS.labels(op=op, status="error").inc()
+        UPSTREAM_REQUESTS.labels(source=source, op=op, status="error").inc()
         return _Failure(None, _describe(exc), [], None, exc)
-    UPSTREAM_REQUESTS.labels(op=op, status=str(status)).inc()
+    UPSTREAM_REQUESTS.labels(source=source, op=op, status=str(status)).inc()
     if 200 <= status < 300:
         body = _decode_ok(raw, status, op=op, path=path)
         return JsonResponse(status, resp_headers, body, time.monotonic() - started)

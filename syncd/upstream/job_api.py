@@ -159,6 +159,7 @@ class JobApi:
                 policy=self._policy,
                 headers=self._headers,
                 status_hints=self._hints,
+                source=self.name,
             )
         except UpstreamError as exc:
             if exc.status == 404:
