@@ -436,7 +436,8 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         c1, w1 = cpu_seconds(pid), time.monotonic()
         if spy is not None:
             spy.wait(30)
-            out["idle_profile"] = str(tmp / "idle.pyspy.txt")
+            # Read now: the run's directory is gone by the time the table prints.
+            out["idle_profile"] = (tmp / "idle.pyspy.txt").read_text(errors="replace")
         out["idle_cpu_pct"] = 100 * (c1 - c0) / (w1 - w0)
         out["idle_passes"] = db.query("SELECT COUNT(*) FROM passes")[0][0] - passes_before
         out["mem_idle"] = memory_mb(pid)
@@ -735,13 +736,13 @@ def _frame(text: str) -> str:
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
 
 
-def print_profile(path: Path, top: int = 25) -> None:
+def print_profile(collapsed: str, top: int = 25) -> None:
     """Self and inclusive share of samples per function, from py-spy's collapsed stacks (py-spy
     leaves out threads it sees idle, so the samples are where CPU went)."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
@@ -829,7 +830,7 @@ def main() -> None:
     for r in results:
         if "idle_profile" in r:
             print(f"\nidle profile of {r['sources']} sources (py-spy, {args.idle_seconds:g} s):")
-            print_profile(Path(r["idle_profile"]))
+            print_profile(r["idle_profile"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
 

@@ -406,7 +406,9 @@ class SyncEngine:
                 conn, source, page, pass_id=pass_id, recorded_at=recorded_at, mark_seen=full
             )
 
-        result = await self._store.write(work)
+        # An empty page (the usual answer of an idle incremental pass) has nothing to write: no
+        # transaction, so an idle source costs its request and little else.
+        result = await self._store.write(work) if page else counts_store.ApplyResult(0, 0, 0, None)
         if page:
             newest = max(c.calculated_at_ns for c in page)
             chain.newest_ns = newest if chain.newest_ns is None else max(chain.newest_ns, newest)
