@@ -25,6 +25,7 @@ from syncd.model import InventoryCount, Page, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
+from syncd.sync.catalog import refresh_figures
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
@@ -219,6 +220,10 @@ class SyncEngine:
                     error=summary.error,
                 )
         self.last_summary = summary
+        if full and (summary.changes or summary.removed):
+            # A full pass writes counts in bulk (the first one: all of them): count anew how many
+            # join as unknown (`syncd status`); catalog passes do so after each of theirs.
+            await refresh_figures(self._store, source)
         return summary
 
     async def _finish(self, summary: PassSummary, outcome: str, started_at: str) -> None:
