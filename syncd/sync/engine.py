@@ -220,9 +220,10 @@ class SyncEngine:
                     error=summary.error,
                 )
         self.last_summary = summary
-        if full and (summary.changes or summary.removed):
-            # A full pass writes counts in bulk (the first one: all of them): count anew how many
-            # join as unknown (`syncd status`); catalog passes do so after each of theirs.
+        if full:
+            # A full pass reads every count anyway (the first one writes them all): count anew
+            # how many join as unknown (`syncd status`), also those that incremental passes
+            # brought since; catalog passes do so after each of theirs.
             await refresh_figures(self._store, source)
         return summary
 
