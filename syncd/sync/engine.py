@@ -200,6 +200,12 @@ class SyncEngine:
                     )
                 summary.error = "; ".join(errors) if errors else None
                 outcome = PASS_FAILED if errors else PASS_OK
+                if full:
+                    # A full pass reads every count anyway (the first one writes them all): count
+                    # anew how many join as unknown (`syncd status`), also those incremental
+                    # passes brought since; catalog passes do so after each of theirs. Part of
+                    # the pass, so it has ended when its record and `sync_pass` say so.
+                    await refresh_figures(self._store, source)
             finally:
                 self.full_pass_id = None
                 summary.finished_ns = self._clock()
@@ -220,11 +226,6 @@ class SyncEngine:
                     error=summary.error,
                 )
         self.last_summary = summary
-        if full:
-            # A full pass reads every count anyway (the first one writes them all): count anew
-            # how many join as unknown (`syncd status`), also those that incremental passes
-            # brought since; catalog passes do so after each of theirs.
-            await refresh_figures(self._store, source)
         return summary
 
     async def _finish(self, summary: PassSummary, outcome: str, started_at: str) -> None:
