@@ -61,6 +61,13 @@ CATALOG_OBJECTS = Counter(
     ["source"],
     registry=REGISTRY,
 )
+CATALOG_UNKNOWN_VARIATIONS = Gauge(
+    "syncd_catalog_unknown_variation_counts",
+    "Mirrored counts whose variation the catalog mirror does not know (yet), as last counted"
+    " after a catalog pass or a full counts pass (at scrape)",
+    ["source"],
+    registry=REGISTRY,
+)
 CHANGES_WRITTEN = Counter(
     "syncd_changes_written_total",
     "Change-log entries written, by source and kind",

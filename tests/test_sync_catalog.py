@@ -21,6 +21,7 @@ from syncd.simulator.catalog import Simulator
 from syncd.store import Store, changelog
 from syncd.store import catalog as cat
 from syncd.sync.catalog import CatalogEngine
+from syncd.timeutil import parse_ns
 from tests.helpers import catalog_tables, changes, replay_catalog
 
 SOURCE = "square"
@@ -338,3 +339,82 @@ async def test_count_entries_carry_the_sku_the_catalog_had(
     assert {c.sku for c in counted if c.catalog_object_id == new} == {None}  # not known yet
     variation_entries = [c for c in records if c.kind == "catalog.updated" and c.sku]
     assert all(c.sku == skus[str(c.catalog_object_id)] for c in variation_entries)
+
+
+def figures(r: Rig) -> tuple[Any, ...]:
+    """The stored figures: (variations, unknown_variations, unknown_checked_at)."""
+    [row] = r.rows(
+        "SELECT variations, unknown_variations, unknown_checked_at FROM catalog_state"
+        " WHERE source = ?",
+        SOURCE,
+    )
+    return tuple(row)
+
+
+def unknown_now(r: Rig) -> int:
+    [(n,)] = r.rows("SELECT COUNT(*) FROM inventory WHERE unknown_variation = 1")
+    return int(n)
+
+
+async def test_counts_of_unknown_variations_are_recounted_after_catalog_and_full_passes(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """The stored figure of counts whose variation is unknown follows the view: 0 after the
+    first catalog pass and the first (full) counts pass; after new variations' counts arrive it
+    is recounted by the next full counts pass (an incremental one leaves it as it was: counting
+    reads every count); the catalog pass that reads the variations brings it back to 0."""
+    async with rig(store, db_path, make_settings, SimulatorConfig(items=20, locations=2)) as r:
+        await r.catalog.run_pass()
+        assert figures(r)[:2] == (len(live_variations(r)), 0)  # no counts yet
+        first = await r.parts.engine.run_pass()
+        assert first.kind == "full"
+        assert first.changes > 0
+        variations, unknown, checked_first = figures(r)
+        assert (variations, unknown) == (len(live_variations(r)), 0)
+
+        r.sim.add_variations(2)
+        incremental = await r.parts.engine.run_pass()
+        assert incremental.kind == "incremental"
+        assert unknown_now(r) == 2 * 2  # 2 variations at 2 locations
+        assert figures(r)[1:] == (0, checked_first)  # not recounted
+
+        await r.parts.engine.run_pass(full=True)
+        assert unknown_now(r) == 4
+        after_full = figures(r)
+        assert after_full[1] == 4
+        assert parse_ns(after_full[2]) >= parse_ns(checked_first)
+
+        summary = await r.catalog.run_pass()
+        assert summary.ok, summary.error
+        assert unknown_now(r) == 0
+        assert figures(r)[:2] == (len(live_variations(r)), 0)
+        assert parse_ns(figures(r)[2]) >= parse_ns(after_full[2])
+
+
+async def test_a_refused_catalog_shows_every_count_as_unknown(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """A catalog the token may not read (403): its failed pass still stores the figures, and
+    after the first counts pass every count is counted unknown (the view joins none)."""
+    async with rig(store, db_path, make_settings, SimulatorConfig(items=5, locations=2)) as r:
+        r.sim.fail_catalog_next(403, times=10)
+        assert not (await r.catalog.run_pass()).ok
+        assert figures(r)[:2] == (0, 0)
+        await r.parts.engine.run_pass()
+        total = len(r.sim.snapshot())
+    assert total > 0
+    assert figures(r)[:2] == (0, total)
+    assert unknown_now(r) == total
+
+
+async def test_without_the_catalog_no_figures_are_stored(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """With catalog_sync off no catalog pass runs: a full counts pass stores no figures (every
+    count would be unknown, and `syncd status` says the catalog is off instead)."""
+    async with rig(
+        store, db_path, make_settings, SimulatorConfig(items=5, locations=1), catalog_sync=False
+    ) as r:
+        assert r.parts.catalog is None
+        assert (await r.parts.engine.run_pass()).changes > 0
+    assert r.rows("SELECT COUNT(*) FROM catalog_state") == [(0,)]

@@ -2,7 +2,8 @@
 
 ``list`` reads the database read-only (like ``status``) and merges it with the config: one row per
 source either of them has, with whether the config has it, its status, merchant, mirrored counts,
-last pass, and its credential kind and token expiry. Tokens are never read: the store only says
+its catalog mirror (variations, locations, counts of unknown variations), last pass, and its
+credential kind and token expiry. Tokens are never read: the store only says
 whether one is stored, shown as ``***``.
 
 Statuses: ``active`` (configured and running on this database), ``unauthorized`` (its OAuth grant
@@ -34,6 +35,7 @@ from urllib.parse import quote
 import orjson
 import structlog
 
+from syncd.cli.catalog_status import attach_catalog, catalog_cell, read_catalog
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
 from syncd.config import Settings, SourceSettings
 from syncd.errors import AlreadyRunning, SourceStillConfigured
@@ -83,9 +85,11 @@ def handle_list(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings)
     require_database(settings.database)
-    overview, last_pass = asyncio.run(_read(settings.database))
+    overview, last_pass, catalog = asyncio.run(_read(settings.database))
     rows = describe_sources(overview, last_pass, settings.sources)
-    annotate_sources(rows, now_ns())
+    now = now_ns()
+    annotate_sources(rows, now)
+    attach_catalog(rows, catalog, settings.sources, now)
     if args.json:
         sys.stdout.write(orjson.dumps({"sources": rows}).decode() + "\n")
     else:
@@ -93,7 +97,7 @@ def handle_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _read(path: Path) -> tuple[dict[str, Record], dict[str, Record]]:
+async def _read(path: Path) -> tuple[dict[str, Record], dict[str, Record], dict[str, Record]]:
     store = await Store.open(path, readonly=True)
     try:
         return await store.read(_snapshot)
@@ -101,9 +105,9 @@ async def _read(path: Path) -> tuple[dict[str, Record], dict[str, Record]]:
         await store.aclose()
 
 
-async def _snapshot(conn: Any) -> tuple[dict[str, Record], dict[str, Record]]:
+async def _snapshot(conn: Any) -> tuple[dict[str, Record], dict[str, Record], dict[str, Record]]:
     state = await queries.service_state(conn)
-    return await queries.sources_overview(conn), state["last_pass"]
+    return await queries.sources_overview(conn), state["last_pass"], await read_catalog(conn)
 
 
 def _credential_kind(conf: SourceSettings | None, stored: Record | None) -> str | None:
@@ -233,7 +237,16 @@ def render_list(rows: list[Record]) -> str:
     """A table: one line per source."""
     if not rows:
         return "no sources\n"
-    header = ("SOURCE", "CONFIGURED", "STATUS", "MERCHANT", "COUNTS", "LAST PASS", "CREDENTIALS")
+    header = (
+        "SOURCE",
+        "CONFIGURED",
+        "STATUS",
+        "MERCHANT",
+        "COUNTS",
+        "CATALOG",
+        "LAST PASS",
+        "CREDENTIALS",
+    )
     table = [header] + [
         (
             row["source"],
@@ -241,6 +254,7 @@ def render_list(rows: list[Record]) -> str:
             status_text(row),
             row["merchant_id"] or "-",
             str(row["counts"]),
+            catalog_cell(row["catalog"]) if "catalog" in row else "-",
             last_pass_text(row),
             token_text(row),
         )

@@ -2,7 +2,8 @@
 
 Up/down comes from the instance lock (a running syncd holds ``<db>.lock``); the rest from one read
 snapshot: one section per source (status, merchant, mirrored counts, last pass and its age,
-credential kind and token expiry; tokens only ever as ``***``), each partition's watermark lag, the
+credential kind and token expiry; tokens only ever as ``***``; its catalog mirror and how many
+counts join as unknown variations), each partition's watermark lag, the
 webhook backlog,
 jobs by state (when there are any), the retained change-log range, each named consumer's offset
 and how far each publishing target (Redis Streams, issue 7) is behind the head, or why it refuses its
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from syncd.cli.catalog_status import attach_catalog, catalog_text, read_catalog
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
 from syncd.cli.sources import annotate_sources, describe_sources, last_pass_text, token_text
 from syncd.store import Store, identity, outbox, queries
@@ -49,6 +51,7 @@ def handle(args: argparse.Namespace) -> int:
     now = now_ns()
     annotate(data, now)
     annotate_sources(data["sources"], now)
+    attach_catalog(data["sources"], data.pop("catalog"), settings.sources, now)
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -69,6 +72,7 @@ async def _snapshot(conn: Any) -> dict[str, Any]:
     data["publish"] = await outbox.all_offsets(conn)
     data["database_id"] = await identity.database_id(conn)
     data["sources_overview"] = await queries.sources_overview(conn)
+    data["catalog"] = await read_catalog(conn)
     return data
 
 
@@ -136,6 +140,8 @@ def render(data: dict[str, Any]) -> str:
             f" {src['counts']} counts, last pass {last_pass_text(src)}, {token_text(src)}"
             + (f"  error: {creds['error']}" if creds["error"] else "")
         )
+        if "catalog" in src:
+            lines.append(f"    catalog: {catalog_text(src['catalog'])}")
     lag = ", ".join(
         f"{p['source']}/{p['partition']} {_seconds(p['lag_s'])}" for p in data["partitions"]
     )

@@ -327,19 +327,104 @@ async def save_state(conn: aiosqlite.Connection, state: CatalogState) -> None:
 
 
 async def unknown_variation_counts(conn: aiosqlite.Connection, source: str | None = None) -> int:
-    """Counts whose variation the catalog does not (yet) know: they join as unknown."""
-    sql = (
-        "SELECT COUNT(*) FROM inventory_counts AS c WHERE NOT EXISTS (SELECT 1 FROM"
-        " catalog_variations AS v WHERE v.source = c.source"
-        " AND v.variation_id = c.catalog_object_id)"
-    )
-    params: tuple[str, ...] = ()
-    if source is not None:
-        sql += " AND c.source = ?"
-        params = (source,)
-    async with conn.execute(sql, params) as cur:
+    """Counts whose variation the catalog does not (yet) know: they join as unknown.
+
+    Computed as all counts minus those that join a variation: one pass over the counts' index per
+    known variation, more than twice as fast as probing the catalog for every count (an anti-join),
+    but still a read of every count (some 0.35 s for 1,000,000, the anti-join 0.85 s:
+    bench/catalog_figures.py): ``syncd status`` reads the figure
+    :func:`save_figures` stored instead.
+    """
+    where, params = ("", ()) if source is None else (" WHERE source = ?", (source,))
+    known_where = "" if source is None else " WHERE v.source = ?"
+    async with conn.execute(
+        f"SELECT (SELECT COUNT(*) FROM inventory_counts{where}) - (SELECT COUNT(*) FROM"
+        " catalog_variations AS v JOIN inventory_counts AS c ON c.source = v.source"
+        f" AND c.catalog_object_id = v.variation_id{known_where})",
+        params * 2,
+    ) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogFigures:
+    """What ``syncd status`` shows of a source's catalog mirror, counted at one moment."""
+
+    variations: int
+    """Variations mirrored and not deleted."""
+    unknown_variations: int
+    """Mirrored counts whose variation the catalog mirror does not have."""
+
+
+async def count_figures(conn: aiosqlite.Connection, source: str) -> CatalogFigures | None:
+    """Count the figures of ``source`` (a read of every count: see
+    :func:`unknown_variation_counts`); None when its catalog was never read (no ``catalog_state``
+    row: the catalog is off, or its first pass has not run), since every count would be unknown."""
+    async with conn.execute("SELECT 1 FROM catalog_state WHERE source = ?", (source,)) as cur:
+        if await cur.fetchone() is None:
+            return None
+    async with conn.execute(
+        "SELECT COUNT(*) FROM catalog_variations WHERE source = ? AND is_deleted = 0", (source,)
+    ) as cur:
+        row = await cur.fetchone()
+    variations = int(row[0]) if row else 0
+    return CatalogFigures(variations, await unknown_variation_counts(conn, source))
+
+
+async def save_figures(
+    conn: aiosqlite.Connection, source: str, figures: CatalogFigures, checked_at: str
+) -> bool:
+    """Store figures counted in a read that began after ``checked_at`` (RFC 3339, as
+    ``format_ns`` writes it), unless figures of a later read are stored already (two passes of a
+    source may count at once and finish in either order). False when nothing was written."""
+    cur = await conn.execute(
+        "UPDATE catalog_state SET variations = ?, unknown_variations = ?,"
+        " unknown_checked_at = ? WHERE source = ?"
+        " AND (unknown_checked_at IS NULL OR unknown_checked_at <= ?)",
+        (figures.variations, figures.unknown_variations, checked_at, source, checked_at),
+    )
+    return bool(cur.rowcount)
+
+
+_OVERVIEW_FIGURES = ("variations", "unknown_variations", "unknown_checked_at")
+
+
+async def overview(conn: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
+    """The catalog mirror of every source whose catalog was read, by source: its watermark and
+    last passes (``catalog_state``), the locations mirrored, and the stored figures (NULL until
+    first counted). A source forgotten since (no ``sources`` row, no counts) is left out. Cheap:
+    no read of the counts (one index probe per source). A database from before the catalog
+    (schema 7) has none; one from before the figures (schema 10) reads them as None."""
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+        tables = {str(r[0]) for r in await cur.fetchall()}
+    if "catalog_state" not in tables:
+        return {}
+    async with conn.execute("PRAGMA table_info(catalog_state)") as cur:
+        columns = {str(r[1]) for r in await cur.fetchall()}
+    figures = ", ".join(f if f in columns else f"NULL AS {f}" for f in _OVERVIEW_FIGURES)
+    known = (
+        "s.source IN (SELECT source FROM sources) OR " if "sources" in tables else ""
+    ) + "EXISTS (SELECT 1 FROM inventory_counts AS c WHERE c.source = s.source)"
+    async with conn.execute(
+        "SELECT s.source, s.latest_time, s.last_full_at, s.last_success_at, s.last_error,"
+        " (SELECT COUNT(*) FROM locations AS l WHERE l.source = s.source),"
+        f" {figures} FROM catalog_state AS s WHERE {known} ORDER BY s.source"
+    ) as cur:
+        rows = await cur.fetchall()
+    return {
+        str(r[0]): {
+            "latest_time": r[1],
+            "last_full_at": r[2],
+            "last_success_at": r[3],
+            "last_error": r[4],
+            "locations": int(r[5]),
+            "variations": r[6],
+            "unknown_variations": r[7],
+            "unknown_checked_at": r[8],
+        }
+        for r in rows
+    }
 
 
 async def mark_unseen_deleted(

@@ -25,6 +25,7 @@ from syncd.model import InventoryCount, Page, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
+from syncd.sync.catalog import refresh_figures
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
@@ -199,6 +200,12 @@ class SyncEngine:
                     )
                 summary.error = "; ".join(errors) if errors else None
                 outcome = PASS_FAILED if errors else PASS_OK
+                if full:
+                    # A full pass reads every count anyway (the first one writes them all): count
+                    # anew how many join as unknown (`syncd status`), also those incremental
+                    # passes brought since; catalog passes do so after each of theirs. Part of
+                    # the pass, so it has ended when its record and `sync_pass` say so.
+                    await refresh_figures(self._store, source)
             finally:
                 self.full_pass_id = None
                 summary.finished_ns = self._clock()

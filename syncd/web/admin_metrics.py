@@ -2,7 +2,8 @@
 
 Counters and histograms move where the work happens. The state gauges (watermark lag, last good
 pass, change-log range, inbox backlog, jobs by state) are read from the database in one snapshot at
-scrape time, so they are exact and cost nothing between scrapes.
+scrape time, so they are exact and cost nothing between scrapes; so are the counts of unknown
+variations, as the passes last stored them (counting them live would read every count).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.metrics import (
+    CATALOG_UNKNOWN_VARIATIONS,
     CHANGELOG_HEAD,
     CHANGELOG_OLDEST,
     JOBS_BY_STATE,
@@ -24,12 +26,14 @@ from syncd.metrics import (
     WEBHOOK_INBOX_BACKLOG,
 )
 from syncd.store import Store, queries, sync_state
+from syncd.store import catalog as catalog_store
 from syncd.timeutil import NS_PER_S, now_ns, parse_ns
 
 
 async def _snapshot(conn: aiosqlite.Connection) -> dict[str, Any]:
     state = await queries.service_state(conn)
     state["partitions"] = await sync_state.partitions(conn)
+    state["catalog"] = await catalog_store.overview(conn)
     return state
 
 
@@ -37,7 +41,13 @@ def apply_snapshot(snapshot: dict[str, Any], now: int) -> None:
     """Set the scrape-time gauges from one database snapshot (``now`` in ns)."""
     CHANGELOG_HEAD.set(snapshot["changelog"]["high_water"])
     CHANGELOG_OLDEST.set(snapshot["changelog"]["retained_from"])
-    for gauge in (WATERMARK_LAG, SYNC_LAST_SUCCESS, WEBHOOK_INBOX_BACKLOG, JOBS_BY_STATE):
+    for gauge in (
+        WATERMARK_LAG,
+        SYNC_LAST_SUCCESS,
+        WEBHOOK_INBOX_BACKLOG,
+        JOBS_BY_STATE,
+        CATALOG_UNKNOWN_VARIATIONS,
+    ):
         gauge.clear()  # a partition, source or state that disappeared must not linger
     for p in snapshot["partitions"]:
         if p.watermark is not None:
@@ -52,6 +62,9 @@ def apply_snapshot(snapshot: dict[str, Any], now: int) -> None:
         WEBHOOK_INBOX_BACKLOG.labels(source=source).set(events)
     for state, jobs in snapshot["jobs"].items():
         JOBS_BY_STATE.labels(state=state).set(jobs)
+    for source, catalog in snapshot.get("catalog", {}).items():
+        if catalog["unknown_variations"] is not None:  # not counted yet: no series, not 0
+            CATALOG_UNKNOWN_VARIATIONS.labels(source=source).set(catalog["unknown_variations"])
 
 
 def add_metrics_routes(
