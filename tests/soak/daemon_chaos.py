@@ -37,7 +37,7 @@ from tests.soak.crash import KEY, NOTIFICATION_URL, _scalar
 from tests.soak.invariants import Checker
 from tests.soak.report import ScenarioResult
 
-RETRY_METRIC = 'syncd_upstream_retries_total{op="square.batch_retrieve_counts"}'
+RETRY_METRIC = 'syncd_upstream_retries_total{op="square.batch_retrieve_counts",source="square"}'
 
 
 def write_config(
