@@ -2,10 +2,11 @@
 each POST with the ``standardwebhooks`` package (the reference implementation of the spec) and
 records it, answering as the test scripts it.
 
-In-process (``Receiver``) for the deliverer tests, or as its own process (``python -m
-tests.outbound_kit --secret-file F --record F --port-file F [--fail-first N] [--hold S]``) for the
-process test, where it is SIGKILLed like syncd: it appends one JSON line per delivery to the record
-file (before answering, so a delivery it recorded may never have been acknowledged).
+In-process (``Receiver``) for the deliverer tests, or as its own process for the process test
+(``python -m tests.outbound_kit --secret-file F --record F --port-file F [--port P]
+[--fail-first N] [--hold-at N] [--gone]``), where it is SIGKILLed like syncd: it appends one JSON
+line per delivery to the record file before answering, so a delivery it recorded may never have
+been acknowledged.
 """
 
 from __future__ import annotations
@@ -154,9 +155,14 @@ async def receiving(secret: str, script: Script = OK) -> AsyncIterator[Receiver]
 async def _serve(args: argparse.Namespace, secret: str, answered: int, record: Any) -> None:
 
     def script(index: int) -> Reply:
-        if answered + index < args.fail_first:
+        number = answered + index  # counted over every run of the receiver
+        if args.gone:
+            return Reply(410, body="this endpoint is gone")
+        if number < args.fail_first:
             return Reply(503, headers={"Retry-After": "0"}, body="warming up")
-        return Reply(delay=args.hold)
+        if number == args.hold_at:
+            return Reply(delay=600)  # recorded, never answered: the test kills us meanwhile
+        return Reply()
 
     def write(d: Delivery) -> None:  # before answering: a kill may come next
         line = {"webhook_id": d.webhook_id, "seqs": d.seqs, "verified": d.verified}
@@ -167,7 +173,7 @@ async def _serve(args: argparse.Namespace, secret: str, answered: int, record: A
     app.router.add_post("/hook", receiver.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     tmp = f"{args.port_file}.tmp"
@@ -182,8 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret-file", required=True)
     parser.add_argument("--record", required=True)
     parser.add_argument("--port-file", required=True)
-    parser.add_argument("--fail-first", type=int, default=0)
-    parser.add_argument("--hold", type=float, default=0.0)
+    parser.add_argument("--port", type=int, default=0, help="0: a free one")
+    parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N")
+    parser.add_argument("--hold-at", type=int, default=-1, help="never answer request N")
+    parser.add_argument("--gone", action="store_true", help="answer 410 to everything")
     args = parser.parse_args(argv)
     secret = Path(args.secret_file).read_text().strip()
     record_path = Path(args.record)

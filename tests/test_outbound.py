@@ -438,6 +438,46 @@ async def test_a_restart_resends_the_batch_in_flight_under_the_same_id(
     assert [seq for seqs in unique.values() for seq in seqs] == list(range(1, head + 1))
 
 
+def crash_image(db: Path, copy: Path) -> None:
+    """What a SIGKILL would leave: the committed state of ``db``, copied (SQLite backup)."""
+    source, target = sqlite3.connect(db), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+async def test_a_crash_before_the_position_is_written_resends_the_same_batches(
+    store: Store, db_path: Path, tmp_path: Path
+) -> None:
+    """The position is written at most every checkpoint_interval (60 s here): a crash after
+    several acknowledged full batches leaves an older position, and a restart forms the same
+    full batches from it again, under the same webhook-ids."""
+    head = await append(store, 45)
+    crashed = tmp_path / "crashed.db"
+    script = lambda i: Reply(delay=30) if i == 3 else Reply()  # noqa: E731
+    async with receiving(SECRET, script) as rx:
+        async with delivering(store, rx.url, batch_size=10, checkpoint_interval=60) as first:
+            await rx.wait_for(lambda r: len(r.deliveries) == 4)
+            assert first.position == 30
+            crash_image(db_path, crashed)
+        rx.script = lambda _: Reply()
+        restarted = await Store.open(crashed)
+        try:
+            assert await restarted.read(lambda c: outbound.load(c, "rx")) is not None
+            async with delivering(restarted, rx.url, batch_size=10) as second:
+                await acked_up_to(second, head)
+        finally:
+            await restarted.aclose()
+    assert stored(crashed)["acked_seq"] == head
+    ids: dict[str, tuple[int, ...]] = {}
+    for d in rx.deliveries:
+        assert ids.setdefault(d.webhook_id, d.seqs) == d.seqs
+    assert [d.seqs[0] for d in rx.deliveries] == [1, 11, 21, 31, 11, 21, 31, 41]
+    assert [s for seqs in ids.values() for s in seqs] == list(range(1, head + 1))
+
+
 async def test_replay_from_a_seq_sends_again_under_new_ids(store: Store, db_path: Path) -> None:
     """After everything was delivered, a replay from seq 31 sends 31.. again, in order, under
     new webhook-ids (epoch 1); replays beyond the head + 1 or into pruned entries are refused."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -95,6 +96,10 @@ class Batch:
     rows: list[RawChange]
     msg_id: str
     body: bytes
+    # Written down (``pending_after``/``pending_last``): a batch with fewer entries than the
+    # batch size, whose range depends on when it was read. A full batch is the same batch
+    # whenever it is formed again from the same position, so it needs no write.
+    recorded: bool = False
 
     @property
     def first_seq(self) -> int:
@@ -235,9 +240,14 @@ class Deliverer:
                         await self._idle()
                         continue
                     batch = self.pending or await self._form_batch()
-                    if batch is None:
-                        await self._checkpoint(force=True)
-                        await self._idle(self._store.changelog_head.wait_past(self.position))
+                    if batch is None:  # caught up
+                        await self._checkpoint(force=False)
+                        due = await self._idle(
+                            self._store.changelog_head.wait_past(self.position),
+                            at_most=self._checkpoint_due(),
+                        )
+                        if due:  # no new entry for checkpoint_interval: write the position
+                            await self._checkpoint(force=True)
                         continue
                     await self._deliver(batch)
                 except _Interrupted:
@@ -275,7 +285,7 @@ class Deliverer:
         self._adopt(row)
         if row.pending_last is not None and row.pending_after == row.acked_seq:
             # The batch in flight when syncd stopped: the same entries, the same webhook-id.
-            batch = await self._read_batch(row.acked_seq, row.pending_last)
+            batch = await self._read_batch(row.acked_seq, row.pending_last, recorded=True)
             if batch is not None and batch.last != row.pending_last:  # batch_size shrank
                 after, last = batch.after, batch.last
                 await self._store.write(
@@ -312,6 +322,8 @@ class Deliverer:
 
     async def _serve_requests(self) -> None:
         self._wake.clear()
+        if self._requests:  # the replay starts from what is stored: store the position first
+            await self._checkpoint(force=True)
         while self._requests:
             request = self._requests.pop(0)
             if request.done.done():  # the caller gave up
@@ -361,7 +373,9 @@ class Deliverer:
             self._skip(after, oldest - 1)
         return rows, end, max(after, oldest - 1)
 
-    def _batch(self, after: int, last: int, rows: list[RawChange]) -> Batch:
+    def _batch(
+        self, after: int, last: int, rows: list[RawChange], *, recorded: bool = False
+    ) -> Batch:
         first, final = rows[0].seq, rows[-1].seq
         return Batch(
             after=after,
@@ -369,27 +383,38 @@ class Deliverer:
             rows=rows,
             msg_id=message_id(self.database_id, self.epoch, first, final),
             body=batch_body(self.name, rows),
+            recorded=recorded,
         )
 
-    async def _read_batch(self, after: int, upto: int | None) -> Batch | None:
+    async def _read_batch(
+        self, after: int, upto: int | None, *, recorded: bool = False
+    ) -> Batch | None:
         """The batch after ``after`` (None when nothing there matches: the position then moves
         to the end of what was read)."""
         rows, end, start = await self._read(after, upto)
         if not rows:
             self.position = max(self.position, end)
             return None
-        return self._batch(start, end, rows)
+        return self._batch(start, end, rows, recorded=recorded)
 
     async def _form_batch(self) -> Batch | None:
-        """The next batch after the position, written down before its first attempt."""
+        """The next batch after the position. One with fewer entries than the batch size (the
+        log's head is in it) is written down, with the position, before its first attempt:
+        after a crash it is sent again as it was, under the same webhook-id, however many
+        entries were committed since. A full batch is formed the same from the same position,
+        so it needs no write."""
         batch = await self._read_batch(self.position, None)
         if batch is None:
             return None
-        name, at = self.name, now_rfc3339()
-        await self._store.write(
-            lambda conn: rows_of.record_pending(conn, name, batch.after, batch.last, at)
-        )
-        self.position = self._stored_position = batch.after
+        self.position = batch.after
+        if len(batch.rows) < self.options.batch_size:
+            name, at, after, last = self.name, now_rfc3339(), batch.after, batch.last
+            await self._store.write(
+                lambda conn: rows_of.record_pending(conn, name, after, last, at)
+            )
+            self._stored_position = after
+            self._checkpoint_at = self._clock()
+            batch = dataclasses.replace(batch, recorded=True)
         self.pending = batch
         return batch
 
@@ -420,26 +445,22 @@ class Deliverer:
                 return
 
     async def _acknowledged(self, batch: Batch) -> None:
-        """A 2xx: the position moves past the batch, written together with the next batch's
-        range when there is one to form already (one commit for both)."""
+        """A 2xx: the position moves past the batch. It is written at most every
+        ``checkpoint_interval`` (and when the next batch is written down, when the endpoint is
+        caught up, recovers or stops): after a crash the batches since are formed again from the
+        stored position, the same batches under the same webhook-ids, and sent again."""
         self._attempts["ok"].inc()
         self._delivered.inc(len(batch.rows))
         with contextlib.suppress(ValueError):  # a malformed recorded_at must not stop delivery
             delay = (self._wall() - parse_ns(batch.rows[0].recorded_at)) / NS_PER_S
             self._delay.observe(max(0.0, delay))
-        nxt = await self._read_batch(batch.last, None)
-        acked = nxt.after if nxt is not None else max(batch.last, self.position)
-        name, at = self.name, now_rfc3339()
-        span = None if nxt is None else (nxt.after, nxt.last)
-        await self._store.write(
-            lambda conn: rows_of.record_ack(conn, name, acked, at, pending=span)
-        )
-        self.position = self._stored_position = acked
-        self.pending = nxt
-        self._checkpoint_at = self._clock()
-        self._acked_gauge.set(acked)
-        if self.failures:
+        self.position = max(self.position, batch.last)
+        self.pending = None
+        self._acked_gauge.set(self.position)
+        recovering = self.failures > 0
+        if recovering:
             self._recovered()
+        await self._checkpoint(force=recovering)  # a streak's end is written at once
         self.delivered.publish(self.delivered.head + 1)
 
     async def _failed(self, outcome: str, error: str, answer: Answer | None) -> float | None:
@@ -513,6 +534,7 @@ class Deliverer:
         self._error_logged_at = -math.inf
 
     async def _disable(self, reason: str) -> None:
+        await self._checkpoint(force=True)
         name, at = self.name, now_rfc3339()
         await self._store.write(lambda conn: rows_of.disable(conn, name, reason, at))
         self.disabled = reason
@@ -540,15 +562,29 @@ class Deliverer:
             " longer than endpoint outages last (or than outbound.NAME.disable_after)",
         )
 
+    def _checkpoint_due(self) -> float | None:
+        """Seconds until the position, which moved, may be written (None: nothing to write)."""
+        if self.position <= self._stored_position:
+            return None
+        since = self._clock() - self._checkpoint_at
+        return max(0.0, self.options.checkpoint_interval - since)
+
     async def _checkpoint(self, *, force: bool) -> None:
-        """Write a position that moved past entries matching nothing (rate-limited)."""
-        if not self.loaded or self.pending is not None or self.position <= self._stored_position:
+        """Write the position if it moved: at most every ``checkpoint_interval`` unless
+        ``force``. The write also ends a failure streak; a recorded batch in flight stays
+        recorded."""
+        if not self.loaded or self.position <= self._stored_position:
             return
         now = self._clock()
         if not force and now - self._checkpoint_at < self.options.checkpoint_interval:
             return
+        pending = self.pending
+        span = (pending.after, pending.last) if pending is not None and pending.recorded else None
         seq, name, at = self.position, self.name, now_rfc3339()
-        await self._store.write(lambda conn: rows_of.record_ack(conn, name, seq, at))
+        failing = self.failing_since is not None
+        await self._store.write(
+            lambda conn: rows_of.record_ack(conn, name, seq, at, pending=span, failing=failing)
+        )
         self._stored_position = seq
         self._checkpoint_at = now
         self._acked_gauge.set(seq)
@@ -575,18 +611,26 @@ class Deliverer:
         await self._stop.wait()
         await asyncio.sleep(grace)
 
-    async def _idle(self, until: Awaitable[Any] | None = None) -> None:
-        """Until ``until`` is done (forever without it), a replay request or the stop."""
+    async def _idle(
+        self, until: Awaitable[Any] | None = None, *, at_most: float | None = None
+    ) -> bool:
+        """Until ``until`` is done (forever without it), ``at_most`` seconds, a replay request
+        or the stop; True when it was ``at_most``."""
         waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._stop.wait()),
             asyncio.ensure_future(self._wake.wait()),
         ]
         if until is not None:
             waiters.append(asyncio.ensure_future(until))
+        timer = None
+        if at_most is not None:
+            timer = asyncio.ensure_future(asyncio.sleep(at_most))
+            waiters.append(timer)
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await _cancel(*waiters)
+        return timer is not None and timer in done
 
 
 def _detail(answer: Answer) -> str:

@@ -115,14 +115,15 @@ async def record_ack(
     at: str,
     *,
     pending: tuple[int, int] | None = None,
+    failing: bool = False,
 ) -> None:
-    """Everything up to ``acked`` is delivered (or matched no filter); the failure streak, if
-    any, is over. ``pending`` is the next batch's range when it is known already (one commit for
-    both)."""
+    """Everything up to ``acked`` is delivered (or matched no filter); ``pending`` is the range of
+    a recorded batch in flight, if any. Unless ``failing``, a failure streak is over."""
     after, last = pending if pending is not None else (None, None)
+    streak = "" if failing else ", failing_since = NULL, last_error = NULL"
     await conn.execute(
         "UPDATE outbound_endpoints SET acked_seq = ?, pending_after = ?, pending_last = ?,"
-        " failing_since = NULL, last_error = NULL, updated_at = ? WHERE name = ?",
+        f" updated_at = ?{streak} WHERE name = ?",
         (acked, after, last, at, name),
     )
 
