@@ -5,6 +5,7 @@ consumers replay`` (real subprocesses) show and move an endpoint, with or withou
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError
 from syncd.outbound import signing
 from syncd.simulator import SimulatorConfig, serve
 from syncd.store.retention import prune_batch
+from syncd.web.admin_outbound import SEQ_MAX, _from_seq
 from tests.conftest import running_daemon
 from tests.helpers import changes
 from tests.outbound_kit import Reply, always, receiving
@@ -200,3 +204,23 @@ def test_bad_outbound_configuration_is_a_clear_config_error(tmp_path: Path) -> N
         env={"SYNCD_OUTBOUND__erp__URL": "https://erp.example.com/hook"}, secrets_dir=secrets
     )
     assert settings.outbound["erp"].secret.get_secret_value() == SECRET
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@pytest.mark.property
+@given(
+    body=st.binary(max_size=64)
+    | JSON.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(st.just("from"), JSON).map(lambda v: json.dumps(v).encode())
+)
+def test_any_replay_body_is_a_seq_none_or_a_reason(body: bytes) -> None:
+    """Property: whatever the body of POST /outbound/NAME/replay, it reads as no seq, a seq in
+    1..2**63-1, or a reason for a 400; it never raises (a 500)."""
+    found = _from_seq(body)
+    assert found is None or isinstance(found, str) or 1 <= found <= SEQ_MAX

@@ -49,6 +49,8 @@ def handle(args: argparse.Namespace) -> int:
     )
     now = now_ns()
     annotate(data, now)
+    for o in data["outbound"]:
+        o["configured"] = o["name"] in settings.outbound
     annotate_sources(data["sources"], now)
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -187,6 +189,8 @@ def outbound_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"outbound   {o['name']}: {state}, acked seq {o['acked_seq']} ({o['behind']} behind),"
             f" at {o['updated_at']}"
         )
+        if not o.get("configured", True):
+            line += "  (not in the config)"
         if o["state"] != outbound.STATE_ACTIVE:
             line += f"  since {o['disabled_at']}: {o['disabled_reason']}"
         elif o["failing_since"]:
