@@ -42,13 +42,14 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, snapshot, CLI cold start,
+## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, outbound webhooks, snapshot, CLI cold start,
 ## many sources at a quick, compressed scale)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
 	$(BIN)/python bench/webhook_ingest.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/outbound.py
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/many_sources.py --quick

@@ -26,6 +26,7 @@ from aiohttp import web
 from syncd import __version__
 from syncd.config import Settings, SourceSettings, TcpAddress, parse_listen
 from syncd.daemon_jobs import JobTracking, open_job_tracking
+from syncd.daemon_outbound import Outbound, open_outbound
 from syncd.daemon_publish import Publisher, open_publisher
 from syncd.daemon_sources import (
     LIVE_SOURCE_KEYS,
@@ -48,6 +49,7 @@ from syncd.sync.trigger import SyncTrigger
 from syncd.web.admin_changes import ChangeFeed, add_change_routes
 from syncd.web.admin_jobs import add_job_routes
 from syncd.web.admin_metrics import add_metrics_routes
+from syncd.web.admin_outbound import add_outbound_routes
 from syncd.web.admin_snapshot import add_snapshot_routes
 from syncd.web.admin_sources import add_source_routes
 from syncd.web.app import Listener, build_admin_app, build_public_app, refuse_while, run_server
@@ -157,6 +159,7 @@ class Daemon:
         self.inbox: Inbox | None = None
         self.jobs: JobTracking | None = None
         self.publisher: Publisher | None = None
+        self.outbound: Outbound | None = None
         self.ready = asyncio.Event()
         self.public_url: str | None = None
         self.admin_url: str | None = None
@@ -220,6 +223,8 @@ class Daemon:
             self.jobs = jobs = open_job_tracking(settings, store, self._poke_all)
             # Redis Streams relay (issue 7), when publish.redis.url is set.
             self.publisher = publisher = open_publisher(settings, store)
+            # Outbound webhooks (issue 14): one deliverer per [outbound.NAME].
+            self.outbound = outbound = open_outbound(settings, store)
             public, admin = self._build_apps(store)
             await inbox.start()
             tasks: list[asyncio.Task[None]] = []
@@ -273,6 +278,7 @@ class Daemon:
                                 publisher.run(self.stop_event), name="publish-relay"
                             )
                         )
+                    tasks.extend(outbound.tasks(self.stop_event))
                     crashed = await _until_stop_or_crash(
                         self.stop_event, tasks, extra=lambda: [r.task for r in sources if r.task]
                     )
@@ -292,6 +298,7 @@ class Daemon:
                 await jobs.aclose()
                 if publisher is not None:
                     await publisher.aclose()
+                await outbound.aclose()
         log.info("daemon_stopped")
         if crashed is not None:
             raise DaemonCrashed(crashed)
@@ -327,6 +334,8 @@ class Daemon:
         add_change_routes(admin, ChangeFeed(store, self.stop_event))
         add_metrics_routes(admin, store)
         add_snapshot_routes(admin, settings.database)
+        if self.outbound is not None:
+            add_outbound_routes(admin, self.outbound.replay, self.outbound.states)
         # The running config decides (the file may have changed since the last reload).
         add_source_routes(admin, lambda name: sources.forget(name, self.settings.sources))
         return public, admin

@@ -65,11 +65,14 @@ class AlreadyRunning(StoreError):
 class ChangelogGap(SyncdError):
     """A consumer asked for entries older than what retention kept."""
 
-    def __init__(self, after: int, oldest: int) -> None:
+    def __init__(
+        self, after: int, oldest: int, *, message: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(
-            f"change log gap: entries after seq {after} were pruned; oldest kept is {oldest}",
+            message
+            or f"change log gap: entries after seq {after} were pruned; oldest kept is {oldest}",
             op="changes.read",
-            hint="re-read the mirror (inventory_counts) and resume from the head seq",
+            hint=hint or "re-read the mirror (inventory_counts) and resume from the head seq",
             after=after,
             oldest=oldest,
         )
@@ -158,3 +161,11 @@ class StreamConflict(PublishError):
     def __init__(self, message: str, *, reason: str, **context: Any) -> None:
         super().__init__(message, reason=reason, **context)
         self.reason = reason
+
+
+class UnknownEndpoint(SyncdError):
+    """No outbound endpoint of that name (``[outbound.NAME]``) in the config."""
+
+
+class ReplayRefused(SyncdError):
+    """An outbound replay asked for a position the change log cannot give (beyond its head)."""

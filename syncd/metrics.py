@@ -308,3 +308,48 @@ PUBLISH_DELAY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300),
     registry=REGISTRY,
 )
+
+OUTBOUND_DELIVERED = Counter(
+    "syncd_outbound_delivered_entries_total",
+    "Change-log entries an outbound endpoint acknowledged with a 2xx",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OUTBOUND_ATTEMPTS = Counter(
+    "syncd_outbound_attempts_total",
+    "POSTs to an outbound endpoint by outcome: ok (2xx), http_error (another status), gone (410),"
+    " timeout, connection",
+    ["endpoint", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOUND_LAG = Gauge(
+    "syncd_outbound_lag_entries",
+    "Change-log entries an outbound endpoint has not acknowledged yet: head seq - its position",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OUTBOUND_ACKED_SEQ = Gauge(
+    "syncd_outbound_acked_seq",
+    "The seq up to which an outbound endpoint has acknowledged the log",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OUTBOUND_DISABLED = Gauge(
+    "syncd_outbound_disabled",
+    "1 while an outbound endpoint is disabled (410, or failing longer than disable_after)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OUTBOUND_SKIPPED = Counter(
+    "syncd_outbound_skipped_total",
+    "Entries retention pruned before an outbound endpoint got them",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OUTBOUND_DELAY = Histogram(
+    "syncd_outbound_delivery_delay_seconds",
+    "Seconds from a change's commit to its endpoint's 2xx (the oldest entry of each batch)",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600),
+    registry=REGISTRY,
+)

@@ -22,6 +22,7 @@ from syncd.errors import (
     ChangelogGap,
     ConfigError,
     JobProviderError,
+    ReplayRefused,
     SourceStillConfigured,
     SyncdError,
 )
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("snapshot", "print the mirror as NDJSON at one change-log seq"),
     "jobs": ("jobs", "track upstream jobs: add, list, show, forget"),
     "sources": ("sources", "list the sources (sellers), forget a removed one"),
+    "consumers": ("consumers", "named consumers: resume or replay an outbound webhook endpoint"),
     "config": ("config_cmd", "inspect configuration"),
     "simulate": ("simulate", "serve a fake Square batch-retrieve upstream on loopback"),
 }
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     # Bad config, a bad job registration, or forgetting a source the config still has.
-    except (ConfigError, JobProviderError, SourceStillConfigured) as exc:
+    except (ConfigError, JobProviderError, SourceStillConfigured, ReplayRefused) as exc:
         _report(exc)
         return EXIT_USAGE
     except ChangelogGap as exc:

@@ -16,10 +16,12 @@ import orjson
 
 from syncd.config import Settings, TcpAddress, parse_listen
 from syncd.errors import (
+    ChangelogGap,
     JobNotFound,
     JobProviderError,
     SourceStillConfigured,
     SyncdError,
+    UnknownEndpoint,
     UnknownSource,
 )
 
@@ -119,6 +121,10 @@ def _error(status: int, payload: Any, listen: str) -> SyncdError:
         return SourceStillConfigured(message, op="admin.request")
     if code == "unknown_source":
         return UnknownSource(message, op="admin.request")
+    if code == "unknown_endpoint":  # syncd.web.admin_outbound
+        return UnknownEndpoint(message, op="admin.request")
+    if code == "changelog_gap":
+        return ChangelogGap(0, 0, message=message, hint="replay from a seq that is still kept")
     if status == 400:
         return JobProviderError(message, op="admin.request")
     if status == 404:

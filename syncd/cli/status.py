@@ -7,7 +7,8 @@ counts join as unknown variations), each partition's watermark lag, the
 webhook backlog,
 jobs by state (when there are any), the retained change-log range, each named consumer's offset
 and how far each publishing target (Redis Streams, issue 7) is behind the head, or why it refuses its
-stream (issue 11); and the database's id, the one its stream is claimed with.
+stream (issue 11); each outbound webhook endpoint's position, lag and state (issue 14); and the
+database's id, the one its stream is claimed with.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import orjson
 from syncd.cli.catalog_status import attach_catalog, catalog_text, read_catalog
 from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
 from syncd.cli.sources import annotate_sources, describe_sources, last_pass_text, token_text
-from syncd.store import Store, identity, outbox, queries
+from syncd.store import Store, identity, outbound, outbox, queries
 from syncd.store.lock import probe
 from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
 
@@ -50,6 +51,8 @@ def handle(args: argparse.Namespace) -> int:
     )
     now = now_ns()
     annotate(data, now)
+    for o in data["outbound"]:
+        o["configured"] = o["name"] in settings.outbound
     annotate_sources(data["sources"], now)
     attach_catalog(data["sources"], data.pop("catalog"), settings.sources, now)
     if args.json:
@@ -73,6 +76,7 @@ async def _snapshot(conn: Any) -> dict[str, Any]:
     data["database_id"] = await identity.database_id(conn)
     data["sources_overview"] = await queries.sources_overview(conn)
     data["catalog"] = await read_catalog(conn)
+    data["outbound"] = [row.to_record() for row in await outbound.all_endpoints(conn)]
     return data
 
 
@@ -92,6 +96,8 @@ def annotate(data: dict[str, Any], now: int) -> None:
         c["behind"] = max(0, head - c["acked_seq"])
     for p in data.get("publish", []):
         p["behind"] = max(0, head - p["published_seq"])
+    for o in data.get("outbound", []):
+        o["behind"] = max(0, head - o["acked_seq"])
 
 
 def _seconds(value: float | None) -> str:
@@ -161,6 +167,7 @@ def render(data: dict[str, Any]) -> str:
             f" ({p['behind']} behind), at {p['updated_at']}"
             + (f"  REFUSED: {p['refused']}" if p.get("refused") else "")
         )
+    lines.extend(outbound_lines(data.get("outbound", [])))
     lines.append("partitions")
     for p in data["partitions"]:
         lines.append(
@@ -176,3 +183,23 @@ def render(data: dict[str, Any]) -> str:
             f" removed {p['removed']}" + (f"  error: {p['error']}" if p["error"] else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def outbound_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per outbound webhook endpoint (issue 14): position, lag, and why it is
+    disabled or since when it fails."""
+    lines = []
+    for o in rows:
+        state = "active" if o["state"] == outbound.STATE_ACTIVE else "DISABLED"
+        line = (
+            f"outbound   {o['name']}: {state}, acked seq {o['acked_seq']} ({o['behind']} behind),"
+            f" at {o['updated_at']}"
+        )
+        if not o.get("configured", True):
+            line += "  (not in the config)"
+        if o["state"] != outbound.STATE_ACTIVE:
+            line += f"  since {o['disabled_at']}: {o['disabled_reason']}"
+        elif o["failing_since"]:
+            line += f"  failing since {o['failing_since']}: {o['last_error']}"
+        lines.append(line)
+    return lines

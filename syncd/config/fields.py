@@ -143,6 +143,43 @@ def _stream_template(value: str) -> str:
     return value
 
 
+def _endpoint_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", value):
+        raise ValueError(
+            "endpoint names must be 1..64 letters, digits, '_' or '-', starting with a letter or"
+            " digit"
+        )
+    return value
+
+
+def _outbound_url(value: str) -> str:
+    """An outbound endpoint's URL: http(s) with a host, kept as written."""
+    return _check_http_url(value)
+
+
+def _webhook_secret(value: SecretStr) -> SecretStr:
+    """A Standard Webhooks secret (``whsec_`` + base64 of 24..64 bytes)."""
+    from syncd.outbound.signing import parse_secret  # the one place that knows the format
+
+    parse_secret(value.get_secret_value())
+    return value
+
+
+def _kind_pattern(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._*?\[\]-]{1,64}", value):
+        raise ValueError(
+            "a kind pattern is a kind (count.updated) or a glob of kinds (count.*, job.*):"
+            " letters, digits, '.', '_', '-', '*', '?', '[', ']'"
+        )
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _blank_is_unset(value: Any) -> Any:
     """An empty secret (empty env var, empty credential file) means "not set"."""
     if isinstance(value, str) and not value.strip():
@@ -169,6 +206,11 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Factor = Annotated[float, Field(ge=1)]
 ProviderName = Annotated[str, AfterValidator(_provider_name)]
+EndpointName = Annotated[str, AfterValidator(_endpoint_name)]
+OutboundUrl = Annotated[str, AfterValidator(_outbound_url)]
+WebhookSecret = Annotated[SecretStr, AfterValidator(_webhook_secret)]
+KindPattern = Annotated[str, AfterValidator(_kind_pattern)]
+NonEmpty = Annotated[str, AfterValidator(_non_empty)]
 # Source names key the config's [sources.NAME] tables and every per-source row in the database; a
 # leading '_' is reserved (the inbox keeps events of unknown merchants under "_unknown").
 SourceName = Annotated[str, AfterValidator(_source_name)]

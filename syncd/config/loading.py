@@ -163,6 +163,8 @@ def config_error(exc: ValidationError, *, legacy_source: str | None = None) -> C
         else:
             value = _show(error["input"])
         why = _why(error, key, parent)
+        if error["type"] == "missing" and _contains_secret(annotation):
+            why += f" (a secret: best in a credential file named {key}, see docs/config.md)"
         _, whys = problems.setdefault(key or "(root)", (value, []))
         if why not in whys:
             whys.append(why)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,18 +23,23 @@ from syncd.config.fields import (
     DATABASE_NAME,
     BaseUrl,
     Dialect,
+    EndpointName,
     Factor,
     InstanceName,
+    KindPattern,
     LogFormat,
     LogLevel,
+    NonEmpty,
     NonNegative,
     OptionalSecret,
+    OutboundUrl,
     Positive,
     ProviderName,
     SourceName,
     TcpAddress,
     UnixAddress,
     UserPath,
+    WebhookSecret,
     _admin_listen,
     _api_version,
     _choice,
@@ -522,6 +527,48 @@ class PublishSettings(BaseModel):
     )
 
 
+class OutboundSettings(BaseModel):
+    """One outbound webhook endpoint: syncd POSTs the change log to it in signed batches, in
+    order, and keeps its position (docs/changelog.md, "Outbound webhooks")."""
+
+    model_config = _SECTION
+
+    url: OutboundUrl = Field(description="Where batches are POSTed: an http:// or https:// URL.")
+    secret: WebhookSecret = Field(
+        description="Standard Webhooks signing secret (secret): whsec_ + base64 of 24..64 random"
+        " bytes; the receiver verifies webhook-signature with it."
+    )
+    kinds: list[KindPattern] = Field(
+        default=[],
+        description="Entry kinds to deliver, as kinds or globs (count.*, job.*); empty: all.",
+    )
+    sources: list[NonEmpty] = Field(
+        default=[],
+        description="Sources whose entries to deliver (a job entry's source is its provider);"
+        " empty: all.",
+    )
+    batch_size: int = Field(default=100, ge=1, le=1000, description="Most entries per POST.")
+    timeout: Positive = Field(
+        default=10, description="Seconds one POST may take in total (connect included)."
+    )
+    backoff_initial: Positive = Field(
+        default=1, description="Most seconds before the first retry (full jitter)."
+    )
+    max_backoff: Positive = Field(
+        default=300, description="Cap on the delay between retries, seconds (Retry-After wins)."
+    )
+    disable_after: NonNegative = Field(
+        default=86400,
+        description="Seconds of failing without a break after which the endpoint is disabled;"
+        " 0: never.",
+    )
+    start: Literal["oldest", "head"] = Field(
+        default="oldest",
+        description="Where a new endpoint starts: oldest (every retained entry) or head (entries"
+        " committed from its first start on).",
+    )
+
+
 class LogSettings(BaseModel):
     """Log level and output format."""
 
@@ -590,6 +637,11 @@ class Settings(BaseSettings):
     )
     publish: PublishSettings = Field(
         default_factory=PublishSettings, description="Change publishing."
+    )
+    outbound: dict[EndpointName, OutboundSettings] = Field(
+        default={},
+        description="Outbound webhook endpoints by name ([outbound.NAME]): each a named consumer"
+        " of the change log.",
     )
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
 

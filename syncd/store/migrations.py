@@ -288,6 +288,24 @@ MIGRATIONS: tuple[str, ...] = (
                WHERE v.source = catalog_state.source),
         unknown_checked_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z';
     """,
+    # 11: outbound webhook endpoints (issue 14): each [outbound.NAME]'s acknowledged seq, the
+    # batch in flight (so a retry after a crash resends the same entries under the same
+    # webhook-id), the replay epoch (part of the webhook-id), and whether it is disabled and why.
+    """
+    CREATE TABLE outbound_endpoints (
+        name            TEXT    PRIMARY KEY,
+        acked_seq       INTEGER NOT NULL,
+        pending_after   INTEGER,
+        pending_last    INTEGER,
+        epoch           INTEGER NOT NULL DEFAULT 0,
+        state           TEXT    NOT NULL DEFAULT 'active',
+        disabled_reason TEXT,
+        disabled_at     TEXT,
+        failing_since   TEXT,
+        last_error      TEXT,
+        updated_at      TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
