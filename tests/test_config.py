@@ -145,6 +145,57 @@ def test_env_overrides_toml(write_toml: Callable[[str], Path]) -> None:
     assert list(settings.sources) == ["fromfile"]
 
 
+def test_env_merges_into_the_files_source_table(write_toml: Callable[[str], Path]) -> None:
+    """`SYNCD_SOURCES__SQUARE__POLL_INTERVAL=30` changes that one key of [sources.square]: the
+    upper-case name in the variable is the table's (source names are lower case), so the rest of
+    the table stays (it used to be dropped: default base_url, no token)."""
+    path = write_toml(
+        '[sources.square]\nbase_url = "https://connect.squareupsandbox.com"\n'
+        'access_token = "from-file"\npoll_interval = 10\n'
+    )
+    settings = load_settings(path, env={"SYNCD_SOURCES__SQUARE__POLL_INTERVAL": "30"})
+    source = settings.sources["square"]
+    assert source.poll_interval == 30
+    assert source.base_url == "https://connect.squareupsandbox.com"
+    assert source.access_token is not None
+    assert source.access_token.get_secret_value() == "from-file"
+    assert list(settings.sources) == ["square"]
+
+
+def test_env_and_secrets_merge_into_sources_in_any_form(
+    write_toml: Callable[[str], Path], secrets: Callable[..., Path]
+) -> None:
+    """A name's case never splits a source, and a [[sources]] list in the file merges with the
+    environment and credential files by each table's name (it used to be replaced whole)."""
+    path = write_toml(
+        '[[sources]]\nname = "acme"\nbase_url = "http://127.0.0.1:9001"\npage_limit = 10\n'
+        '[[sources]]\nname = "bobs"\nbase_url = "http://127.0.0.1:9002"\n'
+    )
+    directory = secrets(**{"sources.Acme.access_token": TOKEN})
+    settings = load_settings(
+        path,
+        env={"SYNCD_SOURCES__ACME__PAGE_LIMIT": "20", "SYNCD_SOURCES__acme__OVERLAP": "5"},
+        secrets_dir=directory,
+    )
+    assert sorted(settings.sources) == ["acme", "bobs"]
+    acme = settings.sources["acme"]
+    assert acme.base_url == "http://127.0.0.1:9001"
+    assert (acme.page_limit, acme.overlap) == (20, 5)
+    assert acme.access_token is not None
+    assert acme.access_token.get_secret_value() == TOKEN
+    assert settings.sources["bobs"].base_url == "http://127.0.0.1:9002"
+
+
+def test_a_bad_sources_list_is_still_reported_with_an_env_override(
+    write_toml: Callable[[str], Path],
+) -> None:
+    """A [[sources]] table without a name stays an error when the environment also sets a source."""
+    path = write_toml('[[sources]]\nbase_url = "http://127.0.0.1:9001"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, env={"SYNCD_SOURCES__ACME__PAGE_LIMIT": "20"})
+    assert "every [[sources]] table needs a name" in str(exc.value)
+
+
 def test_nested_env_lists_and_maps() -> None:
     """Nested env names use __; lists and tables are JSON; names you choose keep their case."""
     env = {

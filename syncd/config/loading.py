@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from syncd.config.fields import CONFIG_ENV, CREDENTIALS_ENV, SECRET_MASK
-from syncd.config.models import _LOAD_SOURCES, DEFAULT_SOURCE, Settings
+from syncd.config.models import _LOAD_SOURCES, DEFAULT_SOURCE, Settings, layers_by_source_name
 from syncd.config.sources import (
     _env_data,
     _is_model,
@@ -52,19 +52,24 @@ def load_settings(
     if secrets_dir is None and environ.get(CREDENTIALS_ENV):
         secrets_dir, secrets_key = Path(environ[CREDENTIALS_ENV]), CREDENTIALS_ENV
 
-    layers = [  # highest priority first, as pydantic-settings expects
-        ("overrides", dict(overrides or {})),
-        ("secrets", _secrets_data(secrets_dir, secrets_key) if secrets_dir else {}),
-        ("environment", _env_data(environ)),
-        ("toml", _read_toml(config_file) if config_file else {}),
-        ("defaults", {"database": default_database(environ)}),
-    ]
-    sources = tuple(_MappingSource(Settings, data, name) for name, data in layers)
+    inputs = layers_by_source_name(
+        [  # highest priority first, as pydantic-settings expects
+            dict(overrides or {}),
+            _secrets_data(secrets_dir, secrets_key) if secrets_dir else {},
+            _env_data(environ),
+            _read_toml(config_file) if config_file else {},
+            {"database": default_database(environ)},
+        ]
+    )
+    names = ("overrides", "secrets", "environment", "toml", "defaults")
+    sources = tuple(
+        _MappingSource(Settings, data, name) for name, data in zip(names, inputs, strict=True)
+    )
     token = _LOAD_SOURCES.set(sources)
     try:
         return Settings()
     except ValidationError as exc:
-        raise config_error(exc, legacy_source=_legacy_source(data for _, data in layers)) from None
+        raise config_error(exc, legacy_source=_legacy_source(inputs)) from None
     finally:
         _LOAD_SOURCES.reset(token)
 

@@ -112,11 +112,50 @@ def normalise_sources(data: dict[str, Any], deprecations: list[str]) -> dict[str
     defaults = data.get("source_defaults", {})
     if isinstance(sources, dict) and isinstance(defaults, dict):
         sources = {
-            str(name).lower(): _over_defaults(defaults, own) if isinstance(own, dict) else own
-            for name, own in sources.items()
+            name: _over_defaults(defaults, own) if isinstance(own, dict) else own
+            for name, own in _folded(sources).items()
         }
     data["sources"] = sources
     return data
+
+
+def _folded(sources: dict[Any, Any]) -> dict[str, Any]:
+    """``{name: table}`` with lower-case names (the only kind a source has): tables whose names
+    differ only in case are one source's, merged key by key, the later over the earlier."""
+    out: dict[str, Any] = {}
+    for name, own in sources.items():
+        key = str(name).lower()
+        prior = out.get(key)
+        out[key] = _merged(prior, own) if isinstance(prior, dict) and isinstance(own, dict) else own
+    return out
+
+
+def layers_by_source_name(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The input layers (file, environment, secrets, overrides) with ``sources`` in one shape each,
+    ``{lower-case name: table}``, so that they merge source by source, key by key:
+    ``SYNCD_SOURCES__SQUARE__POLL_INTERVAL`` changes one key of the file's ``[sources.square]``
+    instead of standing beside it as ``SQUARE`` and replacing it when names are lowered, and a
+    ``[[sources]]`` list merges by each table's name instead of being replaced by the first layer
+    that names a source.
+
+    A layer whose list cannot be read (a table without a name, a name twice) keeps the only
+    ``sources``: validation then reports it exactly as it does for that layer alone. Other shapes
+    are left for validation to report with their key.
+    """
+    out = [dict(layer) for layer in layers]
+    for layer in out:
+        sources = layer.get("sources")
+        try:
+            if isinstance(sources, list):
+                sources = _sources_from_list(sources)
+        except ValueError:
+            for other in out:
+                if other is not layer:
+                    other.pop("sources", None)
+            return out
+        if isinstance(sources, dict):
+            layer["sources"] = _folded(sources)
+    return out
 
 
 def _sources_from_list(tables: list[Any]) -> dict[str, Any] | list[Any]:
