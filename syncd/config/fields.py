@@ -18,12 +18,8 @@ from pydantic import (
     SecretStr,
 )
 
-ENV_PREFIX = "SYNCD_"
-ENV_DELIMITER = "__"
-CONFIG_ENV = "SYNCD_CONFIG"
-CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-STATE_ENV = "STATE_DIRECTORY"
-DATABASE_NAME = "syncd.db"
+from syncd.config.inputs import expand_user
+
 SECRET_MASK = "***"
 
 
@@ -196,10 +192,6 @@ def _choice(*allowed: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _expand_user(value: Path) -> Path:
-    return value.expanduser()
-
-
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -215,7 +207,7 @@ NonEmpty = Annotated[str, AfterValidator(_non_empty)]
 # leading '_' is reserved (the inbox keeps events of unknown merchants under "_unknown").
 SourceName = Annotated[str, AfterValidator(_source_name)]
 InstanceName = Annotated[str | None, AfterValidator(_instance_name)]
-UserPath = Annotated[Path, AfterValidator(_expand_user)]
+UserPath = Annotated[Path, AfterValidator(expand_user)]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 Dialect = Literal["inventory_jobs", "bulk_sales_orders", "commerce_jobs"]

@@ -17,8 +17,10 @@ from pydantic import (
     ValidationError,
 )
 
-from syncd.config.fields import CONFIG_ENV, CREDENTIALS_ENV, SECRET_MASK
-from syncd.config.models import _LOAD_SOURCES, DEFAULT_SOURCE, Settings, layers_by_source_name
+from syncd.config import inputs
+from syncd.config.fields import SECRET_MASK
+from syncd.config.inputs import DEFAULT_SOURCE, default_database
+from syncd.config.models import _LOAD_SOURCES, Settings, layers_by_source_name
 from syncd.config.sources import (
     _env_data,
     _is_model,
@@ -26,7 +28,6 @@ from syncd.config.sources import (
     _read_toml,
     _secrets_data,
     _unwrap,
-    default_database,
 )
 from syncd.errors import ConfigError
 
@@ -46,16 +47,13 @@ def load_settings(
     ``$SYNCD_CONFIG`` and ``secrets_dir`` to ``$CREDENTIALS_DIRECTORY`` when those are set.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
-    if config_file is None and environ.get(CONFIG_ENV):
-        config_file = Path(environ[CONFIG_ENV])
-    secrets_key = "secrets_dir"
-    if secrets_dir is None and environ.get(CREDENTIALS_ENV):
-        secrets_dir, secrets_key = Path(environ[CREDENTIALS_ENV]), CREDENTIALS_ENV
+    config_file = inputs.config_file(config_file, environ)
+    secrets = inputs.secrets_directory(secrets_dir, environ)
 
-    inputs = layers_by_source_name(
+    layers = layers_by_source_name(
         [  # highest priority first, as pydantic-settings expects
             dict(overrides or {}),
-            _secrets_data(secrets_dir, secrets_key) if secrets_dir else {},
+            _secrets_data(*secrets) if secrets else {},
             _env_data(environ),
             _read_toml(config_file) if config_file else {},
             {"database": default_database(environ)},
@@ -63,13 +61,13 @@ def load_settings(
     )
     names = ("overrides", "secrets", "environment", "toml", "defaults")
     sources = tuple(
-        _MappingSource(Settings, data, name) for name, data in zip(names, inputs, strict=True)
+        _MappingSource(Settings, data, name) for name, data in zip(names, layers, strict=True)
     )
     token = _LOAD_SOURCES.set(sources)
     try:
         return Settings()
     except ValidationError as exc:
-        raise config_error(exc, legacy_source=_legacy_source(inputs)) from None
+        raise config_error(exc, legacy_source=_legacy_source(layers)) from None
     finally:
         _LOAD_SOURCES.reset(token)
 

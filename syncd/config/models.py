@@ -20,7 +20,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from syncd.config.fields import (
     _SECTION,
-    DATABASE_NAME,
     BaseUrl,
     Dialect,
     EndpointName,
@@ -49,8 +48,7 @@ from syncd.config.fields import (
     _tcp_listen,
     parse_listen,
 )
-
-DEFAULT_SOURCE = "square"
+from syncd.config.inputs import DATABASE_NAME, DEFAULT_SOURCE
 
 
 def _merged(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

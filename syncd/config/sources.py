@@ -18,7 +18,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from syncd.config.fields import CONFIG_ENV, DATABASE_NAME, ENV_DELIMITER, ENV_PREFIX, STATE_ENV
+from syncd.config.inputs import CONFIG_ENV, ENV_DELIMITER, ENV_PREFIX, setting_variables
 from syncd.config.models import Settings
 from syncd.errors import ConfigError
 
@@ -131,8 +131,7 @@ def _env_data(env: Mapping[str, str]) -> dict[str, Any]:
     """``SYNCD_SQUARE__PAGE_LIMIT=5`` → ``{"square": {"page_limit": "5"}}``; empty means unset."""
     items = [
         (name[len(ENV_PREFIX) :].split(ENV_DELIMITER), value)
-        for name, value in env.items()
-        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV and value != ""
+        for name, value in setting_variables(env)
     ]
     return _nest(items, lines_as_list=False)
 
@@ -177,9 +176,3 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([("config_file", str(path), f"cannot read: {exc}")]) from None
-
-
-def default_database(env: Mapping[str, str]) -> Path:
-    """``$STATE_DIRECTORY/syncd.db`` (first of several, colon-separated), else ``./syncd.db``."""
-    state = env.get(STATE_ENV, "").split(":")[0]
-    return Path(state) / DATABASE_NAME if state else Path(DATABASE_NAME)
