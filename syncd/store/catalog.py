@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import orjson
 
 from syncd.store import changelog
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 KIND_CATALOG_UPDATED = "catalog.updated"
 KIND_CATALOG_DELETED = "catalog.deleted"

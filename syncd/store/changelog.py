@@ -13,17 +13,17 @@ long-poll and SSE streams) without polling SQLite.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import orjson
 
 from syncd.errors import ChangelogGap
 from syncd.model import Change
-from syncd.store.sqlite import current_unit
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,10 @@ async def append_rows(
             (seq, recorded_at, *row, sku) for seq, row, sku in zip(seqs, rows, skus, strict=True)
         ]
     await conn.executemany(_INSERT, values)
+    # Imported here: syncd.store.sqlite needs asyncio and aiosqlite, and the read-only commands
+    # import this module for its queries alone (syncd.store.readonly).
+    from syncd.store.sqlite import current_unit
+
     unit = current_unit()
     if unit is not None:  # announced once the transaction commits (the Store's on_commit hook)
         unit.changelog_head = seqs[-1]
@@ -226,6 +230,8 @@ class HeadSignal:
     """
 
     def __init__(self, head: int = 0) -> None:
+        import asyncio  # only the daemon's store and relay make one: the module stays loop-free
+
         self.head = head
         self._moved = asyncio.Event()
 
@@ -233,6 +239,8 @@ class HeadSignal:
         """Record a new head and wake every waiter (a head that does not move is ignored)."""
         if head <= self.head:
             return
+        import asyncio
+
         self.head = head
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import StoreError
-from syncd.store.sqlite import Writer, connect_writer
 from syncd.timeutil import now_rfc3339
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from syncd.store.sqlite import Writer
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -80,6 +82,10 @@ class OffsetWriter:
 
     @classmethod
     async def open(cls, path: Path, name: str) -> OffsetWriter:
+        # Imported here: the read-only commands import this module for its queries alone, without
+        # asyncio and aiosqlite (syncd.store.readonly).
+        from syncd.store.sqlite import Writer, connect_writer
+
         return cls(Writer(await connect_writer(path)), name)
 
     async def ack(self, seq: int) -> None:

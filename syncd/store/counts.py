@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import orjson
 
 from syncd.model import InventoryCount, parse_quantity
@@ -20,6 +19,9 @@ from syncd.store import changelog
 from syncd.store.catalog import variation_skus
 from syncd.store.changelog import NewChange
 from syncd.timeutil import parse_ns
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 KIND_UPDATED = "count.updated"
 KIND_REMOVED = "count.removed"

@@ -8,9 +8,11 @@ kept out of ``repr`` so a logged record never carries them. Timestamps are RFC 3
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+if TYPE_CHECKING:
+    import aiosqlite
+
 
 STATUS_OK = "ok"
 STATUS_UNAUTHORIZED = "unauthorized"

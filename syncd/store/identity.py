@@ -4,7 +4,10 @@ database gets a new one. The publish relay claims its stream with it (issue 11).
 
 from __future__ import annotations
 
-import aiosqlite
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 async def database_id(conn: aiosqlite.Connection) -> str | None:

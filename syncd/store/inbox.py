@@ -24,7 +24,7 @@ import structlog
 from syncd import metrics
 from syncd.errors import StoreClosed, SyncdError
 from syncd.store import Store
-from syncd.store.sqlite import fetch_dicts
+from syncd.store.rows import fetch_dicts
 from syncd.timeutil import NS_PER_S, format_ns, now_ns
 
 log = structlog.get_logger("syncd.inbox")

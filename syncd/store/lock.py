@@ -11,7 +11,6 @@ ride over such a probe.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -63,6 +62,8 @@ class InstanceLock:
             raise StoreError(
                 f"cannot open lock file {path}: {exc.strerror}", op="store.lock", path=str(path)
             ) from exc
+        import asyncio  # only acquire waits; probe (syncd status) runs without an event loop
+
         deadline = time.monotonic() + wait
         try:
             while True:

@@ -8,9 +8,10 @@ messages without parsing and re-encoding a million payloads.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import aiosqlite
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 class RawChange(NamedTuple):

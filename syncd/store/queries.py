@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from syncd.store import changelog, consumers, sync_state
 from syncd.store import counts as counts_store
-from syncd.store.sqlite import fetch_dicts
+from syncd.store.rows import fetch_dicts
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 async def status(conn: aiosqlite.Connection) -> dict[str, Any]:

@@ -9,11 +9,13 @@ them and webhook routing can map a merchant to its source after a restart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import aiosqlite
+from typing import TYPE_CHECKING
 
 from syncd.errors import UnknownSource
 from syncd.store import changelog, counts, credentials, inbox, sync_state
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
 from syncd.errors import StoreClosed, StoreError
+from syncd.store.readonly import BUSY_TIMEOUT_MS, readonly_error, readonly_uri
+from syncd.store.rows import fetch_dicts as fetch_dicts  # its former home; import it from rows
 
 T = TypeVar("T")
-
-BUSY_TIMEOUT_MS = 5000
 
 WRITER_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -102,11 +102,6 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-def readonly_uri(path: Path) -> str:
-    """The ``file:...?mode=ro`` URI other tools should open the database with."""
-    return f"{Path(os.path.abspath(path)).as_uri()}?mode=ro"
-
-
 async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open a read-only connection (``mode=ro``), as any other tool on the host would."""
     uri = readonly_uri(path)
@@ -114,12 +109,7 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        raise StoreError(
-            f"cannot open database read-only: {exc}",
-            op="store.open_ro",
-            path=str(path),
-            hint="is the path right, and has syncd created it yet?",
-        ) from exc
+        raise readonly_error(path, exc) from exc
     return conn
 
 
@@ -225,14 +215,3 @@ class Writer:
         async with self._lock:
             self._closed = True
             await self._conn.close()
-
-
-async def fetch_dicts(
-    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
-) -> list[dict[str, Any]]:
-    """Every row of ``sql`` as a dict keyed by column name, fetched in one thread hop (iterating an
-    aiosqlite cursor costs one hop per row)."""
-    async with conn.execute(sql, params) as cur:
-        cols = [d[0] for d in cur.description]
-        rows = await cur.fetchall()
-    return [dict(zip(cols, row, strict=True)) for row in rows]

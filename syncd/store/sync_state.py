@@ -6,11 +6,12 @@ The watermark of a partition moves only when a pass has read that partition's la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+from syncd.store.rows import fetch_dicts
 
-from syncd.store.sqlite import fetch_dicts
+if TYPE_CHECKING:
+    import aiosqlite
 
 PASS_RUNNING = "running"
 PASS_OK = "ok"
