@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from syncd.cli.sources import annotate_sources, describe_sources, render_list
+from syncd.cli.sources import annotate_sources, configured_sources, describe_sources, render_list
 from syncd.config import load_settings
 from syncd.simulator import SimulatorConfig, serve
 from syncd.store import Store, credentials
@@ -289,7 +289,7 @@ def test_statuses_and_redaction_from_database_and_config() -> None:
         "gone": db(source="gone", removed_at="2026-01-02T00:00:00Z"),
         "old": db(source="old"),
     }
-    rows = {r["source"]: r for r in describe_sources(overview, {}, settings.sources)}
+    rows = {r["source"]: r for r in describe_sources(overview, {}, configured_sources(settings))}
     annotate_sources(list(rows.values()), parse_ns("2026-01-01T02:00:00Z"))
     assert {name: r["status"] for name, r in rows.items()} == {
         "acme": "unauthorized",

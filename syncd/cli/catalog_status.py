@@ -18,7 +18,7 @@ from syncd.timeutil import NS_PER_S, parse_ns
 if TYPE_CHECKING:  # types only: importing the config models here would slow every command's start
     import aiosqlite
 
-    from syncd.config import SourceSettings
+    from syncd.cli.sources import Configured
 
 Record = dict[str, Any]
 
@@ -46,7 +46,7 @@ def _age(then: str | None, now: int) -> float | None:
 def attach_catalog(
     rows: list[Record],
     catalog: Mapping[str, Record],
-    configured: Mapping[str, SourceSettings],
+    configured: Mapping[str, Configured],
     now: int,
 ) -> None:
     """Give each source record a ``catalog`` object: ``sync`` (the config's ``catalog_sync``;

@@ -1,11 +1,19 @@
-"""What every subcommand shares: global options, loading settings, logging, opening the store."""
+"""What every subcommand shares: global options, loading settings, logging, opening the store.
+
+Nothing heavy is imported with this module: the config models (pydantic) load in
+``settings_from``, logging (structlog) in ``setup_logging``. The read-only commands (``status``,
+``counts``, ``sources list``) write no log lines, so they set up no logging, and they load the
+settings only when something configures syncd (``settings_if_configured``): their cold start is
+Python, sqlite3 and their queries (issue 13; tests/test_cli_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.cli.exits import (
     EXIT_FAILURE,
@@ -15,9 +23,11 @@ from syncd.cli.exits import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from syncd.config import Settings, load_settings
+from syncd.config.inputs import defaults_database, only_defaults
 from syncd.errors import StoreError
-from syncd.logs import configure_logging
+
+if TYPE_CHECKING:
+    from syncd.config import Settings
 
 # The exit codes are re-exported: the subcommand modules import them from here.
 __all__ = [
@@ -29,8 +39,10 @@ __all__ = [
     "EXIT_USAGE",
     "SQLITE_INT_MAX",
     "add_common",
+    "database_of",
     "require_database",
     "settings_from",
+    "settings_if_configured",
     "setup_logging",
     "sqlite_int",
 ]
@@ -76,6 +88,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     """Load settings with the command line's overrides on top of every other source."""
+    from syncd.config import load_settings
+
     overrides: dict[str, Any] = dict(extra)
     if getattr(args, "database", None) is not None:
         overrides["database"] = str(args.database)
@@ -91,9 +105,30 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def setup_logging(settings: Settings, *, to_stdout: bool = False) -> None:
     """Logs go to stderr so stdout stays clean for data, except for the daemon (journald reads stdout)."""
+    from syncd.logs import configure_logging
+
     configure_logging(
         settings.log.level, settings.log.format, stream=sys.stdout if to_stdout else sys.stderr
     )
+
+
+def settings_if_configured(args: argparse.Namespace) -> Settings | None:
+    """``settings_from(args)``, or None when nothing but built-in defaults and the command line
+    configures syncd (no config file, no credentials directory, no ``SYNCD_*`` variable): the
+    settings would be the defaults, so a read-only command skips loading them (pydantic and the
+    config tree) and takes the database from ``database_of``. Anything that could configure syncd,
+    even badly, is loaded and validated as for every other command, with the same errors."""
+    if only_defaults(getattr(args, "config", None), os.environ):
+        return None
+    return settings_from(args)
+
+
+def database_of(args: argparse.Namespace, settings: Settings | None) -> Path:
+    """The database to read: the loaded settings', else (``settings_if_configured`` gave None)
+    ``--database`` or the default, as loading the defaults would give it."""
+    if settings is not None:
+        return settings.database
+    return defaults_database(getattr(args, "database", None), os.environ)
 
 
 def require_database(path: Path) -> None:

@@ -10,7 +10,6 @@ does not know (yet) is listed all the same, its catalog columns shown as ``?`` (
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from functools import partial
 from pathlib import Path
@@ -21,14 +20,15 @@ import orjson
 from syncd.cli.common import (
     EXIT_OK,
     add_common,
+    database_of,
     require_database,
-    settings_from,
-    setup_logging,
+    settings_if_configured,
     sqlite_int,
 )
 from syncd.errors import StoreError
-from syncd.store import Store, inventory, queries
+from syncd.store import inventory, queries
 from syncd.store.inventory import InventoryFilter
+from syncd.store.readonly import ReadOnly
 
 PAGE = 1000
 UNKNOWN = "?"  # the catalog does not know the variation (or the location) yet
@@ -60,10 +60,9 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    setup_logging(settings)
-    require_database(settings.database)
-    asyncio.run(_print(settings.database, args))
+    database = database_of(args, settings_if_configured(args))
+    require_database(database)
+    _print(database, args)
     return EXIT_OK
 
 
@@ -77,39 +76,34 @@ def filter_of(args: argparse.Namespace) -> InventoryFilter:
     )
 
 
-async def _print(path: Path, args: argparse.Namespace) -> None:
+def _print(path: Path, args: argparse.Namespace) -> None:
     """Print page by page (keyset pagination), so a million counts never sit in memory at once."""
     out = sys.stdout
     if not args.json:
         out.write(HEADER)
     remaining = args.limit
-    store = await Store.open(path, readonly=True)
-    try:
-        if not await store.read(inventory.has_view):
+    with ReadOnly.open(path) as db:
+        if not db.read(inventory.has_view):
             raise StoreError(
                 f"the database at {path} predates the catalog (schema 7)",
                 op="counts.read",
                 hint="start syncd on it once (`syncd sync` or `syncd run` migrate it)",
             )
-        segments = await store.read(partial(inventory.segments, filt=filter_of(args)))
+        segments = db.read(partial(inventory.segments, filt=filter_of(args)))
         for segment in segments:
-            remaining = await _print_segment(store, segment, remaining, out, as_json=args.json)
+            remaining = _print_segment(db, segment, remaining, out, as_json=args.json)
             if remaining == 0:
                 return
-    finally:
-        await store.aclose()
 
 
-async def _print_segment(
-    store: Store, filt: InventoryFilter, remaining: int | None, out: TextIO, *, as_json: bool
+def _print_segment(
+    db: ReadOnly, filt: InventoryFilter, remaining: int | None, out: TextIO, *, as_json: bool
 ) -> int | None:
     """Print one segment's rows (at most ``remaining``); return how many may still be printed."""
     after: queries.CountKey | None = None
     while remaining is None or remaining > 0:
         size = PAGE if remaining is None else min(PAGE, remaining)
-        rows = await store.read(
-            partial(inventory.list_inventory, filt=filt, after=after, limit=size)
-        )
+        rows = db.read(partial(inventory.list_inventory, filt=filt, after=after, limit=size))
         for r in rows:
             out.write(orjson.dumps(r).decode() + "\n" if as_json else text_row(r))
         if remaining is not None:

@@ -26,26 +26,34 @@ and a misspelt name never passes for done.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-import structlog
 
 from syncd.cli.catalog_status import attach_catalog, catalog_cell, read_catalog
-from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
-from syncd.config import Settings, SourceSettings
+from syncd.cli.common import (
+    EXIT_OK,
+    add_common,
+    database_of,
+    require_database,
+    settings_from,
+    settings_if_configured,
+    setup_logging,
+)
+from syncd.config.inputs import DEFAULT_SOURCE
 from syncd.errors import AlreadyRunning, SourceStillConfigured
-from syncd.store import Store, queries
-from syncd.store import sources as registry
+from syncd.store import queries
 from syncd.store.credentials import STATUS_UNAUTHORIZED
 from syncd.store.lock import InstanceLock
+from syncd.store.readonly import ReadOnly
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
 
-log = structlog.get_logger("syncd.cli")
+if TYPE_CHECKING:
+    from syncd.config import Settings
 
 Record = dict[str, Any]
 REDACTED = "***"
@@ -82,14 +90,15 @@ def register(sub: Any) -> None:
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    setup_logging(settings)
-    require_database(settings.database)
-    overview, last_pass, catalog = asyncio.run(_read(settings.database))
-    rows = describe_sources(overview, last_pass, settings.sources)
+    settings = settings_if_configured(args)
+    database = database_of(args, settings)
+    require_database(database)
+    overview, last_pass, catalog = _read(database)
+    configured = configured_sources(settings)
+    rows = describe_sources(overview, last_pass, configured)
     now = now_ns()
     annotate_sources(rows, now)
-    attach_catalog(rows, catalog, settings.sources, now)
+    attach_catalog(rows, catalog, configured, now)
     if args.json:
         sys.stdout.write(orjson.dumps({"sources": rows}).decode() + "\n")
     else:
@@ -97,12 +106,9 @@ def handle_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _read(path: Path) -> tuple[dict[str, Record], dict[str, Record], dict[str, Record]]:
-    store = await Store.open(path, readonly=True)
-    try:
-        return await store.read(_snapshot)
-    finally:
-        await store.aclose()
+def _read(path: Path) -> tuple[dict[str, Record], dict[str, Record], dict[str, Record]]:
+    with ReadOnly.open(path) as db:
+        return db.read(_snapshot)
 
 
 async def _snapshot(conn: Any) -> tuple[dict[str, Record], dict[str, Record], dict[str, Record]]:
@@ -110,11 +116,41 @@ async def _snapshot(conn: Any) -> tuple[dict[str, Record], dict[str, Record], di
     return await queries.sources_overview(conn), state["last_pass"], await read_catalog(conn)
 
 
-def _credential_kind(conf: SourceSettings | None, stored: Record | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """What the config says of one source, as far as listing it goes: whether each credential is
+    set (never its value), and whether its catalog is mirrored."""
+
+    merchant_id: str | None = None
+    access_token: bool = False
+    oauth: bool = False
+    refresh_token: bool = False
+    catalog_sync: bool = True
+
+
+def configured_sources(settings: Settings | None) -> dict[str, Configured]:
+    """The sources the config names. ``None`` is settings left unloaded because nothing
+    configures syncd (``settings_if_configured``): then there is the one default source at its
+    defaults, as loading them gives (tests/test_cli_imports.py compares the two)."""
+    if settings is None:
+        return {DEFAULT_SOURCE: Configured()}
+    return {
+        name: Configured(
+            merchant_id=conf.merchant_id,
+            access_token=conf.access_token is not None,
+            oauth=conf.oauth is not None,
+            refresh_token=conf.oauth is not None and conf.oauth.refresh_token is not None,
+            catalog_sync=conf.catalog_sync,
+        )
+        for name, conf in settings.sources.items()
+    }
+
+
+def _credential_kind(conf: Configured | None, stored: Record | None) -> str | None:
     if conf is not None:
-        if conf.oauth is not None:
+        if conf.oauth:
             return "oauth"
-        return "access_token" if conf.access_token is not None else "none"
+        return "access_token" if conf.access_token else "none"
     if stored is not None and stored["has_refresh_token"]:
         return "oauth"
     return None
@@ -136,7 +172,7 @@ def _status(configured: bool, db: Record | None) -> str:
 def describe_sources(
     overview: dict[str, Record],
     last_pass: dict[str, Record],
-    configured: dict[str, SourceSettings],
+    configured: dict[str, Configured],
 ) -> list[Record]:
     """One record per source the database knows (``queries.sources_overview``) or the config
     names, by name: never a token, only ``***`` where one is stored."""
@@ -147,10 +183,10 @@ def describe_sources(
         stored = db["credentials"] if db else None
         merchant = (db["merchant_id"] if db else None) or (conf.merchant_id if conf else None)
         has_access = bool(stored and stored["has_access_token"]) or bool(
-            conf is not None and conf.access_token is not None
+            conf is not None and conf.access_token
         )
         has_refresh = bool(stored and stored["has_refresh_token"]) or bool(
-            conf is not None and conf.oauth is not None and conf.oauth.refresh_token is not None
+            conf is not None and conf.refresh_token
         )
         out.append(
             {
@@ -286,6 +322,8 @@ def handle_forget(args: argparse.Namespace) -> int:
             " reload syncd), then forget it",
             source=name,
         )
+    import asyncio  # forget only: see _forget
+
     forgotten = asyncio.run(_forget(settings, name))
     if args.json:
         sys.stdout.write(orjson.dumps({"forgotten": forgotten}).decode() + "\n")
@@ -296,7 +334,14 @@ def handle_forget(args: argparse.Namespace) -> int:
 
 async def _forget(settings: Settings, name: str) -> Record:
     """Through the running daemon when it answers, else on the database under the lock."""
-    from syncd.cli.control import AdminClient, AdminUnavailable  # aiohttp: only for forget
+    # Imported here: `sources list` reads the database without asyncio, aiohttp or structlog.
+    import structlog
+
+    from syncd.cli.control import AdminClient, AdminUnavailable
+    from syncd.store import Store
+    from syncd.store import sources as registry
+
+    log = structlog.get_logger("syncd.cli")
 
     client = AdminClient.from_settings(settings)
     try:

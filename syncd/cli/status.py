@@ -14,7 +14,6 @@ database's id, the one its stream is claimed with.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,23 @@ from typing import Any
 import orjson
 
 from syncd.cli.catalog_status import attach_catalog, catalog_text, read_catalog
-from syncd.cli.common import EXIT_OK, add_common, require_database, settings_from, setup_logging
-from syncd.cli.sources import annotate_sources, describe_sources, last_pass_text, token_text
-from syncd.store import Store, identity, outbound, outbox, queries
+from syncd.cli.common import (
+    EXIT_OK,
+    add_common,
+    database_of,
+    require_database,
+    settings_if_configured,
+)
+from syncd.cli.sources import (
+    annotate_sources,
+    configured_sources,
+    describe_sources,
+    last_pass_text,
+    token_text,
+)
+from syncd.store import identity, outbound, outbox, queries
 from syncd.store.lock import probe
+from syncd.store.readonly import ReadOnly
 from syncd.timeutil import NS_PER_S, now_ns, now_rfc3339, parse_ns
 
 
@@ -37,24 +49,24 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    setup_logging(settings)
-    require_database(settings.database)
-    daemon = probe(settings.database)
-    data = asyncio.run(_read(settings.database))
-    data["database"] = str(settings.database)
+    settings = settings_if_configured(args)
+    database = database_of(args, settings)
+    require_database(database)
+    daemon = probe(database)
+    data = _read(database)
+    data["database"] = str(database)
     data["daemon"] = {"running": daemon.running, "pid": daemon.pid}
     # One record per source (database and config merged, as `syncd sources list`): tokens only
     # ever as "***".
-    data["sources"] = describe_sources(
-        data.pop("sources_overview"), data["last_pass"], settings.sources
-    )
+    configured = configured_sources(settings)
+    data["sources"] = describe_sources(data.pop("sources_overview"), data["last_pass"], configured)
     now = now_ns()
     annotate(data, now)
+    endpoints = set() if settings is None else set(settings.outbound)  # none by default
     for o in data["outbound"]:
-        o["configured"] = o["name"] in settings.outbound
+        o["configured"] = o["name"] in endpoints
     annotate_sources(data["sources"], now)
-    attach_catalog(data["sources"], data.pop("catalog"), settings.sources, now)
+    attach_catalog(data["sources"], data.pop("catalog"), configured, now)
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -62,12 +74,9 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _read(path: Path) -> dict[str, Any]:
-    store = await Store.open(path, readonly=True)
-    try:
-        return await store.read(_snapshot)
-    finally:
-        await store.aclose()
+def _read(path: Path) -> dict[str, Any]:
+    with ReadOnly.open(path) as db:
+        return db.read(_snapshot)
 
 
 async def _snapshot(conn: Any) -> dict[str, Any]:

@@ -13,12 +13,13 @@ it from its start, for every page). tests/test_store_inventory.py checks the pla
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from syncd.store.queries import CountKey
-from syncd.store.sqlite import fetch_dicts
+from syncd.store.rows import fetch_dicts
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 COLUMNS = (
     "source",

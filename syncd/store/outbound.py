@@ -14,13 +14,14 @@ consumers replay`` writes through the daemon then, or here directly under the in
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import ReplayRefused
 from syncd.store import changelog
 from syncd.store.outbox import RawChange
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 STATE_ACTIVE = "active"
 STATE_DISABLED = "disabled"
