@@ -1,5 +1,7 @@
 """CLI cold start as a shell script feels it (issue 13): each command as a whole process, from
-start to exit, wall time (median of --reps runs) and peak RSS, beside its baseline in the same run.
+start to exit, wall time and CPU time (user + system; medians of --reps runs) and peak RSS, beside
+its baseline in the same run. On a shared machine the CPU time is the steadier figure: wall time
+also counts the time other processes had the CPU.
 
 - `syncd --help` and `syncd --version`, beside `python -c pass` (the interpreter's own floor);
 - `syncd status`, `syncd status --json` and `syncd counts --limit 10` on a database of --counts
@@ -39,7 +41,7 @@ BARE_QUERY = (
 )
 
 
-# Spawns ARGV from a small process and prints [wall ms, peak RSS MB, exit code] of that child
+# Spawns ARGV from a small process and prints [wall ms, CPU ms, peak RSS MB, exit code] of that child
 # alone: a child's ru_maxrss starts at its parent's size at fork (this script's, after building a
 # database), so the measuring parent must be small.
 LAUNCHER = """
@@ -49,14 +51,16 @@ t0 = time.perf_counter()
 pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
 _, status, usage = os.wait4(pid, 0)
 wall = (time.perf_counter() - t0) * 1000
-print(json.dumps([wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+cpu = (usage.ru_utime + usage.ru_stime) * 1000
+print(json.dumps([wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
 """
 
 
-def measure(argv: list[str], reps: int, pycache: Path) -> tuple[float, float]:
-    """(median wall ms, max peak RSS MB) of ``reps`` runs of ``argv``, each a fresh process, after
+def measure(argv: list[str], reps: int, pycache: Path) -> tuple[float, float, float]:
+    """(median wall ms, median CPU ms, max peak RSS MB) of ``reps`` runs of ``argv``, each a fresh process, after
     one untimed run that fills the bytecode cache ``pycache``."""
     walls: list[float] = []
+    cpus: list[float] = []
     rss: list[float] = []
     env = {
         k: v
@@ -76,12 +80,13 @@ def measure(argv: list[str], reps: int, pycache: Path) -> tuple[float, float]:
             text=True,
             check=True,
         )
-        wall, peak, code = json.loads(out.stdout)
+        wall, cpu, peak, code = json.loads(out.stdout)
         if code != 0:
             raise RuntimeError(f"{argv} exited {code}")
         walls.append(wall)
+        cpus.append(cpu)
         rss.append(peak)
-    return statistics.median(walls), max(rss)
+    return statistics.median(walls), statistics.median(cpus), max(rss)
 
 
 def main() -> None:
@@ -152,15 +157,15 @@ def main() -> None:
         rows.append(
             ("syncd status --config", figures, bare_status, "bare sqlite3 count + head", "")
         )
-    print(f"\nwhole process, start to exit: median of {args.reps} runs, peak RSS (max)")
+    print(f"\nwhole process, start to exit: medians of {args.reps} runs, peak RSS (max)")
     print(
-        f"{'command':<26} {'wall ms':>8} {'RSS MB':>7}   {'baseline':<28} {'wall ms':>8}"
-        f" {'RSS MB':>7}  target"
+        f"{'command':<24} {'wall ms':>8} {'cpu ms':>7} {'RSS MB':>7}   {'baseline':<26}"
+        f" {'wall ms':>8} {'cpu ms':>7} {'RSS MB':>7}  target"
     )
-    for label, (wall, rss), (bwall, brss), blabel, target in rows:
+    for label, (wall, cpu, rss), (bwall, bcpu, brss), blabel, target in rows:
         print(
-            f"{label:<26} {wall:>8.1f} {rss:>7.1f}   {blabel:<28} {bwall:>8.1f} {brss:>7.1f}"
-            f"  {target}"
+            f"{label:<24} {wall:>8.1f} {cpu:>7.1f} {rss:>7.1f}   {blabel:<26}"
+            f" {bwall:>8.1f} {bcpu:>7.1f} {brss:>7.1f}  {target}"
         )
 
 
