@@ -97,12 +97,14 @@ async def test_sync_status_counts_changes_round_trip(tmp_path: Path) -> None:
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert lines[0]["type"] == "snapshot"
     assert lines[0]["seq"] == 2105
-    assert lines[-1] == {"type": "end", "seq": 2105, "counts": 2100}
+    assert lines[-1] == {"type": "end", "seq": 2105, "counts": 2100, "locations": 0, "catalog": 0}
     assert {(r["location_id"], r["catalog_object_id"], r["state"]) for r in lines[1:-1]} == {
         (r["location_id"], r["catalog_object_id"], r["state"]) for r in rows
     }
     code, out, _ = await run_cli("snapshot", "--source", "nope", "--database", db)
-    assert out.splitlines()[-1] == '{"type":"end","seq":2105,"counts":0}'
+    assert out.splitlines()[-1] == (
+        '{"type":"end","seq":2105,"counts":0,"locations":0,"catalog":0}'
+    )
 
 
 async def test_sync_against_a_refusing_upstream_exits_1_with_a_hint(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from syncd.daemon import Daemon
 from syncd.simulator import Simulator, SimulatorConfig, serve
 from syncd.store.snapshot import iter_snapshot
 from tests.conftest import running_daemon
-from tests.helpers import mirror
+from tests.helpers import catalog_tables, mirror
 
 Key = tuple[str, str, str]
 
@@ -102,7 +103,13 @@ async def test_snapshot_then_changes_equals_the_mirror_while_a_sync_runs(
         header, *counts, footer = lines
         assert header["type"] == "snapshot"
         assert header["seq"] == seq
-        assert footer == {"type": "end", "seq": seq, "counts": len(counts)}
+        assert footer == {
+            "type": "end",
+            "seq": seq,
+            "counts": len(counts),
+            "locations": 0,
+            "catalog": 0,
+        }
         assert seq > head_before, "the snapshot was not taken while entries were being written"
         assert all(c["type"] == "count" and c["seq"] <= seq for c in counts)
         state = _by_key(counts)
@@ -157,3 +164,58 @@ async def test_iter_snapshot_matches_the_stored_mirror(
     assert header["seq"] == footer["seq"] == 50
     assert footer["counts"] == len(counts) == 50
     assert _by_key(counts) == mirror(settings.database)
+
+
+def _catalog_by_key(lines: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Snapshot location and catalog lines in the shape of tests.helpers.catalog_tables()."""
+    out: dict[tuple[str, str], Any] = {}
+    for line in lines:
+        if line["type"] == "location":
+            out[("location", line["location_id"])] = line["value"]
+        elif line["type"] == "catalog":
+            out[("catalog", line["object_id"])] = line["value"]
+    return out
+
+
+async def test_snapshot_carries_the_catalog_consistent_with_its_seq(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With the catalog mirrored, the snapshot's location and catalog lines, then the catalog.*
+    and location.* entries after its seq, equal the catalog tables afterwards (renames and
+    deletions written while it streams)."""
+    settings = make_settings(square={"poll_interval": 300, "catalog_sync": True})
+    async with (
+        serve(SimulatorConfig(locations=3, items=60)) as (sim, url),
+        running_daemon(settings, url) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
+        assert daemon.store is not None
+        assert daemon.admin_url is not None
+        runner = daemon.runner("square")
+        assert runner is not None
+        assert runner.catalog_trigger is not None
+        async with asyncio.timeout(10):
+            while runner.catalog_trigger.last_success is None:
+                await asyncio.sleep(0.01)
+        sim.mutate_catalog(5)
+        seq, lines = await _snapshot(http, f"{daemon.admin_url}/snapshot")
+        sim.mutate_catalog(5)
+        poked = time.monotonic()
+        runner.catalog_trigger.poke()
+        async with asyncio.timeout(10):  # a catalog pass that began after the last change
+            while (runner.catalog_trigger.last_success or 0.0) <= poked:
+                await asyncio.sleep(0.01)
+        entries = await _changes_after(
+            http, daemon.admin_url, seq, daemon.store.changelog_head.head
+        )
+    footer = lines[-1]
+    state = _catalog_by_key(lines)
+    assert footer["locations"] == 3
+    assert footer["catalog"] == sum(1 for key in state if key[0] == "catalog") > 60
+    assert all(line["seq"] <= seq for line in lines[1:-1])
+    catalog_entries = [e for e in entries if e["kind"].startswith(("catalog.", "location."))]
+    assert catalog_entries, "no catalog change after the snapshot: nothing was proven"
+    for e in catalog_entries:
+        family = e["kind"].split(".")[0]
+        state[(family, e["catalog_object_id"] or e["location_id"])] = e["new"]
+    assert state == catalog_tables(settings.database)

@@ -448,8 +448,11 @@ async def prefetch(pages: AsyncIterator[Page]) -> AsyncIterator[Page]:
             pending = asyncio.ensure_future(anext(iterator))
             yield page
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
+        if pending is not None:
+            # Cancel a fetch still running; a finished one is awaited too, so that its outcome
+            # (often StopAsyncIteration) is retrieved, not logged as "never retrieved".
+            if not pending.done():
+                pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
                 await pending
         aclose = getattr(iterator, "aclose", None)
