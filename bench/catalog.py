@@ -2,6 +2,7 @@
 same run; not a test.
 
     .venv/bin/python bench/catalog.py [--variations 50000] [--counts 1000000] [--reps 3] [--quick]
+                                      [--only 1,2,3,4,5]
 
 (1) first catalog sync of --variations variations (and their items) from the simulator on
     loopback, in-process: objects/s of ``CatalogEngine.run_pass(full=True)`` (the daemon's own
@@ -552,7 +553,15 @@ def main() -> None:
         f" {reps} reps (median, then each rep); {os.cpu_count()} CPUs,"
         f" load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-catbench-"))
+    with tempfile.TemporaryDirectory(prefix="syncd-catbench-") as tmp_name:
+        measure(Path(tmp_name), args, only)
+    load = os.getloadavg()
+    print(f"\n# load at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def measure(tmp: Path, args: argparse.Namespace, only: set[int]) -> None:
+    """The figures asked for (``only``), in order; databases under ``tmp``."""
+    reps = args.reps
     py = sys.executable
     if only & {1, 2, 3}:
         with simulator(locations=1, items=args.variations, timeout=300) as url:
@@ -567,8 +576,6 @@ def main() -> None:
         webhook(tmp, args.variations, reps)
     if 5 in only:
         read_figures(tmp, args.counts, reps)
-    load = os.getloadavg()
-    print(f"\n# load at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def first_sync(url: str, tmp: Path, reps: int) -> None:
