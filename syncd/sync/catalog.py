@@ -16,7 +16,7 @@ lists: the safety net for deletions an incremental read missed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 import aiosqlite
@@ -29,6 +29,7 @@ from syncd.store import Store
 from syncd.store import catalog as catalog_store
 from syncd.store.catalog import CatalogFigures, CatalogState, ItemRow, LocationRow, VariationRow
 from syncd.sync.ports import CatalogSource, LocationDetailsSource
+from syncd.sync.prefetch import prefetch
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.catalog")
@@ -216,17 +217,14 @@ class CatalogEngine:
     async def _read_chain(
         self, chain: _Chain, summary: PassSummary, begin_time: str | None, track_seen: bool
     ) -> None:
-        """Read one cursor chain to its end, applying each page in its own transaction; an
-        invalid cursor restarts the chain (re-applied pages change nothing)."""
+        """Read one cursor chain to its end, applying each page in its own transaction while the
+        next one is fetched and parsed (``prefetch``); an invalid cursor restarts the chain
+        (re-applied pages change nothing)."""
         for restart in range(self.options.cursor_restarts + 1):
-            cursor: str | None = None
             try:
-                while True:
-                    page = await self._catalog.search_catalog(begin_time=begin_time, cursor=cursor)
+                async for page in prefetch(self._pages(begin_time)):
                     await self._apply(page, chain, summary, track_seen)
-                    cursor = page.cursor
-                    if cursor is None:
-                        return
+                return
             except UpstreamError as exc:
                 if not exc.context.get("cursor_invalid") or restart == self.options.cursor_restarts:
                     raise
@@ -237,6 +235,16 @@ class CatalogEngine:
                     restart=restart + 1,
                     pages=chain.pages,
                 )
+
+    async def _pages(self, begin_time: str | None) -> AsyncIterator[CatalogPage]:
+        """One cursor chain's pages, in order, from its first."""
+        cursor: str | None = None
+        while True:
+            page = await self._catalog.search_catalog(begin_time=begin_time, cursor=cursor)
+            yield page
+            cursor = page.cursor
+            if cursor is None:
+                return
 
     async def _apply(
         self, page: CatalogPage, chain: _Chain, summary: PassSummary, track_seen: bool

@@ -11,9 +11,8 @@ nothing). A full pass also removes rows that vanished upstream (``count.removed`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import aiosqlite
@@ -21,12 +20,13 @@ import structlog
 
 from syncd.errors import SyncdError, UpstreamError
 from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES
-from syncd.model import InventoryCount, Page, PassSummary
+from syncd.model import InventoryCount, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
 from syncd.sync.catalog import refresh_figures
 from syncd.sync.ports import CountsSource, LocationsSource
+from syncd.sync.prefetch import prefetch
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.sync")
@@ -428,33 +428,3 @@ class SyncEngine:
         SYNC_PAGES.labels(source=source).inc()
         SYNC_COUNTS.labels(source=source).inc(len(page))
         log.debug("sync_page", rows=len(page), changes=result.changes, stale=result.stale)
-
-
-async def prefetch(pages: AsyncIterator[Page]) -> AsyncIterator[Page]:
-    """Yield ``pages`` in order while fetching the next one in the background.
-
-    The next page's HTTP round trip and JSON parsing overlap the current page's SQLite transaction
-    (which runs in the database thread), so neither waits for the other. At most two pages per chain
-    are in memory. An upstream error surfaces when the page that failed would have been yielded.
-    """
-    iterator = aiter(pages)
-    pending: asyncio.Task[Page] | None = asyncio.ensure_future(anext(iterator))
-    try:
-        while pending is not None:
-            try:
-                page = await pending
-            except StopAsyncIteration:
-                return
-            pending = asyncio.ensure_future(anext(iterator))
-            yield page
-    finally:
-        if pending is not None:
-            # Cancel a fetch still running; a finished one is awaited too, so that its outcome
-            # (often StopAsyncIteration) is retrieved, not logged as "never retrieved".
-            if not pending.done():
-                pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
