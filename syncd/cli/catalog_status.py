@@ -3,7 +3,7 @@ catalog is mirrored, how many variations and locations, its watermark and last g
 many counts join the ``inventory`` view as unknown (their variation not in the catalog mirror yet).
 
 The unknown figure is the one the passes stored (``catalog_state.unknown_variations``, recounted
-after each catalog pass and each full counts pass), with its age: counting it here would read every
+after catalog passes that changed something, full ones and full counts passes), with its age: counting it here would read every
 count, and these commands must stay fast on a large mirror.
 """
 

@@ -123,8 +123,11 @@ class CatalogEngine:
             errors = await self._run(state, summary, is_full)
             summary.error = "; ".join(errors) if errors else None
             outcome = "failed" if errors else "ok"
-            # Even a failed pass may have applied pages: count what joins as unknown now.
-            figures = await refresh_figures(self._store, source)
+            # Even a failed pass may have applied pages: count what joins as unknown now. The
+            # count reads every count of the source, so a pass that changed nothing (most
+            # webhook-triggered and periodic ones) leaves it to the next that does.
+            if is_full or summary.changes:
+                figures = await refresh_figures(self._store, source)
         finally:
             summary.finished_ns = self._clock()
             elapsed = time.perf_counter() - t0
@@ -315,8 +318,8 @@ class CatalogEngine:
 
 async def refresh_figures(store: Store, source: str) -> CatalogFigures | None:
     """Count and store what ``syncd status`` shows of the source's catalog mirror (variations,
-    counts of unknown variations): after each catalog pass and each full counts pass, the passes
-    that change it most. The counting reads every count of the source (some 0.35 s for 1,000,000:
+    counts of unknown variations): after each full catalog pass, each catalog pass that changed
+    something, and each full counts pass: the passes that change it most. The counting reads every count of the source (some 0.35 s for 1,000,000:
     bench/catalog_figures.py) on the reader connection, so the writer is held only for the one-row
     update. None (nothing stored) when the source's catalog was never read, or the store failed
     (logged)."""
