@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +26,11 @@ from syncd.cli.exits import (
     EXIT_USAGE,
 )
 from syncd.config.inputs import defaults_database, only_defaults
-from syncd.errors import StoreError
+from syncd.errors import AlreadyRunning, StoreError
 
 if TYPE_CHECKING:
     from syncd.config import Settings
+    from syncd.store import Store
 
 # The exit codes are re-exported: the subcommand modules import them from here.
 __all__ = [
@@ -139,3 +142,36 @@ def require_database(path: Path) -> None:
             op="store.open_ro",
             hint="run `syncd sync` or `syncd run` first, or pass --database / --config",
         )
+
+
+@asynccontextmanager
+async def offline_store(
+    settings: Settings, *, op: str, daemon_does: str | None = None, create: bool = False
+) -> AsyncIterator[Store]:
+    """The database open for writing under the instance lock, for a command that found no daemon
+    answering on ``admin.listen`` (made first with ``create``, else it must exist). A daemon that
+    runs anyway holds the lock: the error then says to point ``admin.listen`` at it (which would
+    do the work itself: ``daemon_does``)."""
+    from syncd.store import Store
+    from syncd.store.lock import InstanceLock
+
+    if not create:
+        require_database(settings.database)
+    try:
+        lock = await InstanceLock.acquire(settings.database)
+    except AlreadyRunning as exc:  # a daemon runs, but not where admin.listen points
+        hint = (
+            f"nothing answered on admin.listen ({settings.admin.listen}); set it (and"
+            " admin.token) to the running daemon's admin listener"
+        )
+        raise AlreadyRunning(
+            exc.message, op=op, hint=hint + (f": the daemon {daemon_does}" if daemon_does else "")
+        ) from exc
+    try:
+        store = await Store.open(settings.database)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+    finally:
+        lock.release()

@@ -25,16 +25,14 @@ import structlog
 from syncd.cli.common import (
     EXIT_OK,
     add_common,
-    require_database,
+    offline_store,
     settings_from,
     setup_logging,
     sqlite_int,
 )
 from syncd.config import Settings
-from syncd.errors import AlreadyRunning, UnknownEndpoint
-from syncd.store import Store
+from syncd.errors import UnknownEndpoint
 from syncd.store import outbound as endpoints
-from syncd.store.lock import InstanceLock
 from syncd.timeutil import now_rfc3339
 
 log = structlog.get_logger("syncd.cli")
@@ -99,29 +97,13 @@ async def _replay(settings: Settings, name: str, from_seq: int | None) -> dict[s
             " with --consumer NAME --ack-seq SEQ",
             endpoint=name,
         )
-    require_database(settings.database)
-    try:
-        lock = await InstanceLock.acquire(settings.database)
-    except AlreadyRunning as exc:  # a daemon runs, but not where admin.listen points
-        raise AlreadyRunning(
-            exc.message,
-            op="outbound.replay",
-            hint=f"nothing answered on admin.listen ({settings.admin.listen}); set it (and"
-            " admin.token) to the running daemon's admin listener: the daemon replays the"
-            " endpoint itself (POST /outbound/NAME/replay)",
-        ) from exc
     from_head = settings.outbound[name].start == "head"
-    try:
-        store = await Store.open(settings.database)
-        try:
-            at = now_rfc3339()
-            row = await store.write(
-                lambda conn: endpoints.replay(conn, name, from_seq, from_head=from_head, at=at)
-            )
-        finally:
-            await store.aclose()
-    finally:
-        lock.release()
+    daemon_does = "replays the endpoint itself (POST /outbound/NAME/replay)"
+    async with offline_store(settings, op="outbound.replay", daemon_does=daemon_does) as store:
+        at = now_rfc3339()
+        row = await store.write(
+            lambda conn: endpoints.replay(conn, name, from_seq, from_head=from_head, at=at)
+        )
     log.info("outbound_replayed", endpoint=name, from_seq=from_seq, acked_seq=row.acked_seq)
     return row.to_record()
 

@@ -21,6 +21,7 @@ import structlog
 from syncd.cli.common import (
     EXIT_OK,
     add_common,
+    offline_store,
     require_database,
     settings_from,
     setup_logging,
@@ -29,11 +30,9 @@ from syncd.cli.common import (
 from syncd.cli.control import AdminClient, AdminUnavailable
 from syncd.config import Settings
 from syncd.daemon_jobs import registration_checks
-from syncd.errors import AlreadyRunning
 from syncd.jobs.service import JobService, parse_ref
 from syncd.jobs.states import JobState
 from syncd.store import Store
-from syncd.store.lock import InstanceLock
 
 log = structlog.get_logger("syncd.cli")
 
@@ -210,23 +209,8 @@ async def _dispatch(
             return await local(JobService(store, checks))
         finally:
             await store.aclose()
-    try:
-        lock = await InstanceLock.acquire(settings.database)
-    except AlreadyRunning as exc:  # a daemon runs, but not where admin.listen points
-        raise AlreadyRunning(
-            exc.message,
-            op="jobs",
-            hint=f"nothing answered on admin.listen ({settings.admin.listen}); set it (and"
-            " admin.token) to the running daemon's admin listener",
-        ) from exc
-    try:
-        store = await Store.open(settings.database)
-        try:
-            return await local(JobService(store, checks))
-        finally:
-            await store.aclose()
-    finally:
-        lock.release()
+    async with offline_store(settings, op="jobs", create=True) as store:
+        return await local(JobService(store, checks))
 
 
 def _path_ref(ref: str) -> str:

@@ -39,16 +39,16 @@ from syncd.cli.common import (
     EXIT_OK,
     add_common,
     database_of,
+    offline_store,
     require_database,
     settings_from,
     settings_if_configured,
     setup_logging,
 )
 from syncd.config.inputs import DEFAULT_SOURCE
-from syncd.errors import AlreadyRunning, SourceStillConfigured
+from syncd.errors import SourceStillConfigured
 from syncd.store import queries
 from syncd.store.credentials import STATUS_UNAUTHORIZED
-from syncd.store.lock import InstanceLock
 from syncd.store.readonly import ReadOnly
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
 
@@ -338,7 +338,6 @@ async def _forget(settings: Settings, name: str) -> Record:
     import structlog
 
     from syncd.cli.control import AdminClient, AdminUnavailable
-    from syncd.store import Store
     from syncd.store import sources as registry
 
     log = structlog.get_logger("syncd.cli")
@@ -354,26 +353,10 @@ async def _forget(settings: Settings, name: str) -> Record:
             reason=str(exc),
             database=str(settings.database),
         )
-    require_database(settings.database)
-    try:
-        lock = await InstanceLock.acquire(settings.database)
-    except AlreadyRunning as exc:  # a daemon runs, but not where admin.listen points
-        raise AlreadyRunning(
-            exc.message,
-            op="sources.forget",
-            hint=f"nothing answered on admin.listen ({settings.admin.listen}); set it (and"
-            " admin.token) to the running daemon's admin listener: the daemon forgets the"
-            " source itself (POST /sources/NAME/forget)",
-        ) from exc
-    try:
-        store = await Store.open(settings.database)
-        try:
-            at = format_ns(now_ns())
-            forgotten = await store.write(lambda conn: registry.forget(conn, name, recorded_at=at))
-        finally:
-            await store.aclose()
-    finally:
-        lock.release()
+    daemon_does = "forgets the source itself (POST /sources/NAME/forget)"
+    async with offline_store(settings, op="sources.forget", daemon_does=daemon_does) as store:
+        at = format_ns(now_ns())
+        forgotten = await store.write(lambda conn: registry.forget(conn, name, recorded_at=at))
     log.info("source_forgotten", **forgotten.to_record())
     return forgotten.to_record()
 
