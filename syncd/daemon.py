@@ -360,9 +360,7 @@ class Daemon:
             RetentionPolicy(days=retain.retain_days, max_rows=retain.retain_max_rows),
             interval=retain.prune_interval,
         )
-        self.heartbeat = heartbeat = Heartbeat(
-            store, retain.heartbeat_interval, sources.lifecycles
-        )
+        self.heartbeat = heartbeat = Heartbeat(store, retain.heartbeat_interval, sources.lifecycles)
         monitor = LifecycleMonitor(store, sources.lifecycles, settings.http.ready_max_staleness)
         if self._reload_settings is not None:
             load = self._reload_settings
