@@ -239,6 +239,9 @@ class Daemon:
             await inbox.start()
             tasks: list[asyncio.Task[None]] = []
             crashed: asyncio.Task[None] | None = None
+            # The relay stops after the sources: their last commits (a page, a pass's end and
+            # its entries) land during the drain, and its final round publishes them too.
+            publish_stop = asyncio.Event()
             try:
                 async with AsyncExitStack() as servers:
                     self.public_url = await servers.enter_async_context(
@@ -284,9 +287,7 @@ class Daemon:
                     )
                     if publisher is not None:
                         tasks.append(
-                            asyncio.create_task(
-                                publisher.run(self.stop_event), name="publish-relay"
-                            )
+                            asyncio.create_task(publisher.run(publish_stop), name="publish-relay")
                         )
                     tasks.extend(outbound.tasks(self.stop_event))
                     crashed = await _until_stop_or_crash(
@@ -299,6 +300,7 @@ class Daemon:
                     log.info("daemon_stopping", step="sources")
                     await sources.aclose(self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="background_tasks")
+                    publish_stop.set()
                     await _bounded(tasks, self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="listeners")
             finally:
