@@ -149,6 +149,46 @@ async def test_sse_streams_live_and_resumes_with_last_event_id(
             assert live[0]["id"] == str(HEAD + 1)
 
 
+async def test_kind_filters_batches_long_polls_and_streams(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """?kind=GLOB (repeated or a comma list) on /changes and /changes/stream: only matching
+    entries; next_after passes the skipped ones; a long-poll for pass entries is not answered by
+    the count entry that commits first, but by the pass.completed after it; a bad pattern is 400."""
+    async with admin(make_settings) as (daemon, sim, http, base):
+        status, body = await get_json(http, f"{base}/changes?kind=pass.*")
+        assert status == 200
+        assert [(c["seq"], c["kind"]) for c in body["changes"]] == [
+            (ITEMS + 1, "pass.completed"),
+            (ITEMS + 2, "pass.full_completed"),
+        ]
+        status, body = await get_json(http, f"{base}/changes?kind=count.*&kind=heartbeat&after=18")
+        assert [c["seq"] for c in body["changes"]] == [19, 20]
+        assert body["next_after"] == HEAD
+        status, body = await get_json(http, f"{base}/changes?kind=count.*&after={ITEMS}&wait=0.1")
+        assert (status, body["changes"], body["next_after"]) == (200, [], HEAD)
+
+        waiting = asyncio.create_task(
+            get_json(http, f"{base}/changes?kind=source.*,pass.completed&after={HEAD}&wait=30")
+        )
+        async with http.get(f"{base}/changes/stream?kind=pass.completed&after=0") as resp:
+            [first] = await read_events(resp, 1)
+            assert first["id"] == str(ITEMS + 1)
+            await another_change(daemon, sim)
+            [live] = await read_events(resp, 1)
+            assert live["id"] == str(HEAD + 2)  # HEAD + 1, the count, was skipped
+        async with asyncio.timeout(5):
+            status, body = await waiting
+        assert status == 200
+        assert [(c["seq"], c["kind"]) for c in body["changes"]] == [(HEAD + 2, "pass.completed")]
+
+        for query in ("kind=[cp]*", "kind=", "kind=count.*,,pass.*"):
+            for path in ("/changes", "/changes/stream"):
+                status, body = await get_json(http, f"{base}{path}?{query}")
+                assert status == 400, (path, query)
+                assert body["error"]["message"].startswith("kind: "), body
+
+
 async def test_streams_end_when_the_daemon_stops(make_settings: Callable[..., Settings]) -> None:
     """An open SSE stream and a long-poll both let go as soon as the daemon starts stopping, so the
     shutdown is not held up by clients."""
