@@ -137,6 +137,7 @@ class SourceLifecycle:
             except BaseException:
                 # Commit or rollback unknown to us: take the state from the database next time.
                 self.logged = None
+                self.last_success_ns = None
                 self._loaded_success = False
                 raise
 
@@ -185,7 +186,9 @@ class SourceLifecycle:
 
     async def check(self, store: Store, max_staleness: float) -> str | None:
         """Write the transition that time caused, if any; return the status written."""
-        await self.load(store)
+        if self.logged is None or not self._loaded_success:
+            async with self.lock:  # not while a pass's end writes (and sets) the status
+                await self.load(store)
         if self.observe(self._clock(), max_staleness) in (None, self.logged):
             return None
 
