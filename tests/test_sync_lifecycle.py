@@ -45,6 +45,7 @@ class Rig:
     clock: Clock
     db: Path
     unauthorized: list[bool]
+    pages: list[int]  # the pass id of every page applied
 
     @property
     def lifecycle(self) -> SourceLifecycle:
@@ -70,6 +71,7 @@ async def rig(db: Path) -> AsyncIterator[Rig]:
             async with aiohttp.ClientSession() as session:
                 clock = Clock()
                 flag = [False]
+                pages: list[int] = []
                 engine = SyncEngine(
                     store,
                     SquareCounts(
@@ -78,6 +80,7 @@ async def rig(db: Path) -> AsyncIterator[Rig]:
                             base_url=url,
                             access_token=None,
                             api_version="2025-08-20",
+                            page_limit=4,
                             policy=RetryPolicy(max_retries=1, backoff_initial=0, backoff_max=0),
                         ),
                     ),
@@ -87,9 +90,10 @@ async def rig(db: Path) -> AsyncIterator[Rig]:
                         overlap=1.0,
                         clock_margin=0.0,
                     ),
+                    on_page=lambda summary: pages.append(summary.pass_id),
                     lifecycle=SourceLifecycle("square", unauthorized=lambda: flag[0], clock=clock),
                 )
-                yield Rig(sim, store, engine, clock, db, flag)
+                yield Rig(sim, store, engine, clock, db, flag, pages)
         finally:
             await store.aclose()
 
@@ -157,10 +161,11 @@ async def test_failed_and_interrupted_passes_complete_nothing(db_path: Path) -> 
         assert not (await r.engine.run_pass()).ok
         assert kinds(db_path) == before
         r.sim.faults.clear()
-        r.sim.config.page_delay = 0.5  # each page answers slowly: cancelled while it reads
-        task = asyncio.create_task(r.engine.run_pass())
-        async with asyncio.timeout(5):
-            while not rows(db_path, "SELECT 1 FROM passes WHERE outcome = 'running'"):
+        r.sim.config.page_delay = 0.2  # each page answers slowly: cancelled while it reads
+        applied = len(r.pages)
+        task = asyncio.create_task(r.engine.run_pass(full=True))  # 3 pages per location
+        async with asyncio.timeout(5):  # cancelled once its first page is in
+            while len(r.pages) == applied:
                 await asyncio.sleep(0.01)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -182,7 +182,7 @@ async def test_kind_filters_batches_long_polls_and_streams(
         assert status == 200
         assert [(c["seq"], c["kind"]) for c in body["changes"]] == [(HEAD + 2, "pass.completed")]
 
-        for query in ("kind=[cp]*", "kind=", "kind=count.*,,pass.*"):
+        for query in ("kind=[^c]*", "kind=", "kind=count.*,,pass.*"):
             for path in ("/changes", "/changes/stream"):
                 status, body = await get_json(http, f"{base}{path}?{query}")
                 assert status == 400, (path, query)

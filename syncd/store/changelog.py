@@ -225,16 +225,17 @@ class Batch:
 
 KIND_GLOB_MAX = 64  # characters in one kind pattern
 KIND_GLOBS_MAX = 32  # patterns in one filter
-_KIND_GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
+_KIND_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]-]+")
 
 
 def kind_glob_problem(pattern: str) -> str | None:
     """Why ``pattern`` is not a kind filter (None: it is one).
 
-    A kind filter is a shell-style glob over the ``kind`` field: ``*`` matches any run of
-    characters, ``?`` one character, everything else itself (case-sensitive), as Python's
-    ``fnmatch.fnmatchcase`` and SQLite's ``GLOB`` both do for these characters. Brackets are
-    refused: the two dialects differ there, and no kind needs them.
+    A kind filter is a glob over the ``kind`` field, as SQLite's ``GLOB`` reads it: ``*`` matches
+    any run of characters, ``?`` one character, ``[...]`` one of the characters listed,
+    everything else itself (case-sensitive). The characters allowed are those of an outbound
+    endpoint's ``kinds`` (``syncd.config.fields``); without ``^`` or ``!`` a bracket means the
+    same to Python's ``fnmatch.fnmatchcase``.
     """
     if not pattern:
         return "a kind pattern must not be empty"
@@ -243,7 +244,7 @@ def kind_glob_problem(pattern: str) -> str | None:
     if not _KIND_GLOB.fullmatch(pattern):
         return (
             f"kind pattern {pattern[:KIND_GLOB_MAX]!r}: only letters, digits, '.', '_', '-'"
-            " and the wildcards '*' and '?'"
+            " and the wildcards '*', '?' and '[...]'"
         )
     return None
 
