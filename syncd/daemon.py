@@ -38,13 +38,22 @@ from syncd.daemon_sources import (
 from syncd.errors import SyncdError
 from syncd.model import PassSummary
 from syncd.notify import Notifier
-from syncd.reload import SOURCE_PREFIXES, Reloader, logging_keys, pruner_keys, schedule_keys
+from syncd.reload import (
+    SOURCE_PREFIXES,
+    Reloader,
+    heartbeat_keys,
+    logging_keys,
+    pruner_keys,
+    schedule_keys,
+)
 from syncd.store import Store
 from syncd.store.inbox import Inbox
 from syncd.store.lock import InstanceLock
 from syncd.store.retention import ChangelogPruner, RetentionPolicy
 from syncd.store.sqlite import database_mode_problem
 from syncd.sync.engine import ProgressFn, SyncEngine
+from syncd.sync.heartbeat import Heartbeat
+from syncd.sync.lifecycle import LifecycleMonitor
 from syncd.sync.trigger import SyncTrigger
 from syncd.web.admin_changes import ChangeFeed, add_change_routes
 from syncd.web.admin_jobs import add_job_routes
@@ -160,6 +169,7 @@ class Daemon:
         self.jobs: JobTracking | None = None
         self.publisher: Publisher | None = None
         self.outbound: Outbound | None = None
+        self.heartbeat: Heartbeat | None = None
         self.ready = asyncio.Event()
         self.public_url: str | None = None
         self.admin_url: str | None = None
@@ -229,6 +239,9 @@ class Daemon:
             await inbox.start()
             tasks: list[asyncio.Task[None]] = []
             crashed: asyncio.Task[None] | None = None
+            # The relay stops after the sources: their last commits (a page, a pass's end and
+            # its entries) land during the drain, and its final round publishes them too.
+            publish_stop = asyncio.Event()
             try:
                 async with AsyncExitStack() as servers:
                     self.public_url = await servers.enter_async_context(
@@ -274,9 +287,7 @@ class Daemon:
                     )
                     if publisher is not None:
                         tasks.append(
-                            asyncio.create_task(
-                                publisher.run(self.stop_event), name="publish-relay"
-                            )
+                            asyncio.create_task(publisher.run(publish_stop), name="publish-relay")
                         )
                     tasks.extend(outbound.tasks(self.stop_event))
                     crashed = await _until_stop_or_crash(
@@ -289,6 +300,7 @@ class Daemon:
                     log.info("daemon_stopping", step="sources")
                     await sources.aclose(self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="background_tasks")
+                    publish_stop.set()
                     await _bounded(tasks, self.settings.shutdown_timeout)
                     log.info("daemon_stopping", step="listeners")
             finally:
@@ -341,7 +353,8 @@ class Daemon:
         return public, admin
 
     def _service_tasks(self, store: Store, sources: SourceSet) -> list[asyncio.Task[None]]:
-        """Change-log retention, the systemd watchdog, and SIGHUP's appliers (issue 5)."""
+        """Change-log retention, heartbeats and source statuses (issue 14), the systemd
+        watchdog, and SIGHUP's appliers (issue 5)."""
         settings = self.settings
         retain = settings.changelog
         pruner = ChangelogPruner(
@@ -349,6 +362,8 @@ class Daemon:
             RetentionPolicy(days=retain.retain_days, max_rows=retain.retain_max_rows),
             interval=retain.prune_interval,
         )
+        self.heartbeat = heartbeat = Heartbeat(store, retain.heartbeat_interval, sources.lifecycles)
+        monitor = LifecycleMonitor(store, sources.lifecycles, settings.http.ready_max_staleness)
         if self._reload_settings is not None:
             load = self._reload_settings
             base_url = self._base_url
@@ -357,12 +372,15 @@ class Daemon:
                 logging_keys(),
                 schedule_keys(sources),
                 pruner_keys(pruner),
+                heartbeat_keys(heartbeat),
             ):
                 reloader.add(keys, apply)
             reloader.add_prefix(SOURCE_PREFIXES, self._apply_sources)
             reloader.add({"shutdown_timeout"}, lambda s: None)  # read from self.settings at stop
         return [
             asyncio.create_task(pruner.run(self.stop_event), name="changelog-prune"),
+            asyncio.create_task(heartbeat.run(self.stop_event), name="changelog-heartbeat"),
+            asyncio.create_task(monitor.run(self.stop_event), name="source-status"),
             asyncio.create_task(self.notifier.run_watchdog(self.stop_event), name="watchdog"),
         ]
 

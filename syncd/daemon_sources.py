@@ -35,6 +35,7 @@ from syncd.sync.catalog import CatalogEngine, CatalogOptions
 from syncd.sync.credentials import TokenKeeper
 from syncd.sync.engine import EngineOptions, ProgressFn, SyncEngine
 from syncd.sync.fast_path import FastPath, FastPathOptions
+from syncd.sync.lifecycle import SourceLifecycle
 from syncd.sync.trigger import SyncTrigger
 from syncd.timeutil import format_ns, now_ns
 from syncd.upstream.catalog import SquareCatalog
@@ -175,6 +176,11 @@ class SourceParts:
         """The configured merchant id, else the one the token endpoint or locations reported."""
         return self.conf.merchant_id or self.learned_merchant
 
+    @property
+    def lifecycle(self) -> SourceLifecycle:
+        """The source's status and pass entries in the change log (issue 14)."""
+        return self.engine.lifecycle
+
     async def aclose(self) -> None:
         if self.fast_path is not None:
             await self.fast_path.aclose()
@@ -237,6 +243,7 @@ def open_source(
                 on_merchant(name, merchant_id)
 
     keeper = _keeper(store, name, conf, session, learned)
+    lifecycle = SourceLifecycle(name, unauthorized=_unauthorized_fn(keeper))
     options = square_options(conf)
     counts = SquareCounts(session, options, tokens=keeper)
     locations = SquareLocations(session, options, tokens=keeper, on_merchant=learned)
@@ -246,6 +253,7 @@ def open_source(
         engine_options(name, conf),
         on_page=on_page,
         locations=locations,
+        lifecycle=lifecycle,
     )
     catalog = None
     if conf.catalog_sync:
@@ -373,6 +381,10 @@ class SourceSet:
             for runner in self
         }
 
+    def lifecycles(self) -> list[SourceLifecycle]:
+        """Each running source's lifecycle (the stale monitor's and the heartbeat's view)."""
+        return [runner.parts.lifecycle for runner in self]
+
     def verifiers(self) -> list[SignatureVerifier]:
         """The distinct verifiers of the running sources (one per app key set and URL)."""
         seen: dict[int, SignatureVerifier] = {}
@@ -437,6 +449,7 @@ class SourceSet:
                 runner.catalog_tried.set()  # read before: counts need not wait for it
         else:
             runner.catalog_tried.set()
+        await parts.lifecycle.load(self._store)
         self.runners[name] = runner
         if conf.merchant_id:
             self._merchants[conf.merchant_id] = name

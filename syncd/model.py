@@ -156,6 +156,9 @@ class PassSummary:
     skipped: int = 0
     finished_ns: int | None = None
     error: str | None = None
+    # A partition failed because the upstream refused the source's token (HTTP 401 after the
+    # one refresh, or a revoked OAuth grant): the source is unauthorized, not just failing.
+    unauthorized: bool = False
 
     @property
     def ok(self) -> bool:

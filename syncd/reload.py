@@ -19,6 +19,7 @@ from syncd.errors import ConfigError
 from syncd.logs import set_level
 from syncd.metrics import CONFIG_RELOADS
 from syncd.store.retention import ChangelogPruner, RetentionPolicy
+from syncd.sync.heartbeat import Heartbeat
 
 log = structlog.get_logger("syncd.reload")
 
@@ -136,3 +137,12 @@ def pruner_keys(pruner: ChangelogPruner) -> tuple[set[str], Applier]:
         pruner.interval = s.changelog.prune_interval
 
     return {"changelog.retain_days", "changelog.retain_max_rows", "changelog.prune_interval"}, apply
+
+
+def heartbeat_keys(heartbeat: Heartbeat) -> tuple[set[str], Applier]:
+    """The heartbeat interval: the silence in progress is measured against the new one."""
+
+    def apply(s: Settings) -> None:
+        heartbeat.set_interval(s.changelog.heartbeat_interval)
+
+    return {"changelog.heartbeat_interval"}, apply

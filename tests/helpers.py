@@ -77,6 +77,17 @@ def changes(path: Path) -> list[dict[str, Any]]:
     ]
 
 
+def count_changes(path: Path) -> list[dict[str, Any]]:
+    """The change-log entries that are changes of the mirror (``count.*`` kinds), in seq order:
+    lifecycle entries (pass.*, source.*, heartbeat) and catalog or job entries left out."""
+    return [e for e in changes(path) if e["kind"].startswith("count.")]
+
+
+def kinds(path: Path, prefix: str = "") -> list[str]:
+    """The kinds of the entries whose kind starts with ``prefix``, in seq order."""
+    return [e["kind"] for e in changes(path) if e["kind"].startswith(prefix)]
+
+
 def replay(entries: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Rebuild a mirror from change-log entries (count.* kinds only), as a consumer would."""
     state: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -205,6 +205,48 @@ def test_source_with_a_consumer_acks_past_skipped_entries(
     assert "without other options" in err
 
 
+async def fill_lifecycle(db: Path) -> None:
+    """seqs 1..6: a count, its pass's pass.completed, a heartbeat, a count.removed, a job entry
+    of provider shop, source.stale."""
+    entries = [
+        sourced(1, "north"),
+        NewChange(kind="pass.completed", source="north", old=None, new={"pass_id": 1}),
+        NewChange(kind="heartbeat", source="_syncd", old=None, new={"head_seq": 2}),
+        sourced(2, "north", "count.removed"),
+        sourced(3, "shop", "job.pending"),
+        NewChange(kind="source.stale", source="north", old={"status": "ok"}, new={}),
+    ]
+    store = await Store.open(db)
+    try:
+        await store.write(lambda conn: changelog.append(conn, entries, RECORDED))
+    finally:
+        await store.aclose()
+
+
+def test_kind_filters_the_log(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--kind GLOB (repeated or a comma list) prints only the entries whose kind matches, with
+    --source, --limit and a consumer's --ack (which stores the position read up to); a bad
+    pattern, or --kind with --ack-seq, is a usage error (exit 2)."""
+    asyncio.run(fill_lifecycle(db_path))
+    db = ["--database", str(db_path)]
+    assert changes(capsys, *db, "--kind", "count.*") == (0, [1, 4], "")
+    assert changes(capsys, *db, "--kind", "pass.*,source.*", "--kind", "heartbeat")[1] == [2, 3, 6]
+    assert changes(capsys, *db, "--kind", "*", "--source", "north", "--limit", "3")[1] == [1, 2, 4]
+    assert changes(capsys, *db, "--kind", "job.*", "--source", "north") == (0, [], "")
+    assert changes(capsys, *db, "--kind", "count.*", "--consumer", "m", "--ack")[1] == [1, 4]
+    assert main(["status", *db, "--json"]) == 0
+    status = orjson.loads(capsys.readouterr()[0])
+    assert [(c["name"], c["acked_seq"]) for c in status["consumers"]] == [("m", 6)]
+    for args, why in (
+        (["--kind", "count[!.]*"], "--kind: kind pattern"),
+        (["--kind", ""], "--kind: a kind pattern must not be empty"),
+        (["--consumer", "m", "--ack-seq", "1", "--kind", "count.*"], "without other options"),
+    ):
+        code, printed, err = changes(capsys, *db, *args)
+        assert (code, printed) == (2, [])
+        assert why in err
+
+
 async def test_follow_with_source_prints_only_that_source(db_path: Path) -> None:
     """`syncd changes --follow --source north` (a separate process) prints north's entries as
     they commit and none of the others committed before and between them."""

@@ -77,7 +77,8 @@ async def test_sync_status_counts_changes_round_trip(tmp_path: Path) -> None:
     assert code == 0
     status = orjson.loads(out)
     assert status["counts"] == 2100
-    assert status["changes"]["head_seq"] == 2105
+    # 2100 + 5 counts, and each pass's entries: pass.completed (+ pass.full_completed, the first)
+    assert status["changes"]["head_seq"] == 2108
     code, out, _ = await run_cli("counts", "--json", "--database", db)
     rows = [orjson.loads(line) for line in out.splitlines()]
     assert len(rows) == 2100
@@ -85,25 +86,28 @@ async def test_sync_status_counts_changes_round_trip(tmp_path: Path) -> None:
     code, out, _ = await run_cli("counts", "--limit", "1500", "--json", "--database", db)
     assert len(out.splitlines()) == 1500
     code, out, _ = await run_cli("changes", "--after", "2100", "--database", db)
-    assert [orjson.loads(line)["seq"] for line in out.splitlines()] == [
-        2101,
-        2102,
-        2103,
-        2104,
-        2105,
+    assert [(e["seq"], e["kind"]) for e in map(orjson.loads, out.splitlines())] == [
+        (2101, "pass.completed"),
+        (2102, "pass.full_completed"),
+        *((seq, "count.updated") for seq in range(2103, 2108)),
+        (2108, "pass.completed"),
     ]
+    code, out, _ = await run_cli(
+        "changes", "--after", "2100", "--kind", "count.*", "--database", db
+    )
+    assert [orjson.loads(line)["seq"] for line in out.splitlines()] == list(range(2103, 2108))
     code, out, _ = await run_cli("snapshot", "--database", db)
     assert code == 0
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert lines[0]["type"] == "snapshot"
-    assert lines[0]["seq"] == 2105
-    assert lines[-1] == {"type": "end", "seq": 2105, "counts": 2100, "locations": 0, "catalog": 0}
+    assert lines[0]["seq"] == 2108
+    assert lines[-1] == {"type": "end", "seq": 2108, "counts": 2100, "locations": 0, "catalog": 0}
     assert {(r["location_id"], r["catalog_object_id"], r["state"]) for r in lines[1:-1]} == {
         (r["location_id"], r["catalog_object_id"], r["state"]) for r in rows
     }
     code, out, _ = await run_cli("snapshot", "--source", "nope", "--database", db)
     assert out.splitlines()[-1] == (
-        '{"type":"end","seq":2105,"counts":0,"locations":0,"catalog":0}'
+        '{"type":"end","seq":2108,"counts":0,"locations":0,"catalog":0}'
     )
 
 

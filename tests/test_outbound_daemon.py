@@ -45,7 +45,8 @@ async def test_the_daemon_delivers_its_log_to_each_endpoint(
     make_settings: Callable[..., Settings], db_path: Path
 ) -> None:
     """Two endpoints, one taking count.removed only: the other gets every entry the first pass
-    wrote, in order; GET /outbound shows both caught up; POST .../replay answers every input."""
+    wrote (40 counts, then its pass.completed and pass.full_completed), in order; GET /outbound
+    shows both caught up; POST .../replay answers every input."""
     async with (
         serve(SimulatorConfig(locations=2, items=20)) as (_, sim_url),
         receiving(SECRET) as everything,
@@ -65,15 +66,15 @@ async def test_the_daemon_delivers_its_log_to_each_endpoint(
             assert daemon.outbound is not None
             deliverers = daemon.outbound.deliverers
             async with asyncio.timeout(10):
-                while min(d.position for d in deliverers.values()) < 40:
+                while min(d.position for d in deliverers.values()) < 42:
                     await asyncio.sleep(0.01)
-            assert daemon.store.changelog_head.head == 40
-            assert everything.accepted_seqs() == list(range(1, 41))
+            assert daemon.store.changelog_head.head == 42
+            assert everything.accepted_seqs() == list(range(1, 43))
             assert removals.deliveries == []
             status, body = await call(http, "GET", "/outbound")
             assert status == 200
             states = {e["endpoint"]: e for e in body["endpoints"]}
-            assert states["all"]["acked_seq"] == states["removed"]["acked_seq"] == 40
+            assert states["all"]["acked_seq"] == states["removed"]["acked_seq"] == 42
             assert states["all"]["state"] == "active"
             assert states["all"]["lag"] == 0
 
@@ -85,7 +86,7 @@ async def test_the_daemon_delivers_its_log_to_each_endpoint(
                 (b'{"from": true}', "from must be a seq"),
                 (b'{"from": 1, "to": 2}', "unknown field"),
                 (b'{"from": 99999999999999999999}', "from must be a seq"),
-                (b'{"from": 42}', "seqs are 1..40"),
+                (b'{"from": 44}', "seqs are 1..42"),
             ):
                 status, answer = await call(http, "POST", "/outbound/all/replay", data=body_bytes)
                 assert status == 400, body_bytes
@@ -94,7 +95,7 @@ async def test_the_daemon_delivers_its_log_to_each_endpoint(
             assert status == 404
             assert answer["error"]["code"] == "unknown_endpoint"
             await daemon.store.write(
-                lambda conn: prune_batch(conn, cutoff=None, max_rows=30, batch=10)
+                lambda conn: prune_batch(conn, cutoff=None, max_rows=32, batch=10)
             )
             status, answer = await call(http, "POST", "/outbound/all/replay", json={"from": 5})
             assert status == 410
@@ -103,12 +104,12 @@ async def test_the_daemon_delivers_its_log_to_each_endpoint(
             assert status == 200
             assert answer["replayed"]["acked_seq"] == 30
             assert answer["replayed"]["epoch"] == 1
-            await everything.wait_for(lambda r: r.accepted_seqs().count(40) == 2)
+            await everything.wait_for(lambda r: r.accepted_seqs().count(42) == 2)
             status, answer = await call(http, "POST", "/outbound/all/replay")  # no body: resume
             assert status == 200
             assert answer["replayed"]["epoch"] == 1
-    assert everything.accepted_seqs() == [*range(1, 41), *range(31, 41)]
-    assert [e["seq"] for e in changes(db_path)] == list(range(11, 41))
+    assert everything.accepted_seqs() == [*range(1, 43), *range(31, 43)]
+    assert [e["seq"] for e in changes(db_path)] == list(range(11, 43))
 
 
 @pytest.mark.slow
@@ -139,14 +140,14 @@ async def test_status_and_replay_from_the_command_line(
     code, out, err = await run_cli("status", "--config", str(config), env=env)
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("outbound"))
-    assert "erp: DISABLED, acked seq 0 (12 behind)" in line
+    assert "erp: DISABLED, acked seq 0 (14 behind)" in line  # 12 counts, 2 pass entries
     assert "410 Gone: no such hook" in line
 
     for args, expected in (
         (("nobody",), 1),
         (("erp", "--from", "0"), 2),
         (("erp", "--from", "x"), 2),
-        (("erp", "--from", "14"), 2),
+        (("erp", "--from", "16"), 2),
     ):
         code, _, err = await run_cli("consumers", "replay", *args, "--config", str(config), env=env)
         assert code == expected, (args, err)
@@ -162,7 +163,7 @@ async def test_status_and_replay_from_the_command_line(
     assert code == 0, err
     [row] = orjson.loads(out)["outbound"]
     assert (row["name"], row["state"], row["acked_seq"], row["epoch"]) == ("erp", "active", 4, 1)
-    assert row["behind"] == 8
+    assert row["behind"] == 10
 
 
 def test_bad_outbound_configuration_is_a_clear_config_error(tmp_path: Path) -> None:

@@ -37,7 +37,14 @@ from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.timeutil import NS_PER_S, parse_ns
 from syncd.upstream.http import RetryPolicy
 from syncd.upstream.square import SquareCounts, SquareOptions
-from tests.helpers import assert_log_invariants, changes, mirror, project_to_schema
+from tests.helpers import (
+    assert_log_invariants,
+    changes,
+    count_changes,
+    kinds,
+    mirror,
+    project_to_schema,
+)
 from tests.process_kit import Event, SyncdProcess, query, syncd
 from tests.webhook_kit import KEY, inbox_rows
 
@@ -276,7 +283,12 @@ async def test_three_sellers_one_log_and_a_webhook_pokes_its_sellers_source_only
             seqs = [e["seq"] for e in entries]
             assert seqs == sorted(set(seqs))
             assert {e["source"] for e in entries} == {"a", "b", "c"}
-            assert len(entries) == sum(len(upstream_view(market, mid)) for mid in ids)
+            counts = count_changes(db)
+            assert len(counts) == sum(len(upstream_view(market, mid)) for mid in ids)
+            for name in names:  # each seller's counts, then its first (full) pass completed
+                own = [e["kind"] for e in entries if e["source"] == name]
+                assert set(own[:-2]) == {"count.updated"}
+                assert own[-2:] == ["pass.completed", "pass.full_completed"]
             for name in names:
                 assert_log_invariants(db, name)
 
@@ -694,7 +706,15 @@ async def test_a_schema_5_single_source_database_migrates_in_place_under_a_legac
         await sync_at_schema_5(db, sim, url)
         assert query(db, "PRAGMA user_version") == [(5,)]
         before = query(db, CHANGES_RAW)
-        assert len(before) == 20 + 4 + 2
+        assert len(count_changes(db)) == 20 + 4 + 2
+        # each pass's entries: a full one, an incremental one, a full one
+        assert kinds(db, "pass.") == [
+            "pass.completed",
+            "pass.full_completed",
+            "pass.completed",
+            "pass.completed",
+            "pass.full_completed",
+        ]
         [(high_water,)] = query(db, "SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
         mirror_before = mirror(db)
         assert_log_invariants(db)
@@ -729,7 +749,10 @@ format = "json"
             first = await daemon.next("sync_pass", after=0, source="square", outcome="ok")
             assert first["changes"] == 0  # the same data: nothing logged again
             assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-            assert query(db, CHANGES_RAW) == before
+            assert query(db, CHANGES_RAW)[: len(before)] == before
+            # since then: the passes' own entries, no change of the mirror
+            assert set(kinds(db)[len(before) :]) <= {"pass.completed", "pass.full_completed"}
+            assert "pass.completed" in kinds(db)[len(before) :]
             assert mirror(db) == mirror_before
             assert query(db, "SELECT source, removed_at FROM sources") == [("square", None)]
 
@@ -738,7 +761,7 @@ format = "json"
                 await until(partial(logged_at, db, "square", row))
         after = query(db, CHANGES_RAW)
         assert after[: len(before)] == before
-        assert len(after) == len(before) + 3
+        assert len(count_changes(db)) == 20 + 4 + 2 + 3
         assert all(entry[0] > high_water for entry in after[len(before) :])
         assert_log_invariants(db)
         assert mirrored(db, "square") == {key_of(r): r["quantity"] for r in sim.snapshot()}

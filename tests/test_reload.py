@@ -82,13 +82,13 @@ async def test_daemon_applies_intervals_limits_and_retention_live(
     make_settings: Callable[..., Settings],
 ) -> None:
     """A running daemon's reload reaches the trigger (interval, debounce), the engine (overlap,
-    concurrency), the pruner (retention) and the shutdown timeout; a changed interval also starts
-    a pass at once instead of waiting out the old one."""
-    settings = make_settings(square={"poll_interval": 300})
+    concurrency), the pruner (retention), the heartbeat (off, then on) and the shutdown timeout;
+    a changed interval also starts a pass at once instead of waiting out the old one."""
+    settings = make_settings(square={"poll_interval": 300}, changelog={"heartbeat_interval": 0})
     changed = {
         "square": {"poll_interval": 0.5, "overlap": 9, "partition_concurrency": 2},
         "webhooks": {"debounce": 0.5},
-        "changelog": {"retain_max_rows": 10},
+        "changelog": {"retain_max_rows": 10, "heartbeat_interval": 0.1},
         "shutdown_timeout": 2,
     }
     async with serve(SimulatorConfig(locations=1, items=5)) as (_, url):
@@ -110,6 +110,7 @@ async def test_daemon_applies_intervals_limits_and_retention_live(
                 "sources.square.partition_concurrency",
                 "webhooks.debounce",
                 "changelog.retain_max_rows",
+                "changelog.heartbeat_interval",
                 "shutdown_timeout",
             }
             assert reloaded["restart_required"] == []
@@ -122,6 +123,11 @@ async def test_daemon_applies_intervals_limits_and_retention_live(
             assert daemon.settings.shutdown_timeout == 2
             async with asyncio.timeout(2):
                 while daemon.trigger.passes == passes:
+                    await asyncio.sleep(0.01)
+            assert daemon.heartbeat is not None
+            assert daemon.heartbeat.interval == 0.1
+            async with asyncio.timeout(5):  # between the passes, every half second now
+                while daemon.heartbeat.written == 0:
                     await asyncio.sleep(0.01)
         finally:
             daemon.handle_exit()

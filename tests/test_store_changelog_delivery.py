@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 
 import aiosqlite
 import pytest
@@ -181,3 +182,83 @@ async def test_read_batch_with_sources_reports_a_gap(store: Store) -> None:
     assert (info.value.after, info.value.oldest) == (0, 8)
     got = await store.read(lambda conn: changelog.read_batch(conn, 7, 10, ("north",)))
     assert [c.seq for c in got.entries] == [8, 9, 10]
+
+
+def kinded(i: int, kind: str, source: str = "square") -> NewChange:
+    """An entry of ``kind`` (lifecycle kinds carry no count key)."""
+    key = i if kind.startswith("count.") else None
+    return NewChange(
+        kind=kind,
+        source=source,
+        catalog_object_id=None if key is None else f"ITEM{key}",
+        location_id=None if key is None else "LOC1",
+        state=None if key is None else "IN_STOCK",
+        old=None,
+        new={"i": i},
+    )
+
+
+async def test_read_batch_filters_by_kind_globs(store: Store) -> None:
+    """Kind globs select entries like fnmatchcase ('*' any run, '?' one character, nothing else
+    special); they combine with sources; a short filtered batch has read up to the head."""
+    order = [
+        ("count.updated", "north"),
+        ("pass.completed", "north"),
+        ("count.removed", "south"),
+        ("heartbeat", "_syncd"),
+        ("pass.full_completed", "south"),
+        ("source.stale", "south"),
+        ("job.pending", "shop"),
+        ("count.updated", "south"),
+    ]
+    await store.write(
+        lambda conn: changelog.append(
+            conn, [kinded(i, k, s) for i, (k, s) in enumerate(order)], "2026-01-01T00:00:00Z"
+        )
+    )
+
+    async def batch(
+        after: int, limit: int, kinds: tuple[str, ...], sources: tuple[str, ...] = ()
+    ) -> tuple[list[int], int]:
+        got = await store.read(
+            lambda conn: changelog.read_batch(conn, after, limit, sources, kinds=kinds)
+        )
+        return [c.seq for c in got.entries], got.position
+
+    assert await batch(0, 10, ("count.*",)) == ([1, 3, 8], 8)
+    assert await batch(0, 2, ("count.*",)) == ([1, 3], 3)
+    assert await batch(3, 2, ("count.*",)) == ([8], 8)
+    assert await batch(0, 10, ("pass.*", "heartbeat")) == ([2, 4, 5], 8)
+    assert await batch(0, 10, ("count.updated",), ("south",)) == ([8], 8)
+    assert await batch(0, 10, ("*completed",)) == ([2, 5], 8)
+    assert await batch(0, 10, ("job.pendin?",)) == ([7], 8)
+    assert await batch(0, 10, ("Count.*",)) == ([], 8)  # case-sensitive
+    assert await batch(0, 10, ("count",)) == ([], 8)  # a whole-kind match, not a prefix
+    assert await batch(0, 10, ("*",)) == (list(range(1, 9)), 8)
+    # the same as fnmatchcase on every kind, for each pattern above
+    for pattern in ("count.*", "*completed", "job.pendin?", "*", "s*.st?le", "[cj]*", "[a-h]*"):
+        want = [i + 1 for i, (k, _) in enumerate(order) if fnmatch.fnmatchcase(k, pattern)]
+        assert (await batch(0, 10, (pattern,)))[0] == want, pattern
+
+
+def test_kind_globs_are_validated() -> None:
+    """Repeated and comma-separated patterns are split, trimmed and deduplicated; an empty or
+    overlong pattern, one with other characters (a negated set among them), or too many, is
+    refused with the reason."""
+    assert changelog.split_kind_globs(["count.*", "pass.*, heartbeat", "count.*"]) == (
+        "count.*",
+        "pass.*",
+        "heartbeat",
+    )
+    assert changelog.split_kind_globs([]) == ()
+    for values, why in (
+        ([""], "must not be empty"),
+        (["count.*,"], "must not be empty"),
+        (["[^c]*"], "only letters"),
+        (["count[!x]"], "only letters"),
+        (["count updated"], "only letters"),
+        (["x" * 65], "at most 64 characters"),
+        ([",".join(f"k{i}" for i in range(33))], "at most 32 kind patterns"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            changelog.split_kind_globs(values)

@@ -19,7 +19,7 @@ from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.upstream.http import RetryPolicy
 from syncd.upstream.square import SquareCounts, SquareOptions
 from tests.fakes.square_scripted import Reply, count, run_scripted
-from tests.helpers import assert_log_invariants, changes, mirror
+from tests.helpers import assert_log_invariants, changes, count_changes, kinds, mirror
 
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_initial=0.001, backoff_max=0.01)
 
@@ -95,7 +95,9 @@ async def test_full_sync_equals_upstream(db_path: Path) -> None:
         assert summary.ok
         assert summary.kind == "full"
         r.assert_mirror_equals_upstream()
-        assert len(changes(db_path)) == r.sim.count_total() == 120
+        assert len(count_changes(db_path)) == r.sim.count_total() == 120
+        # After the counts, the pass's own entries (not changes of the mirror).
+        assert kinds(db_path)[120:] == ["pass.completed", "pass.full_completed"]
         assert_log_invariants(db_path)
 
 
@@ -103,12 +105,12 @@ async def test_incremental_after_k_mutations_logs_exactly_k(db_path: Path) -> No
     """After K upstream mutations, an incremental pass logs exactly K count.updated entries."""
     async with rig(db_path) as r:
         await r.engine.run_pass()
-        before = len(changes(db_path))
+        before = len(count_changes(db_path))
         mutated = r.sim.mutate(17)
         summary = await r.engine.run_pass()
         assert summary.kind == "incremental"
         assert summary.ok
-        new = changes(db_path)[before:]
+        new = count_changes(db_path)[before:]
         assert len(new) == 17
         assert {e["key"] for e in new} == {
             (m["catalog_object_id"], m["location_id"], m["state"]) for m in mutated
@@ -118,23 +120,24 @@ async def test_incremental_after_k_mutations_logs_exactly_k(db_path: Path) -> No
 
 
 async def test_quiet_pass_logs_nothing(db_path: Path) -> None:
-    """With no upstream change, further passes (which overlap the watermark) log nothing."""
+    """With no upstream change, further passes (which overlap the watermark) log no change:
+    only each pass's pass.completed entry."""
     async with rig(db_path) as r:
         await r.engine.run_pass()
         before = len(changes(db_path))
         for _ in range(3):
             assert (await r.engine.run_pass()).changes == 0
-        assert len(changes(db_path)) == before
+        assert [e["kind"] for e in changes(db_path)[before:]] == ["pass.completed"] * 3
 
 
 async def test_equal_calculated_at_across_page_boundaries(db_path: Path) -> None:
     """Many counts sharing one calculated_at, split over small pages, are each applied once."""
     async with rig(db_path, page_limit=3) as r:
         await r.engine.run_pass()
-        before = len(changes(db_path))
+        before = len(count_changes(db_path))
         r.sim.mutate(11, same_instant=True)
         await r.engine.run_pass()
-        assert len(changes(db_path)) - before == 11
+        assert len(count_changes(db_path)) - before == 11
         r.assert_mirror_equals_upstream()
         assert_log_invariants(db_path)
 
@@ -155,10 +158,10 @@ async def test_stale_row_never_overwrites_newer(db_path: Path) -> None:
         row = r.sim.snapshot()[0]
         key = (row["catalog_object_id"], row["location_id"], row["state"])
         r.sim.set_count(*key, quantity="999", calculated_at="2001-01-01T00:00:00Z")
-        before = len(changes(db_path))
+        before = len(count_changes(db_path))
         await r.engine.run_pass(full=True)
         assert mirror(db_path)[key]["quantity"] == row["quantity"]
-        assert len(changes(db_path)) == before
+        assert len(count_changes(db_path)) == before
 
 
 async def test_vanished_counts_removed_by_full_pass(db_path: Path) -> None:
@@ -223,16 +226,19 @@ async def test_failure_midway_keeps_watermark_and_repairs_without_duplicates(db_
         holder["sim"] = r.sim
         await r.engine.run_pass()
         marks = watermarks(db_path)
-        before = len(changes(db_path))
+        before = len(count_changes(db_path))
+        passes = kinds(db_path, "pass.")
         r.sim.mutate(20)
         failed = await r.engine.run_pass()
         assert not failed.ok
         assert 1 <= failed.pages < 4
         assert watermarks(db_path) == marks
+        assert kinds(db_path, "pass.") == passes, "a failed pass is not a completed one"
         r.sim.faults.clear()
         repaired = await r.engine.run_pass()
         assert repaired.ok
-        assert len(changes(db_path)) - before == 20
+        assert len(count_changes(db_path)) - before == 20
+        assert kinds(db_path, "pass.") == [*passes, "pass.completed"]
         r.assert_mirror_equals_upstream()
         assert_log_invariants(db_path)
 
@@ -287,7 +293,9 @@ async def test_malformed_page_fails_pass_cleanly(db_path: Path, reply: Reply, pr
             assert problem in failed.error
             assert watermarks(db_path) == marks
             assert len(mirror(db_path)) == 1
-            assert len(changes(db_path)) == 1
+            assert len(count_changes(db_path)) == 1
+            # The first (full) pass's entries; the failed pass has none.
+            assert kinds(db_path, "pass.") == ["pass.completed", "pass.full_completed"]
         finally:
             await session.close()
             await store.aclose()

@@ -20,6 +20,7 @@ from syncd.store.retention import prune_batch
 from tests.conftest import running_daemon
 
 ITEMS = 20  # one location, one state: the first (full) pass writes seqs 1..20
+HEAD = ITEMS + 2  # then its pass.completed and pass.full_completed (21, 22)
 
 
 @asynccontextmanager
@@ -37,7 +38,7 @@ async def admin(
         assert daemon.trigger is not None
         async with asyncio.timeout(5):
             # The entries land page by page; the pass (watermark, counters) ends after them.
-            while daemon.store.changelog_head.head < ITEMS or daemon.trigger.last_success is None:
+            while daemon.store.changelog_head.head < HEAD or daemon.trigger.last_success is None:
                 await asyncio.sleep(0.01)
         assert daemon.admin_url is not None
         yield daemon, sim, http, daemon.admin_url
@@ -63,15 +64,15 @@ async def test_batches_and_long_poll(make_settings: Callable[..., Settings]) -> 
         assert status == 200
         assert [c["seq"] for c in body["changes"]] == [6, 7, 8]
         assert body["next_after"] == 8
-        assert body["head_seq"] == ITEMS
+        assert body["head_seq"] == HEAD
         assert set(body["changes"][0]) >= {"seq", "kind", "source", "old", "new", "recorded_at"}
 
         t0 = time.monotonic()
-        status, body = await get_json(http, f"{base}/changes?after={ITEMS}&wait=0.2")
-        assert (status, body["changes"], body["next_after"]) == (200, [], ITEMS)
+        status, body = await get_json(http, f"{base}/changes?after={HEAD}&wait=0.2")
+        assert (status, body["changes"], body["next_after"]) == (200, [], HEAD)
         assert 0.2 <= time.monotonic() - t0 < 1.0
 
-        waiting = asyncio.create_task(get_json(http, f"{base}/changes?after={ITEMS}&wait=30"))
+        waiting = asyncio.create_task(get_json(http, f"{base}/changes?after={HEAD}&wait=30"))
         await asyncio.sleep(0.1)
         assert not waiting.done()
         t0 = time.monotonic()
@@ -79,7 +80,9 @@ async def test_batches_and_long_poll(make_settings: Callable[..., Settings]) -> 
         async with asyncio.timeout(5):
             status, body = await waiting
         assert status == 200
-        assert [c["seq"] for c in body["changes"]] == [ITEMS + 1]
+        # The change's page commits before the pass's end (its pass.completed, HEAD + 2).
+        assert [c["seq"] for c in body["changes"]][:1] == [HEAD + 1]
+        assert body["changes"][0]["kind"] == "count.updated"
         assert time.monotonic() - t0 < 1.0
 
 
@@ -139,11 +142,51 @@ async def test_sse_streams_live_and_resumes_with_last_event_id(
         async with http.get(
             f"{base}/changes/stream?after=0", headers={"Last-Event-ID": "5"}
         ) as resp:
-            rest = await read_events(resp, ITEMS - 5)
-            assert [int(e["id"]) for e in rest] == list(range(6, ITEMS + 1))
+            rest = await read_events(resp, HEAD - 5)
+            assert [int(e["id"]) for e in rest] == list(range(6, HEAD + 1))
             await another_change(daemon, sim)
             live = await read_events(resp, 1)
-            assert live[0]["id"] == str(ITEMS + 1)
+            assert live[0]["id"] == str(HEAD + 1)
+
+
+async def test_kind_filters_batches_long_polls_and_streams(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """?kind=GLOB (repeated or a comma list) on /changes and /changes/stream: only matching
+    entries; next_after passes the skipped ones; a long-poll for pass entries is not answered by
+    the count entry that commits first, but by the pass.completed after it; a bad pattern is 400."""
+    async with admin(make_settings) as (daemon, sim, http, base):
+        status, body = await get_json(http, f"{base}/changes?kind=pass.*")
+        assert status == 200
+        assert [(c["seq"], c["kind"]) for c in body["changes"]] == [
+            (ITEMS + 1, "pass.completed"),
+            (ITEMS + 2, "pass.full_completed"),
+        ]
+        status, body = await get_json(http, f"{base}/changes?kind=count.*&kind=heartbeat&after=18")
+        assert [c["seq"] for c in body["changes"]] == [19, 20]
+        assert body["next_after"] == HEAD
+        status, body = await get_json(http, f"{base}/changes?kind=count.*&after={ITEMS}&wait=0.1")
+        assert (status, body["changes"], body["next_after"]) == (200, [], HEAD)
+
+        waiting = asyncio.create_task(
+            get_json(http, f"{base}/changes?kind=source.*,pass.completed&after={HEAD}&wait=30")
+        )
+        async with http.get(f"{base}/changes/stream?kind=pass.completed&after=0") as resp:
+            [first] = await read_events(resp, 1)
+            assert first["id"] == str(ITEMS + 1)
+            await another_change(daemon, sim)
+            [live] = await read_events(resp, 1)
+            assert live["id"] == str(HEAD + 2)  # HEAD + 1, the count, was skipped
+        async with asyncio.timeout(5):
+            status, body = await waiting
+        assert status == 200
+        assert [(c["seq"], c["kind"]) for c in body["changes"]] == [(HEAD + 2, "pass.completed")]
+
+        for query in ("kind=[^c]*", "kind=", "kind=count.*,,pass.*"):
+            for path in ("/changes", "/changes/stream"):
+                status, body = await get_json(http, f"{base}{path}?{query}")
+                assert status == 400, (path, query)
+                assert body["error"]["message"].startswith("kind: "), body
 
 
 async def test_streams_end_when_the_daemon_stops(make_settings: Callable[..., Settings]) -> None:
@@ -151,9 +194,9 @@ async def test_streams_end_when_the_daemon_stops(make_settings: Callable[..., Se
     shutdown is not held up by clients."""
     async with (
         admin(make_settings) as (daemon, _, http, base),
-        http.get(f"{base}/changes/stream?after={ITEMS}") as resp,
+        http.get(f"{base}/changes/stream?after={HEAD}") as resp,
     ):
-        poll = asyncio.create_task(get_json(http, f"{base}/changes?after={ITEMS}&wait=30"))
+        poll = asyncio.create_task(get_json(http, f"{base}/changes?after={HEAD}&wait=30"))
         await asyncio.sleep(0.1)
         t0 = time.monotonic()
         daemon.handle_exit()
@@ -179,11 +222,11 @@ async def test_gap_is_410_for_batches_and_streams(make_settings: Callable[..., S
                 assert resp.status == 410, url
                 body = await resp.json()
             assert body["error"]["code"] == "changelog_gap"
-            assert "oldest kept is 16" in body["error"]["message"]
+            assert f"oldest kept is {HEAD - 4}" in body["error"]["message"]
             assert "re-read the mirror" in body["error"]["message"]
-        status, body = await get_json(http, f"{base}/changes?after=15")
+        status, body = await get_json(http, f"{base}/changes?after={HEAD - 5}")
         assert status == 200
-        assert [c["seq"] for c in body["changes"]] == [16, 17, 18, 19, 20]
+        assert [c["seq"] for c in body["changes"]] == list(range(HEAD - 4, HEAD + 1))
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -225,7 +268,7 @@ async def test_metrics_parse_and_move(make_settings: Callable[..., Settings]) ->
             "process_resident_memory_bytes",
         ):
             assert total(before, name) > 0, name
-        assert total(before, "syncd_changelog_head_seq") == ITEMS
+        assert total(before, "syncd_changelog_head_seq") == HEAD
         assert total(before, "syncd_watermark_lag_seconds", source="square", partition="*") >= 0
         assert daemon.trigger is not None
         succeeded = daemon.trigger.last_success
@@ -235,7 +278,7 @@ async def test_metrics_parse_and_move(make_settings: Callable[..., Settings]) ->
             while daemon.trigger.last_success == succeeded:
                 await asyncio.sleep(0.01)
             assert daemon.store is not None
-            while daemon.store.changelog_head.head < ITEMS + 1:
+            while daemon.store.changelog_head.head < HEAD + 2:
                 await asyncio.sleep(0.01)
         async with http.get(f"{base}/metrics") as resp:
             after = samples(await resp.text())
@@ -248,4 +291,7 @@ async def test_metrics_parse_and_move(make_settings: Callable[..., Settings]) ->
         ("syncd_sync_pokes_total", {}),
     ):
         assert total(after, name, **labels) > total(before, name, **labels), name
-    assert total(after, "syncd_changelog_head_seq") == ITEMS + 1
+    assert total(after, "syncd_changelog_head_seq") == HEAD + 2  # the change, its pass.completed
+    assert total(after, "syncd_changes_written_total", kind="pass.completed") > total(
+        before, "syncd_changes_written_total", kind="pass.completed"
+    )

@@ -21,7 +21,7 @@ from syncd.store.inbox import Inbox, InboxEvent
 from syncd.sync.trigger import SyncTrigger
 from syncd.timeutil import now_ns
 from tests.conftest import running_daemon
-from tests.helpers import assert_log_invariants, changes, mirror
+from tests.helpers import assert_log_invariants, changes, count_changes, mirror
 from tests.webhook_kit import KEY, NOTIFICATION_URL, OLD_KEY, event, inbox_rows, rig, signed
 from tests.webhook_kit import webhook_settings as settings_with_webhooks
 
@@ -155,7 +155,7 @@ async def test_simulator_webhooks_drive_exactly_their_changes(
         assert sorted(row["event_id"] for row in rows) == sorted(r.sim.webhooks.event_ids)
     logged = [
         (e["key"], e["new"]["quantity"], e["new"]["calculated_at"])
-        for e in changes(settings.database)
+        for e in count_changes(settings.database)
         if e["seq"] > head
     ]
     expected = [

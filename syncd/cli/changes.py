@@ -2,7 +2,9 @@
 
 ``--after SEQ`` starts after SEQ, ``--limit N`` stops after N entries, ``--follow`` keeps printing
 entries as they are committed, ``--source NAME`` (repeatable) prints only the entries whose
-``source`` is one of the names (job entries carry their provider's name). ``--consumer NAME`` resumes after the last seq NAME acknowledged;
+``source`` is one of the names (job entries carry their provider's name), ``--kind GLOB``
+(repeatable, or a comma list) only the entries whose ``kind`` matches a glob (``count.*``).
+``--consumer NAME`` resumes after the last seq NAME acknowledged;
 ``--ack`` acknowledges each batch once it has been written and flushed to stdout, ``--ack-seq SEQ``
 records SEQ for NAME and exits (for tools that acknowledge after their own processing). Entries that
 retention pruned are a gap: exit code 3 and a hint to re-read the mirror (docs/changelog.md).
@@ -59,6 +61,15 @@ def register(sub: Any) -> None:
         help="only entries whose source is NAME; repeat for several (a job entry's source is"
         " its provider's name)",
     )
+    parser.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only entries whose kind matches GLOB ('*' any characters, '?' one), e.g."
+        " 'count.*' for the changes of the mirror; repeat or separate with commas for several",
+    )
     group = parser.add_argument_group("named consumers (docs/changelog.md)")
     group.add_argument(
         "--consumer",
@@ -84,6 +95,10 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the option combination, if anything."""
     if (args.after is not None and args.after < 0) or (args.limit is not None and args.limit < 1):
         return "--after must be >= 0 and --limit >= 1"
+    try:
+        changelog.split_kind_globs(args.kinds)
+    except ValueError as exc:
+        return f"--kind: {exc}"
     if args.consumer is None:
         if args.ack or args.ack_seq is not None:
             return "--ack and --ack-seq need --consumer NAME"
@@ -100,6 +115,7 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         or args.after is not None
         or args.limit is not None
         or args.sources
+        or args.kinds
     ):
         return "--ack-seq SEQ (>= 0) records an offset and exits: use it without other options"
     return None
@@ -125,6 +141,7 @@ def handle(args: argparse.Namespace) -> int:
             consumer=args.consumer,
             ack=args.ack,
             sources=tuple(args.sources),
+            kinds=changelog.split_kind_globs(args.kinds),
         )
     )
     return EXIT_OK
@@ -159,6 +176,7 @@ async def _stream(
     consumer: str | None = None,
     ack: bool = False,
     sources: tuple[str, ...] = (),
+    kinds: tuple[str, ...] = (),
 ) -> None:
     store = await Store.open(path, readonly=True)
     acker: OffsetWriter | None = None
@@ -172,12 +190,14 @@ async def _stream(
             # Read the version before the entries, so a commit between the two is never missed.
             version = await store.read(_data_version)
             batch = await store.read(
-                partial(changelog.read_batch, after=position, limit=want, sources=sources)
+                partial(
+                    changelog.read_batch, after=position, limit=want, sources=sources, kinds=kinds
+                )
             )
             for entry in batch.entries:
                 sys.stdout.write(orjson.dumps(entry.to_record()).decode() + "\n")
             sys.stdout.flush()
-            # With --source the position can pass the last entry printed: the other sources'
+            # With --source or --kind the position can pass the last entry printed: the other
             # entries up to it were skipped, and are not read again.
             position = batch.position
             if batch.entries:

@@ -385,7 +385,8 @@ class HttpSettings(BaseModel):
     )
     ready_max_staleness: Positive = Field(
         default=600,
-        description="/readyz fails when the last good pass is older than this (seconds).",
+        description="/readyz fails, and the change log gets a source.stale entry, when a"
+        " source's last good pass is older than this (seconds).",
     )
 
     @property
@@ -509,7 +510,7 @@ class JobsSettings(BaseModel):
 
 
 class ChangelogSettings(BaseModel):
-    """Retention of the append-only change log."""
+    """Retention of the append-only change log, and its heartbeats."""
 
     model_config = _SECTION
 
@@ -521,6 +522,11 @@ class ChangelogSettings(BaseModel):
     )
     prune_interval: Positive = Field(
         default=600, description="Seconds between retention rounds (when a limit is set)."
+    )
+    heartbeat_interval: NonNegative = Field(
+        default=30,
+        description="Seconds of silence after which a heartbeat entry is written; 0 turns"
+        " heartbeats off.",
     )
 
 

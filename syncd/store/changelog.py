@@ -13,6 +13,7 @@ long-poll and SSE streams) without polling SQLite.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,33 @@ async def read_after(conn: aiosqlite.Connection, after: int, limit: int) -> list
     return [_row_to_change(r) for r in rows]
 
 
+async def newest_kind(
+    conn: aiosqlite.Connection, source: str, kinds: Collection[str], *, within: int
+) -> str | None:
+    """The kind of ``source``'s newest entry among ``kinds``, looking at the newest ``within``
+    seqs only (a bounded read, however long the log); None when there is none there."""
+    names = sorted(set(kinds))
+    if not names:
+        return None
+    floor = await high_water(conn) - within
+    async with conn.execute(
+        f"SELECT kind FROM changes WHERE seq > ? AND source = ?"
+        f" AND kind IN ({','.join('?' for _ in names)}) ORDER BY seq DESC LIMIT 1",
+        (floor, source, *names),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def newest_recorded_at(conn: aiosqlite.Connection) -> tuple[int, str | None]:
+    """(seq, recorded_at) of the newest entry kept; (0, None) when the log is empty."""
+    async with conn.execute(
+        "SELECT seq, recorded_at FROM changes ORDER BY seq DESC LIMIT 1"
+    ) as cur:
+        row = await cur.fetchone()
+    return (0, None) if row is None else (int(row[0]), str(row[1]))
+
+
 async def head(conn: aiosqlite.Connection) -> int:
     """The newest seq present (0 if the log is empty)."""
     async with conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes") as cur:
@@ -195,25 +223,81 @@ class Batch:
     position: int
 
 
+KIND_GLOB_MAX = 64  # characters in one kind pattern
+KIND_GLOBS_MAX = 32  # patterns in one filter
+_KIND_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]-]+")
+
+
+def kind_glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a kind filter (None: it is one).
+
+    A kind filter is a glob over the ``kind`` field, as SQLite's ``GLOB`` reads it: ``*`` matches
+    any run of characters, ``?`` one character, ``[...]`` one of the characters listed,
+    everything else itself (case-sensitive). The characters allowed are those of an outbound
+    endpoint's ``kinds`` (``syncd.config.fields``); without ``^`` or ``!`` a bracket means the
+    same to Python's ``fnmatch.fnmatchcase``.
+    """
+    if not pattern:
+        return "a kind pattern must not be empty"
+    if len(pattern) > KIND_GLOB_MAX:
+        return f"a kind pattern has at most {KIND_GLOB_MAX} characters"
+    if not _KIND_GLOB.fullmatch(pattern):
+        return (
+            f"kind pattern {pattern[:KIND_GLOB_MAX]!r}: only letters, digits, '.', '_', '-'"
+            " and the wildcards '*', '?' and '[...]'"
+        )
+    return None
+
+
+def split_kind_globs(values: Sequence[str]) -> tuple[str, ...]:
+    """Kind patterns from repeated and comma-separated values, in order, without repeats; raise
+    ValueError with the reason for a bad one (or too many)."""
+    out: list[str] = []
+    for value in values:
+        for pattern in value.split(","):
+            pattern = pattern.strip()
+            problem = kind_glob_problem(pattern)
+            if problem is not None:
+                raise ValueError(problem)
+            if pattern not in out:
+                out.append(pattern)
+    if len(out) > KIND_GLOBS_MAX:
+        raise ValueError(f"at most {KIND_GLOBS_MAX} kind patterns")
+    return tuple(out)
+
+
 async def read_batch(
-    conn: aiosqlite.Connection, after: int, limit: int, sources: Collection[str] = ()
+    conn: aiosqlite.Connection,
+    after: int,
+    limit: int,
+    sources: Collection[str] = (),
+    kinds: Collection[str] = (),
 ) -> Batch:
     """Up to ``limit`` entries with seq > ``after``, only those whose ``source`` is one of
-    ``sources`` when it is not empty; ChangelogGap when entries after ``after`` were pruned.
+    ``sources`` when it is not empty, and whose ``kind`` matches one of the globs ``kinds``
+    (``kind_glob_problem``) when that is not empty; ChangelogGap when entries after ``after``
+    were pruned.
 
     A filtered batch shorter than ``limit`` has read the whole log as of this read transaction,
     so its position is the head: the next read does not scan the skipped entries again.
     """
-    if not sources:
+    if not sources and not kinds:
         entries = await read_after_checked(conn, after, limit)
         return Batch(entries, entries[-1].seq if entries else after)
     await check_retained(conn, after)
-    names = sorted(set(sources))
-    marks = ",".join("?" for _ in names)
+    where = ["seq > ?"]
+    params: list[object] = [after]
+    if sources:
+        names = sorted(set(sources))
+        where.append(f"source IN ({','.join('?' for _ in names)})")
+        params.extend(names)
+    if kinds:
+        globs = sorted(set(kinds))
+        where.append("(" + " OR ".join("kind GLOB ?" for _ in globs) + ")")
+        params.extend(globs)
     async with conn.execute(
-        f"SELECT {_COLUMNS} FROM changes WHERE seq > ? AND source IN ({marks})"
-        " ORDER BY seq LIMIT ?",
-        (after, *names, limit),
+        f"SELECT {_COLUMNS} FROM changes WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+        (*params, limit),
     ) as cur:
         rows = await cur.fetchall()
     entries = [_row_to_change(r) for r in rows]

@@ -123,6 +123,19 @@ async def record_partition(
     )
 
 
+async def last_success_at(conn: aiosqlite.Connection, source: str, *, within: int) -> str | None:
+    """When ``source``'s newest successful pass finished, looking at the newest ``within``
+    passes (of every source) only, so the read stays bounded however many passes are kept;
+    None when there is none there."""
+    async with conn.execute(
+        "SELECT finished_at FROM passes WHERE pass_id > (SELECT COALESCE(MAX(pass_id), 0)"
+        " FROM passes) - ? AND source = ? AND outcome = ? ORDER BY pass_id DESC LIMIT 1",
+        (within, source, PASS_OK),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 async def recent_passes(
     conn: aiosqlite.Connection, source: str | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
 from syncd.store.sync_state import PASS_FAILED, PASS_OK, PartitionState
 from syncd.sync.catalog import refresh_figures
+from syncd.sync.credentials import SourceUnauthorized
+from syncd.sync.lifecycle import SourceLifecycle
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.sync.prefetch import prefetch
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
@@ -77,8 +79,11 @@ class SyncEngine:
         clock: Callable[[], int] = now_ns,
         on_page: ProgressFn | None = None,
         locations: LocationsSource | None = None,
+        lifecycle: SourceLifecycle | None = None,
     ) -> None:
         self._store = store
+        # Pass entries and status transitions in the change log (issue 14).
+        self.lifecycle = lifecycle or SourceLifecycle(options.source)
         self._upstream = upstream
         self._locations = locations
         self._discovered: tuple[str, ...] = ()
@@ -229,10 +234,12 @@ class SyncEngine:
         return summary
 
     async def _finish(self, summary: PassSummary, outcome: str, started_at: str) -> None:
-        """Record every partition's new state and the pass's end in one transaction."""
+        """Record every partition's new state and the pass's end in one transaction, with the
+        pass's change-log entries (an interrupted pass has none)."""
         records, self._records = self._records, []
 
         async def work(conn: aiosqlite.Connection) -> None:
+            finished_at = now_rfc3339()
             for state, chain in records:
                 await sync_state.record_partition(
                     conn,
@@ -247,15 +254,24 @@ class SyncEngine:
                 conn,
                 summary.pass_id,
                 outcome=outcome,
-                finished_at=now_rfc3339(),
+                finished_at=finished_at,
                 pages=summary.pages,
                 counts=summary.counts,
                 changes=summary.changes,
                 removed=summary.removed,
                 error=summary.error,
             )
+            if outcome != PASS_INTERRUPTED:
+                await self.lifecycle.pass_entries(
+                    conn,
+                    summary,
+                    ok=outcome == PASS_OK,
+                    watermarks={state.partition: state.watermark for state, _ in records},
+                    started_at=started_at,
+                    finished_at=finished_at,
+                )
 
-        await self._store.write(work)
+        await self.lifecycle.write(self._store, work)
 
     async def _run_partitions(
         self, states: dict[str, PartitionState], summary: PassSummary, full: bool
@@ -315,6 +331,8 @@ class SyncEngine:
                 summary.removed += chain.removed
         except SyncdError as exc:
             log.warning("sync_partition_failed", partition=name, pages=chain.pages, **exc.fields())
+            if _refused_token(exc):
+                summary.unauthorized = True
             self._record(
                 base,
                 chain,
@@ -428,3 +446,11 @@ class SyncEngine:
         SYNC_PAGES.labels(source=source).inc()
         SYNC_COUNTS.labels(source=source).inc(len(page))
         log.debug("sync_page", rows=len(page), changes=result.changes, stale=result.stale)
+
+
+def _refused_token(exc: SyncdError) -> bool:
+    """The upstream refused the source's credentials: a 401 (after the one token refresh), or an
+    OAuth grant that no longer works."""
+    if isinstance(exc, SourceUnauthorized):
+        return True
+    return isinstance(exc, UpstreamError) and exc.status == 401

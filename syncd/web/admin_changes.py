@@ -3,7 +3,8 @@
 ``GET /changes?after=SEQ&limit=N&wait=SECONDS`` answers ``{"changes": [...], "next_after": SEQ,
 "head_seq": SEQ}``; with ``wait`` and nothing new yet it holds the request until an entry commits or
 ``wait`` runs out. ``GET /changes/stream?after=SEQ`` is a Server-Sent Events stream, one event per
-entry with ``id:`` = seq, so a reconnecting EventSource resumes with ``Last-Event-ID``. A reader
+entry with ``id:`` = seq, so a reconnecting EventSource resumes with ``Last-Event-ID``. Both take
+``kind=GLOB`` (repeated, or a comma list): only entries whose kind matches one of the globs. A reader
 that asks for entries retention already pruned gets 410 ``changelog_gap`` (or a ``gap`` event
 mid-stream). Waiters wake on the daemon's own commits (the store's HeadSignal), never by polling
 SQLite; they all let go when the daemon starts stopping. Record format: docs/changelog.md.
@@ -12,6 +13,7 @@ SQLite; they all let go when the daemon starts stopping. Record format: docs/cha
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -53,9 +55,28 @@ class ChangeFeed:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    async def read(self, after: int, limit: int) -> list[Change]:
-        """Entries after ``after`` (at most ``limit``); ChangelogGap when some were pruned."""
-        return await self._store.read(lambda conn: changelog.read_after_checked(conn, after, limit))
+    async def read(self, after: int, limit: int, kinds: Sequence[str] = ()) -> changelog.Batch:
+        """Entries after ``after`` (at most ``limit``), of the ``kinds`` globs only when given;
+        ChangelogGap when some were pruned."""
+        return await self._store.read(
+            lambda conn: changelog.read_batch(conn, after, limit, kinds=kinds)
+        )
+
+    async def read_waiting(
+        self, position: int, limit: int, kinds: Sequence[str], within: float
+    ) -> changelog.Batch:
+        """After a read that found nothing up to ``position``: wait up to ``within`` seconds for
+        an entry (of ``kinds``) to commit and read it; entries of other kinds move the position
+        and the wait goes on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        batch = changelog.Batch([], position)
+        while not batch.entries:
+            left = deadline - loop.time()
+            if left <= 0 or not await self.wait(batch.position, left):
+                break
+            batch = await self.read(batch.position, limit, kinds)
+        return batch
 
     async def wait(self, after: int, within: float) -> bool:
         """Wait up to ``within`` seconds for an entry after ``after``; False on timeout or stop."""
@@ -98,6 +119,14 @@ def _integer(request: web.Request, name: str, default: int, low: int, high: int)
     return int(value)
 
 
+def _kinds(request: web.Request) -> tuple[str, ...]:
+    """The ``kind`` globs asked for (repeated or comma-separated; none: every kind)."""
+    try:
+        return changelog.split_kind_globs(request.query.getall("kind", []))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=f"kind: {exc}") from None
+
+
 def gap_response(exc: ChangelogGap) -> web.Response:
     """410 in the one error envelope: re-read the mirror, then resume at the head."""
     return error_response(410, "changelog_gap", f"{exc.message}; {exc.hint}")
@@ -110,18 +139,19 @@ async def list_changes(request: web.Request) -> web.Response:
     after = _integer(request, "after", 0, 0, SEQ_MAX)
     limit = _integer(request, "limit", opts.default_limit, 1, opts.max_limit)
     wait = _number(request, "wait", 0.0, 0.0, opts.max_wait)
+    kinds = _kinds(request)
     try:
-        entries = await feed.read(after, limit)
-        if not entries and wait > 0:
+        batch = await feed.read(after, limit, kinds)
+        if not batch.entries and wait > 0:
             with CHANGE_STREAM_CLIENTS.labels(kind="long_poll").track_inprogress():
-                if await feed.wait(after, wait):
-                    entries = await feed.read(after, limit)
+                batch = await feed.read_waiting(batch.position, limit, kinds, wait)
     except ChangelogGap as exc:
         return gap_response(exc)
     return json_response(
         {
-            "changes": [e.to_record() for e in entries],
-            "next_after": entries[-1].seq if entries else after,
+            "changes": [e.to_record() for e in batch.entries],
+            # With a kind filter it can pass the last entry: the other kinds up to it are read.
+            "next_after": batch.position,
             "head_seq": feed.head,
         }
     )
@@ -154,8 +184,9 @@ async def stream_changes(request: web.Request) -> web.StreamResponse:
     feed = request.app[CHANGE_FEED]
     opts = feed.options
     after = _resume_point(request)
+    kinds = _kinds(request)
     try:
-        entries = await feed.read(after, opts.stream_batch)  # a gap is still a plain 410 here
+        batch = await feed.read(after, opts.stream_batch, kinds)  # a gap is still a plain 410 here
     except ChangelogGap as exc:
         return gap_response(exc)
     response = web.StreamResponse(
@@ -169,14 +200,13 @@ async def stream_changes(request: web.Request) -> web.StreamResponse:
     with CHANGE_STREAM_CLIENTS.labels(kind="sse").track_inprogress():
         try:
             while not feed.stopping:
-                if entries:
-                    await response.write(b"".join(_event(e) for e in entries))
-                    after = entries[-1].seq
-                elif not await feed.wait(after, opts.keepalive):
+                if batch.entries:
+                    await response.write(b"".join(_event(e) for e in batch.entries))
+                elif not await feed.wait(batch.position, opts.keepalive):
                     if feed.stopping:
                         break
                     await response.write(b": keepalive\n\n")  # also how a gone client is noticed
-                entries = await feed.read(after, opts.stream_batch)
+                batch = await feed.read(batch.position, opts.stream_batch, kinds)
         except ChangelogGap as exc:
             await response.write(_gap_event(exc))
         except ConnectionResetError:  # the client went away
