@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: every benchmark, each printing its figures (sync, webhook ingest, jobs, Redis publish, outbound webhooks, snapshot, CLI cold start,
-## catalog, many sources at a quick, compressed scale)
+## catalog, an idle pass's CPU, many sources at a quick, compressed scale)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
 	$(BIN)/python bench/webhook_ingest.py
@@ -53,6 +53,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/idle_pass.py
 	$(BIN)/python bench/many_sources.py --quick
 
 ## bench-sources: issue 11's figures at full scale: 1, 20 and 200 sources x 2,000 counts, 1 change per
