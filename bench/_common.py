@@ -10,9 +10,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,52 @@ def run_child(script: Path, *args: str) -> dict[str, Any]:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# Spawns ARGV from a small process, its stdout into a file and its stderr to /dev/null, and prints
+# [wall s, peak RSS MB, exit code] of that child alone: wall from spawn to exit, and ru_maxrss from
+# wait4, which is the child's own (a child forked from a big parent starts at the parent's size, so
+# the measuring parent is this small launcher, not the bench).
+_LAUNCHER = """
+import json, os, sys, time
+out = sys.argv[1]
+actions = [
+    (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+]
+t0 = time.perf_counter()
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, file_actions=actions)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+print(json.dumps([wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """One whole process as measured from outside: wall seconds from spawn to exit, the child's
+    own peak RSS, its exit code and what it printed on stdout."""
+
+    wall: float
+    rss_mb: float
+    code: int
+    stdout: str
+
+
+def spawn_measured(argv: list[str], *, env: Mapping[str, str] | None = None) -> Spawned:
+    """Run ``argv`` (argv[0] an executable path) as one measured process (see ``_LAUNCHER``)."""
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-out-") as tmp:
+        out = Path(tmp) / "stdout"
+        launched = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, str(out), *argv],
+            cwd=ROOT,
+            env=dict(os.environ if env is None else env),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall, rss, code = json.loads(launched.stdout)
+        return Spawned(float(wall), float(rss), int(code), out.read_text())
 
 
 def peak_rss_mb() -> float:
