@@ -181,3 +181,34 @@ async def test_counts_outside_the_sources_filters_are_left_alone(
         assert now[(template[0], here, "IN_STOCK")]["quantity"] == "4242"
         assert (template[0], there, "IN_STOCK") not in now
         assert (template[0], here, "WASTE") not in now
+
+
+async def test_a_late_event_never_brings_back_a_count_a_full_pass_removed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A count disappears upstream and a full pass removes it (count.removed); then an event from
+    before the removal arrives late (Square retries for 72 hours). Its count is no newer than the
+    watermark the pull reached, so the fast path leaves it to the pull and the mirror keeps it
+    removed."""
+    settings = settings_with_webhooks(make_settings)
+    async with rig(settings) as r:
+        await r.first_pass()
+        assert r.daemon.engine is not None
+        oldest = min(mirror(settings.database).items(), key=lambda kv: kv[1]["calculated_at"])
+        key, stored = oldest
+        removed = r.sim.remove_count(*key)
+        assert removed is not None
+        await r.daemon.engine.run_pass(full=True)
+        assert key not in mirror(settings.database)
+        [gone] = [e for e in changes(settings.database) if e["kind"] == "count.removed"]
+        assert gone["key"] == key
+        head = _head(r)
+        covered = _counts("covered")
+        r.sim.fail_for(503, 60)  # only the fast path could write now
+        late = {**removed, "quantity": stored["quantity"], "calculated_at": stored["calculated_at"]}
+        assert (await r.post(event(counts=[late])))[0] == 200
+        await _until(lambda: _counts("covered") > covered)
+        assert key not in mirror(settings.database)
+        assert _head(r) == head
+        r.sim.fail_for(503, 0)
+    assert_log_invariants(settings.database)

@@ -26,9 +26,10 @@ import structlog
 from syncd.errors import SyncdError
 from syncd.metrics import FAST_PATH_COUNTS, FAST_PATH_EVENTS
 from syncd.model import UNTRACKED_STATES, InventoryCount
-from syncd.store import Store
+from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
-from syncd.timeutil import now_rfc3339
+from syncd.sync.engine import ALL_LOCATIONS
+from syncd.timeutil import now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.sync")
 
@@ -36,6 +37,7 @@ log = structlog.get_logger("syncd.sync")
 CHANGED = "changed"
 UNCHANGED = "unchanged"
 STALE = "stale"
+COVERED = "covered"
 OUT_OF_SCOPE = "out_of_scope"
 
 
@@ -55,6 +57,7 @@ class FastPathResult:
     changes: int
     unchanged: int
     stale: int
+    covered: int
     out_of_scope: int
     last_seq: int | None
 
@@ -141,15 +144,19 @@ class FastPath:
         wanted = [c for c in counts if self.in_scope(c, locations)]
         skipped = len(counts) - len(wanted)
         result = counts_store.ApplyResult(0, 0, 0, None)
+        covered = 0
         if wanted:
             recorded_at = now_rfc3339()
 
             async def work(conn: aiosqlite.Connection) -> counts_store.ApplyResult:
+                nonlocal covered
                 # Read inside the write: the full pass that began before this transaction is the
-                # one whose removal rule must see these rows.
+                # one whose removal rule must see these rows, and the watermarks are the pull's.
                 running = self._full_pass() or 0
+                fresh = _past_watermarks(wanted, await sync_state.partitions(conn, source))
+                covered = len(wanted) - len(fresh)
                 return await counts_store.apply_page(
-                    conn, source, wanted, pass_id=running, recorded_at=recorded_at, keep_seen=True
+                    conn, source, fresh, pass_id=running, recorded_at=recorded_at, keep_seen=True
                 )
 
             result = await self._store.write(work)
@@ -157,6 +164,7 @@ class FastPath:
             (CHANGED, result.changes),
             (UNCHANGED, result.unchanged),
             (STALE, result.stale),
+            (COVERED, covered),
             (OUT_OF_SCOPE, skipped),
         ):
             if n:
@@ -168,9 +176,27 @@ class FastPath:
             changes=result.changes,
             unchanged=result.unchanged,
             stale=result.stale,
+            covered=covered,
             out_of_scope=skipped,
             last_seq=result.last_seq,
         )
         return FastPathResult(
-            result.changes, result.unchanged, result.stale, skipped, result.last_seq
+            result.changes, result.unchanged, result.stale, covered, skipped, result.last_seq
         )
+
+
+def _past_watermarks(
+    counts: Sequence[InventoryCount], states: Sequence[sync_state.PartitionState]
+) -> list[InventoryCount]:
+    """The counts newer than their partition's watermark (its location's, else the all-locations
+    chain's). The pull has read everything up to a watermark: an older count is in the mirror
+    already, or was removed since (a late or replayed event must not bring it back), or is late
+    to show upstream, and then the overlap of the pass this event triggers reads it."""
+    marks = {s.partition: parse_ns(s.watermark) for s in states if s.watermark is not None}
+    everywhere = marks.get(ALL_LOCATIONS)
+    out = []
+    for count in counts:
+        mark = marks.get(count.location_id, everywhere)
+        if mark is None or count.calculated_at_ns > mark:
+            out.append(count)
+    return out
