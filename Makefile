@@ -46,6 +46,7 @@ typecheck: $(STAMP)
 ## catalog, an idle pass's CPU, many sources at a quick, compressed scale)
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/sync_throughput.py
+	$(BIN)/python bench/sync_throughput.py --whole-process
 	$(BIN)/python bench/webhook_ingest.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/publish.py

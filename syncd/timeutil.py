@@ -37,34 +37,53 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def parse_ns(text: str) -> int:
-    """Parse an RFC 3339 timestamp into integer nanoseconds since the Unix epoch (UTC).
+_MINUTES: dict[str, int] = {}
+"""Memo of ``parse_ns``: a timestamp's first 16 characters (``YYYY-MM-DDTHH:MM``, shape already
+checked) -> the seconds since the epoch of that minute, once its date and time were checked. A page
+of counts spans few distinct minutes, so most calls skip the calendar arithmetic."""
+_MINUTES_MAX = 4096
+_FRAC_SCALE = tuple(10 ** (9 - digits) for digits in range(10))
 
-    Exact to the nanosecond; a leap second (``:60``) is read as the last instant of ``:59``. This runs
-    for every count synced, so it does integer arithmetic instead of building datetimes.
-    """
-    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        raise TimestampError(f"not an RFC 3339 timestamp: {text!r}")
-    y, mo, d, hh, mi, ss, frac, offset = m.groups()
+
+def _minute_seconds(text: str, m: re.Match[str]) -> int:
+    """Seconds since the epoch of the minute ``m`` names (UTC, before the offset), checked."""
+    y, mo, d, hh, mi = m.group(1, 2, 3, 4, 5)
     year, month, day = int(y), int(mo), int(d)
-    hour, minute, second = int(hh), int(mi), int(ss)
+    hour, minute = int(hh), int(mi)
     if not (
-        1 <= month <= 12
-        and 1 <= day <= _DAYS_IN_MONTH[month - 1]
-        and hour < 24
-        and minute < 60
-        and second <= 60
+        1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24 and minute < 60
     ):
         raise TimestampError(f"not a valid date/time: {text!r}")
     if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
         raise TimestampError(f"not a valid date/time: {text!r}")
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
-    ns = (seconds + min(second, 59)) * NS_PER_S
-    if frac:
-        ns += int(frac) * 10 ** (9 - len(frac))
-    if second == 60:
-        ns += NS_PER_S - 1 - (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+    return _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
+
+
+def parse_ns(text: str) -> int:
+    """Parse an RFC 3339 timestamp into integer nanoseconds since the Unix epoch (UTC).
+
+    Exact to the nanosecond; a leap second (``:60``) is read as the last instant of ``:59``. This runs
+    for every count synced, so it does integer arithmetic instead of building datetimes, and the
+    date and time of day down to the minute come from a memo (``_MINUTES``).
+    """
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise TimestampError(f"not an RFC 3339 timestamp: {text!r}")
+    prefix = text[:16]
+    minute = _MINUTES.get(prefix)
+    if minute is None:
+        minute = _minute_seconds(text, m)
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[prefix] = minute
+    ss, frac, offset = m.group(6, 7, 8)
+    second = int(ss)
+    if second > 60:
+        raise TimestampError(f"not a valid date/time: {text!r}")
+    if second == 60:  # the last instant of :59, whatever the fraction
+        ns = (minute + 60) * NS_PER_S - 1
+    else:
+        ns = (minute + second) * NS_PER_S + (int(frac) * _FRAC_SCALE[len(frac)] if frac else 0)
     if offset not in ("Z", "z"):
         oh, om = int(offset[1:3]), int(offset[4:6])
         if oh > 23 or om > 59:

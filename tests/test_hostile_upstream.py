@@ -24,6 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from syncd import timeutil
 from syncd.config import Settings
 from syncd.daemon import Daemon
 from syncd.model import InvalidCount, InventoryCount, parse_quantity
@@ -180,6 +181,23 @@ def check_timestamp(text: str, want: int | None) -> None:
         r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", written
     ), written
     assert parse_ns(written) == min(max(got, MIN_NS), MAX_NS) // 1000 * 1000
+
+
+def test_a_memoised_minute_still_checks_the_rest_of_each_timestamp() -> None:
+    """parse_ns remembers each minute it has read (date and HH:MM); a later timestamp in that
+    minute is still checked in full (seconds, fraction, offset), and a date that is not valid is
+    never remembered: the memo changes the speed, not the answers."""
+    minute = "2031-03-04T05:06"
+    assert parse_ns(f"{minute}:07.5Z") - parse_ns(f"{minute}:00Z") == 7_500_000_000
+    assert parse_ns(f"{minute}:60.25Z") == parse_ns(f"{minute}:59.999999999Z")
+    assert parse_ns(f"{minute}:00+01:30") == parse_ns(f"{minute}:00Z") - 5400 * NS_PER_S
+    for bad in (f"{minute}:61Z", f"{minute}:00+24:00", f"{minute}:00+01:60", f"{minute}:00"):
+        with pytest.raises(TimestampError):
+            parse_ns(bad)
+    for _ in range(2):  # the second time would hit the memo if the first had filled it
+        with pytest.raises(TimestampError):
+            parse_ns("2031-02-29T00:00:00Z")
+    assert timeutil._MINUTES.get("2031-02-29T00:00") is None
 
 
 @pytest.mark.property
