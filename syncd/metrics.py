@@ -106,7 +106,7 @@ WEBHOOKS_ACCEPTED = Counter(
 FAST_PATH_COUNTS = Counter(
     "syncd_fast_path_counts_total",
     "Counts carried by inventory.count.updated webhooks and applied at once (issue 14), by outcome:"
-    " changed, unchanged, stale (older than the mirror), covered (not past the pull's watermark),"
+    " changed, unchanged, stale (older than the mirror), unknown (not in the mirror: left to the pull),"
     " out_of_scope (filtered as the pull would)",
     ["source", "outcome"],
     registry=REGISTRY,

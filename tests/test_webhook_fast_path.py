@@ -187,9 +187,8 @@ async def test_a_late_event_never_brings_back_a_count_a_full_pass_removed(
     make_settings: Callable[..., Settings],
 ) -> None:
     """A count disappears upstream and a full pass removes it (count.removed); then an event from
-    before the removal arrives late (Square retries for 72 hours). Its count is no newer than the
-    watermark the pull reached, so the fast path leaves it to the pull and the mirror keeps it
-    removed."""
+    before the removal arrives late (Square retries for 72 hours). The fast path updates only
+    counts the mirror holds, so it leaves this one to the pull, and the mirror keeps it removed."""
     settings = settings_with_webhooks(make_settings)
     async with rig(settings) as r:
         await r.first_pass()
@@ -203,11 +202,11 @@ async def test_a_late_event_never_brings_back_a_count_a_full_pass_removed(
         [gone] = [e for e in changes(settings.database) if e["kind"] == "count.removed"]
         assert gone["key"] == key
         head = _head(r)
-        covered = _counts("covered")
+        unknown = _counts("unknown")
         r.sim.fail_for(503, 60)  # only the fast path could write now
         late = {**removed, "quantity": stored["quantity"], "calculated_at": stored["calculated_at"]}
         assert (await r.post(event(counts=[late])))[0] == 200
-        await _until(lambda: _counts("covered") > covered)
+        await _until(lambda: _counts("unknown") > unknown)
         assert key not in mirror(settings.database)
         assert _head(r) == head
         r.sim.fail_for(503, 0)

@@ -69,6 +69,7 @@ class ApplyResult:
     unchanged: int
     stale: int
     last_seq: int | None
+    unknown: int = 0  # with ``known_only``: counts the mirror did not hold, left alone
 
 
 def _value(quantity: str, calculated_at: str, object_type: str | None) -> dict[str, Any]:
@@ -142,13 +143,15 @@ async def apply_page(
     recorded_at: str,
     mark_seen: bool = False,
     keep_seen: bool = False,
+    known_only: bool = False,
 ) -> ApplyResult:
     """Apply one page inside the caller's transaction; append one change per real change.
 
     Rows written carry ``pass_id`` in ``seen_pass``; with ``mark_seen`` (full passes) unchanged rows are
     stamped too, so the pass can then find the rows that vanished upstream. With ``keep_seen`` (the
     webhook fast path, ``pass_id`` the running full pass or 0) an updated row keeps its stamp when
-    ``pass_id`` is 0. This is the hot path of every sync: it builds the change rows as plain tuples
+    ``pass_id`` is 0, and with ``known_only`` (the fast path too) a count the mirror does not hold
+    is left alone. This is the hot path of every sync: it builds the change rows as plain tuples
     and touches SQLite in four statements.
     """
     incoming = _newest_per_key(counts)
@@ -156,10 +159,13 @@ async def apply_page(
     changes: list[changelog.Row] = []
     writes: list[InventoryCount] = []
     seen: list[tuple[int, str, str, str, str]] = []
-    stale = 0
+    stale = unknown = 0
     dumps = orjson.dumps
     for key, count in incoming.items():
         old = stored.get(key)
+        if old is None and known_only:
+            unknown += 1
+            continue
         if old is not None:
             stored_ns = parse_ns(old.calculated_at)
             is_stale = count.calculated_at_ns < stored_ns
@@ -206,9 +212,13 @@ async def apply_page(
         )
     if seen:
         await conn.executemany(_MARK_SEEN, seen)
-    unchanged = len(incoming) - len(writes) - stale
+    unchanged = len(incoming) - len(writes) - stale - unknown
     return ApplyResult(
-        changes=len(writes), unchanged=unchanged, stale=stale, last_seq=seqs[-1] if seqs else None
+        changes=len(writes),
+        unchanged=unchanged,
+        stale=stale,
+        last_seq=seqs[-1] if seqs else None,
+        unknown=unknown,
     )
 
 

@@ -6,6 +6,10 @@ same rules hold: a count older than the stored one never overwrites it (a replay
 changes nothing), equal values log nothing, and a real change is one entry. The pass that the same
 webhook triggers then re-reads the count, finds it equal and logs nothing.
 
+Only counts the mirror already holds are updated: a new count (a new variation or location) waits
+for that pass, and so a late event can never bring back a count a full pass removed (there is no
+row left to compare it with).
+
 Only counts the pull would mirror are applied: the source's ``states`` and ``catalog_object_ids``
 filters and its locations (configured, else discovered) decide, so a count the next full pass would
 remove is never written. A row the fast path writes while a full pass runs is stamped as seen by
@@ -26,10 +30,9 @@ import structlog
 from syncd.errors import SyncdError
 from syncd.metrics import FAST_PATH_COUNTS, FAST_PATH_EVENTS
 from syncd.model import UNTRACKED_STATES, InventoryCount
-from syncd.store import Store, sync_state
+from syncd.store import Store
 from syncd.store import counts as counts_store
-from syncd.sync.engine import ALL_LOCATIONS
-from syncd.timeutil import now_rfc3339, parse_ns
+from syncd.timeutil import now_rfc3339
 
 log = structlog.get_logger("syncd.sync")
 
@@ -37,7 +40,7 @@ log = structlog.get_logger("syncd.sync")
 CHANGED = "changed"
 UNCHANGED = "unchanged"
 STALE = "stale"
-COVERED = "covered"
+UNKNOWN = "unknown"
 OUT_OF_SCOPE = "out_of_scope"
 
 
@@ -57,7 +60,7 @@ class FastPathResult:
     changes: int
     unchanged: int
     stale: int
-    covered: int
+    unknown: int
     out_of_scope: int
     last_seq: int | None
 
@@ -144,19 +147,21 @@ class FastPath:
         wanted = [c for c in counts if self.in_scope(c, locations)]
         skipped = len(counts) - len(wanted)
         result = counts_store.ApplyResult(0, 0, 0, None)
-        covered = 0
         if wanted:
             recorded_at = now_rfc3339()
 
             async def work(conn: aiosqlite.Connection) -> counts_store.ApplyResult:
-                nonlocal covered
                 # Read inside the write: the full pass that began before this transaction is the
-                # one whose removal rule must see these rows, and the watermarks are the pull's.
+                # one whose removal rule must see these rows.
                 running = self._full_pass() or 0
-                fresh = _past_watermarks(wanted, await sync_state.partitions(conn, source))
-                covered = len(wanted) - len(fresh)
                 return await counts_store.apply_page(
-                    conn, source, fresh, pass_id=running, recorded_at=recorded_at, keep_seen=True
+                    conn,
+                    source,
+                    wanted,
+                    pass_id=running,
+                    recorded_at=recorded_at,
+                    keep_seen=True,
+                    known_only=True,
                 )
 
             result = await self._store.write(work)
@@ -164,7 +169,7 @@ class FastPath:
             (CHANGED, result.changes),
             (UNCHANGED, result.unchanged),
             (STALE, result.stale),
-            (COVERED, covered),
+            (UNKNOWN, result.unknown),
             (OUT_OF_SCOPE, skipped),
         ):
             if n:
@@ -176,27 +181,10 @@ class FastPath:
             changes=result.changes,
             unchanged=result.unchanged,
             stale=result.stale,
-            covered=covered,
+            unknown=result.unknown,
             out_of_scope=skipped,
             last_seq=result.last_seq,
         )
         return FastPathResult(
-            result.changes, result.unchanged, result.stale, covered, skipped, result.last_seq
+            result.changes, result.unchanged, result.stale, result.unknown, skipped, result.last_seq
         )
-
-
-def _past_watermarks(
-    counts: Sequence[InventoryCount], states: Sequence[sync_state.PartitionState]
-) -> list[InventoryCount]:
-    """The counts newer than their partition's watermark (its location's, else the all-locations
-    chain's). The pull has read everything up to a watermark: an older count is in the mirror
-    already, or was removed since (a late or replayed event must not bring it back), or is late
-    to show upstream, and then the overlap of the pass this event triggers reads it."""
-    marks = {s.partition: parse_ns(s.watermark) for s in states if s.watermark is not None}
-    everywhere = marks.get(ALL_LOCATIONS)
-    out = []
-    for count in counts:
-        mark = marks.get(count.location_id, everywhere)
-        if mark is None or count.calculated_at_ns > mark:
-            out.append(count)
-    return out
