@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -55,55 +54,12 @@ DEFAULT_OVERLAP = 120.0
 
 
 async def raw_limit(url: str, db: Path) -> dict[str, Any]:
-    """The floor-level loop: fetch pages, executemany an upsert, commit per page."""
-    import aiohttp
-    import orjson
+    """The floor-level loop (bench/_bare_loop.py's full sync, here in-process): fetch pages,
+    executemany an upsert, commit per page."""
+    from bench._bare_loop import run
 
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(
-        "CREATE TABLE c (obj TEXT, loc TEXT, state TEXT, type TEXT, qty TEXT, at TEXT,"
-        " PRIMARY KEY (obj, loc, state)) WITHOUT ROWID"
-    )
-    sql = (
-        "INSERT INTO c VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET qty=excluded.qty,"
-        " at=excluded.at, type=excluded.type"
-    )
-    n = 0
-    t0 = time.perf_counter()
-    async with aiohttp.ClientSession() as session:
-        cursor = None
-        while True:
-            body: dict[str, Any] = {"limit": 1000}
-            if cursor:
-                body["cursor"] = cursor
-            async with session.post(
-                f"{url}/v2/inventory/counts/batch-retrieve",
-                data=orjson.dumps(body),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                page = orjson.loads(await resp.read())
-            rows = [
-                (
-                    c["catalog_object_id"],
-                    c["location_id"],
-                    c["state"],
-                    c.get("catalog_object_type"),
-                    c["quantity"],
-                    c["calculated_at"],
-                )
-                for c in page.get("counts", [])
-            ]
-            conn.execute("BEGIN")
-            conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-            n += len(rows)
-            cursor = page.get("cursor")
-            if not cursor:
-                break
-    seconds = time.perf_counter() - t0
-    conn.close()
+    result = await run("full", url, str(db), DEFAULT_OVERLAP)
+    n, seconds = result["counts"], result["seconds"]
     return {"counts": n, "seconds": seconds, "rate": n / seconds, "rss_mb": peak_rss_mb()}
 
 
