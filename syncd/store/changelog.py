@@ -57,9 +57,9 @@ def _json(value: dict[str, Any] | None) -> str | None:
 
 async def high_water(conn: aiosqlite.Connection) -> int:
     """The largest seq ever allocated (0 if none), pruned entries included."""
-    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'") as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    # execute_fetchall: one trip to the connection's thread (execute, fetch and close are three).
+    rows = await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+    return int(next(iter(rows))[0]) if rows else 0
 
 
 Row = tuple[str, str, str | None, str | None, str | None, int | None, str | None, str | None]

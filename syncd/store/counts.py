@@ -116,8 +116,8 @@ async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> 
     """The stored rows for ``keys`` (missing keys are absent from the result)."""
     if not keys:
         return {}
-    async with conn.execute(_LOAD, (orjson.dumps(keys).decode(), source)) as cur:
-        rows = await cur.fetchall()  # one thread hop; iterating the cursor costs one per row
+    # One trip to the connection's thread (execute, fetchall and the cursor's close are three).
+    rows = await conn.execute_fetchall(_LOAD, (orjson.dumps(keys).decode(), source))
     return {
         (row[0], row[1], row[2]): Stored(row[3], row[4], row[5])
         for row in rows

@@ -110,6 +110,9 @@ class ReadOnlyConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Executed:
         return _Executed(_Cursor(self._conn.execute(sql, params)))
 
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
+
 
 def run(
     query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]], conn: sqlite3.Connection

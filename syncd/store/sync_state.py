@@ -42,8 +42,7 @@ async def partitions(conn: aiosqlite.Connection, source: str | None = None) -> l
     if source is not None:
         sql += " WHERE source = ?"
         params = (source,)
-    async with conn.execute(sql + " ORDER BY source, partition", params) as cur:
-        rows = await cur.fetchall()
+    rows = await conn.execute_fetchall(sql + " ORDER BY source, partition", params)
     return [PartitionState(*row) for row in rows]
 
 
@@ -55,12 +54,10 @@ async def forget_partitions(conn: aiosqlite.Connection, source: str) -> int:
 
 async def begin_pass(conn: aiosqlite.Connection, source: str, kind: str, started_at: str) -> int:
     """Record a pass as running; return its id. Passes left 'running' by a crash stay visible."""
-    async with conn.execute(
+    [row] = await conn.execute_fetchall(
         "INSERT INTO passes (source, kind, started_at) VALUES (?, ?, ?) RETURNING pass_id",
         (source, kind, started_at),
-    ) as cur:
-        row = await cur.fetchone()
-    assert row is not None
+    )
     return int(row[0])
 
 
