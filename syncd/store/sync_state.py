@@ -5,6 +5,7 @@ The watermark of a partition moves only when a pass has read that partition's la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,61 @@ async def finish_pass(
     )
 
 
+_RECORD = (
+    "INSERT INTO sync_state (source, partition, watermark, last_pass_id, last_started_at,"
+    " last_finished_at, last_outcome, last_success_at, last_full_at, pages, counts_seen, changes,"
+    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (source, partition) DO UPDATE SET watermark = excluded.watermark,"
+    " last_pass_id = excluded.last_pass_id, last_started_at = excluded.last_started_at,"
+    " last_finished_at = excluded.last_finished_at, last_outcome = excluded.last_outcome,"
+    " last_success_at = excluded.last_success_at, last_full_at = excluded.last_full_at,"
+    " pages = excluded.pages, counts_seen = excluded.counts_seen, changes = excluded.changes,"
+    " error = excluded.error"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    """One partition's state after its chain ended, with what the chain did."""
+
+    state: PartitionState
+    pages: int
+    counts_seen: int
+    changes: int
+
+
+async def record_partitions(
+    conn: aiosqlite.Connection,
+    records: Sequence[PartitionRecord],
+    *,
+    pass_id: int,
+    started_at: str,
+) -> None:
+    """Upsert the partitions' states after their chains ended (successfully or not), in one
+    statement."""
+    await conn.executemany(
+        _RECORD,
+        [
+            (
+                r.state.source,
+                r.state.partition,
+                r.state.watermark,
+                pass_id,
+                started_at,
+                r.state.last_finished_at,
+                r.state.last_outcome,
+                r.state.last_success_at,
+                r.state.last_full_at,
+                r.pages,
+                r.counts_seen,
+                r.changes,
+                r.state.error,
+            )
+            for r in records
+        ],
+    )
+
+
 async def record_partition(
     conn: aiosqlite.Connection,
     state: PartitionState,
@@ -92,32 +148,8 @@ async def record_partition(
     changes: int,
 ) -> None:
     """Upsert one partition's state after its chain ended (successfully or not)."""
-    await conn.execute(
-        "INSERT INTO sync_state (source, partition, watermark, last_pass_id, last_started_at,"
-        " last_finished_at, last_outcome, last_success_at, last_full_at, pages, counts_seen, changes,"
-        " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (source, partition) DO UPDATE SET watermark = excluded.watermark,"
-        " last_pass_id = excluded.last_pass_id, last_started_at = excluded.last_started_at,"
-        " last_finished_at = excluded.last_finished_at, last_outcome = excluded.last_outcome,"
-        " last_success_at = excluded.last_success_at, last_full_at = excluded.last_full_at,"
-        " pages = excluded.pages, counts_seen = excluded.counts_seen, changes = excluded.changes,"
-        " error = excluded.error",
-        (
-            state.source,
-            state.partition,
-            state.watermark,
-            pass_id,
-            started_at,
-            state.last_finished_at,
-            state.last_outcome,
-            state.last_success_at,
-            state.last_full_at,
-            pages,
-            counts_seen,
-            changes,
-            state.error,
-        ),
-    )
+    record = PartitionRecord(state, pages, counts_seen, changes)
+    await record_partitions(conn, [record], pass_id=pass_id, started_at=started_at)
 
 
 async def last_success_at(conn: aiosqlite.Connection, source: str, *, within: int) -> str | None:

@@ -240,16 +240,15 @@ class SyncEngine:
 
         async def work(conn: aiosqlite.Connection) -> None:
             finished_at = now_rfc3339()
-            for state, chain in records:
-                await sync_state.record_partition(
-                    conn,
-                    state,
-                    pass_id=summary.pass_id,
-                    started_at=started_at,
-                    pages=chain.pages,
-                    counts_seen=chain.counts,
-                    changes=chain.changes,
-                )
+            await sync_state.record_partitions(
+                conn,
+                [
+                    sync_state.PartitionRecord(state, chain.pages, chain.counts, chain.changes)
+                    for state, chain in records
+                ],
+                pass_id=summary.pass_id,
+                started_at=started_at,
+            )
             await sync_state.finish_pass(
                 conn,
                 summary.pass_id,
