@@ -147,7 +147,8 @@ async def test_a_second_instance_on_the_same_stream_key_refuses_it(
     """Two `syncd run` processes on one host, neither with `instance` set: the template
     "syncd:changes:{instance}" gives both the host name, so one stream key. Scenario:
     1. A syncs 200 counts, claims the stream and publishes them; its seller keeps changing.
-    2. B starts, syncs 600 counts: its log is longer than A's stream, so only the claim stops it.
+    2. B starts, syncs 3,000 counts: its log is longer than A's stream (which grows with A's
+       changes and pass entries, however slow the machine), so only the claim stops it.
        B logs `publish_stream_owned` (A's id, B's id, the DEL hint), keeps syncing, writes nothing;
        `syncd status` on B's database shows the refusal.
     3. A goes on publishing; both stop.
@@ -157,7 +158,7 @@ async def test_a_second_instance_on_the_same_stream_key_refuses_it(
     try:
         async with (
             serve(SimulatorConfig(locations=2, items=100, seed=1, mutation_rate=20)) as (_, a_url),
-            serve(SimulatorConfig(locations=3, items=200, seed=2)) as (_, b_url),
+            serve(SimulatorConfig(locations=3, items=1000, seed=2)) as (_, b_url),
         ):
             a_config = write_instance_config(tmp_path / "a", a_url, redis_server.url)
             b_config = write_instance_config(tmp_path / "b", b_url, redis_server.url)
@@ -177,7 +178,7 @@ async def test_a_second_instance_on_the_same_stream_key_refuses_it(
                     assert owned["owner"] != owned["database_id"]
                     assert f"redis-cli DEL {key} {key}:owner" in owned["hint"]
                     await b.event("sync_pass", outcome="ok")  # B's sync goes on
-                    assert head(b_db) >= 600 > await redis.xlen(key)
+                    assert head(b_db) >= 3000 > await redis.xlen(key)
                     grown = await redis.xlen(key) + 20
                     async with asyncio.timeout(15):  # and A's publishing
                         while await redis.xlen(key) < grown:
