@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import aiohttp
 import aiosqlite
@@ -352,7 +353,7 @@ class SourceSet:
         on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
         on_catalog = None if runner.catalog_trigger is None else runner.catalog_trigger.poke
         fast_path = runner.parts.fast_path if self.apply_counts else None
-        on_counts = None if fast_path is None else (lambda body: _fast(runner, fast_path, body))
+        on_counts = None if fast_path is None else (lambda event: _fast(runner, fast_path, event))
         return WebhookSource(
             runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog, on_counts
         )
@@ -706,7 +707,7 @@ async def _reap(task: asyncio.Task[None], grace: float) -> None:
         log.error("source_task_failed", task=task.get_name(), error=repr(exc))
 
 
-def _fast(runner: SourceRunner, fast_path: FastPath, body: bytes) -> None:
+def _fast(runner: SourceRunner, fast_path: FastPath, event: dict[str, Any]) -> None:
     """An ``inventory.count.updated`` event was stored: queue its counts for the fast path.
     Counts that fail validation are left to the pass the same event triggers; a source whose
     grant was revoked takes no data of its seller's until it is authorized again."""
@@ -716,7 +717,7 @@ def _fast(runner: SourceRunner, fast_path: FastPath, body: bytes) -> None:
         metrics.FAST_PATH_EVENTS.labels(source=source, outcome="unauthorized").inc()
         return
     try:
-        counts = parse_count_event(body)
+        counts = parse_count_event(event)
     except UpstreamDataError as exc:
         metrics.FAST_PATH_EVENTS.labels(source=source, outcome="invalid").inc()
         log.warning("fast_path_invalid", source=source, **exc.fields())

@@ -96,16 +96,17 @@ async def _two_sources(store: Store, north_rows: int) -> None:
                 pass_id=pass_id,
                 recorded_at=T0,
             )
-            for partition in ("L0", "L1", "L2"):
-                await sync_state.record_partition(
-                    conn,
-                    PartitionState(source, partition, T0, "ok", T0, T0, T0, None),
-                    pass_id=pass_id,
-                    started_at=T0,
-                    pages=1,
-                    counts_seen=n,
-                    changes=n,
-                )
+            await sync_state.record_partitions(
+                conn,
+                [
+                    sync_state.PartitionRecord(
+                        PartitionState(source, partition, T0, "ok", T0, T0, T0, None), 1, n, n
+                    )
+                    for partition in ("L0", "L1", "L2")
+                ],
+                pass_id=pass_id,
+                started_at=T0,
+            )
             await credentials.save_grant(
                 conn,
                 source,

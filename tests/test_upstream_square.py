@@ -360,7 +360,7 @@ def _spec_event() -> dict[str, Any]:
 
 def test_count_event_of_the_spec_parses_like_a_page() -> None:
     """The spec's example event yields its one count, in the same shape batch-retrieve's do."""
-    [parsed] = parse_count_event(orjson.dumps(_spec_event()))
+    [parsed] = parse_count_event(_spec_event())
     assert (parsed.catalog_object_id, parsed.location_id, parsed.state) == (
         "FGQ5JJWT2PYTHF35CKZ2DSKP",
         "YYQR03DGCTXA4",
@@ -376,7 +376,7 @@ def test_count_event_skips_estimated_counts() -> None:
         {**first, "is_estimated": True},
         {**first, "state": "WASTE"},
     ]
-    assert [c.state for c in parse_count_event(orjson.dumps(event))] == ["WASTE"]
+    assert [c.state for c in parse_count_event(event)] == ["WASTE"]
 
 
 @pytest.mark.parametrize(
@@ -401,12 +401,14 @@ def test_count_event_errors_name_the_field(mutate: Any, field: str) -> None:
     event = _spec_event()
     mutate(event)
     with pytest.raises(UpstreamDataError) as caught:
-        parse_count_event(orjson.dumps(event))
+        parse_count_event(event)
     assert caught.value.context["field"] == field
     assert caught.value.op == "square.webhook_counts"
 
 
-def test_count_event_that_is_not_json_is_a_data_error() -> None:
+def test_count_event_that_is_not_an_object_is_a_data_error() -> None:
+    """The web layer answers 400 for a body that is not JSON; what reaches the parser decoded
+    but of the wrong shape is a data error naming the field it looked for."""
     with pytest.raises(UpstreamDataError) as caught:
-        parse_count_event(b"{not json")
-    assert caught.value.context["field"] == "$"
+        parse_count_event(["not", "an", "event"])
+    assert caught.value.context["field"] == "data.object.inventory_counts"

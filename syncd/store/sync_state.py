@@ -137,21 +137,6 @@ async def record_partitions(
     )
 
 
-async def record_partition(
-    conn: aiosqlite.Connection,
-    state: PartitionState,
-    *,
-    pass_id: int,
-    started_at: str,
-    pages: int,
-    counts_seen: int,
-    changes: int,
-) -> None:
-    """Upsert one partition's state after its chain ended (successfully or not)."""
-    record = PartitionRecord(state, pages, counts_seen, changes)
-    await record_partitions(conn, [record], pass_id=pass_id, started_at=started_at)
-
-
 async def last_success_at(conn: aiosqlite.Connection, source: str, *, within: int) -> str | None:
     """When ``source``'s newest successful pass finished, looking at the newest ``within``
     passes (of every source) only, so the read stays bounded however many passes are kept;

@@ -99,15 +99,12 @@ class SyncEngine:
 
     @property
     def partitions(self) -> tuple[str, ...]:
-        return self._explicit_locations() or (ALL_LOCATIONS,)
+        return self.location_scope or (ALL_LOCATIONS,)
 
     @property
     def location_scope(self) -> tuple[str, ...]:
-        """The locations this source mirrors (empty: every location of the seller)."""
-        return self._explicit_locations()
-
-    def _explicit_locations(self) -> tuple[str, ...]:
-        """The configured locations, else the discovered active ones, else none (one chain)."""
+        """The locations this source mirrors: the configured ones, else the discovered active
+        ones, else none (every location of the seller, in one chain)."""
         return self.options.location_ids or self._discovered
 
     async def _discover(self) -> None:
@@ -193,7 +190,7 @@ class SyncEngine:
         with bound:
             try:
                 errors = await self._run_partitions(states, summary, full)
-                explicit = self._explicit_locations()
+                explicit = self.location_scope
                 if full and not errors and explicit:
                     summary.removed += await self._store.write(
                         lambda conn: counts_store.remove_outside(

@@ -53,18 +53,6 @@ class FastPathOptions:
     catalog_object_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FastPathResult:
-    """What one event's counts did."""
-
-    changes: int
-    unchanged: int
-    stale: int
-    unknown: int
-    out_of_scope: int
-    last_seq: int | None
-
-
 class FastPath:
     """Applies one source's webhook counts. ``locations`` and ``full_pass`` are read at write time:
     the engine's current location scope (empty: every location) and its running full pass id (None
@@ -140,7 +128,7 @@ class FastPath:
             else:
                 FAST_PATH_EVENTS.labels(source=self.options.source, outcome="applied").inc(events)
 
-    async def apply(self, counts: Sequence[InventoryCount]) -> FastPathResult:
+    async def apply(self, counts: Sequence[InventoryCount]) -> None:
         """Apply the in-scope ``counts`` in one transaction; one entry per real change."""
         source = self.options.source
         locations = frozenset(self._locations())
@@ -184,7 +172,4 @@ class FastPath:
             unknown=result.unknown,
             out_of_scope=skipped,
             last_seq=result.last_seq,
-        )
-        return FastPathResult(
-            result.changes, result.unchanged, result.stale, result.unknown, skipped, result.last_seq
         )

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import aiohttp
-import orjson
 import structlog
 
 from syncd.errors import UpstreamDataError, UpstreamError
@@ -260,14 +259,11 @@ def _parse_counts(
 OP_COUNT_EVENT = "square.webhook_counts"
 
 
-def parse_count_event(body: bytes) -> tuple[InventoryCount, ...]:
-    """The counts an ``inventory.count.updated`` webhook carries (``data.object.inventory_counts``,
-    up to 100; a state change arrives as two), in the same shape as batch-retrieve's; estimated
-    counts are skipped. Any shape problem is an ``UpstreamDataError`` naming the field."""
-    try:
-        event = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        _data_error("the event is not JSON", field="$", op=OP_COUNT_EVENT)
+def parse_count_event(event: Any) -> tuple[InventoryCount, ...]:
+    """The counts a decoded ``inventory.count.updated`` webhook carries
+    (``data.object.inventory_counts``, up to 100; a state change arrives as two), in the same
+    shape as batch-retrieve's; estimated counts are skipped. Any shape problem is an
+    ``UpstreamDataError`` naming the field."""
     data = event.get("data") if isinstance(event, dict) else None
     obj = data.get("object") if isinstance(data, dict) else None
     raw = obj.get("inventory_counts") if isinstance(obj, dict) else None

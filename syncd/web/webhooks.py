@@ -28,7 +28,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -79,7 +79,7 @@ class WebhookSource:
     poke: Callable[[], None]
     on_revoked: Callable[[], None] | None = None
     on_catalog: Callable[[], None] | None = None
-    on_counts: Callable[[bytes], None] | None = None  # the fast path: the event's body
+    on_counts: Callable[[dict[str, Any]], None] | None = None  # the fast path: the decoded event
 
 
 class WebhookRouting(Protocol):
@@ -203,7 +203,8 @@ class WebhookIngress:
         body = await self._receive(request, APP_LABEL)
         if isinstance(body, web.Response):
             return body
-        merchant_id = _peek_merchant(body)
+        data = _decode(body)  # once: the merchant routes it, then it is the event to store
+        merchant_id = _peek_merchant(data)
         source = self._routing.webhook_for_merchant(merchant_id) if merchant_id else None
         if source is not None:
             verifiers = [source.verifier] if source.verifier is not None else []
@@ -218,7 +219,7 @@ class WebhookIngress:
         if rejected is not None:
             return rejected
         name = source.name if source is not None else UNKNOWN_SOURCE
-        return await self._accept(request, source, name, body, received_ns, t0)
+        return await self._accept(request, source, name, body, received_ns, t0, data)
 
     async def _receive(self, request: web.Request, name: str) -> bytes | web.Response:
         """The body within the size and time limits, or the answer refusing it."""
@@ -281,12 +282,15 @@ class WebhookIngress:
         body: bytes,
         received_ns: int,
         t0: float,
+        data: object = None,
     ) -> web.Response:
         """Parse, store (durably, before the answer), poke, answer. ``source`` None: a verified
-        event of a merchant no source knows, kept under ``_unknown``."""
-        event = _parse(body, name, received_ns)
-        if isinstance(event, str):
-            return self._reject(request, name, MALFORMED, 400, event, len(body))
+        event of a merchant no source knows, kept under ``_unknown``. ``data``: the body already
+        decoded (``handle_app``), else it is decoded here."""
+        parsed = _parse(_decode(body) if data is None else data, body, name, received_ns)
+        if isinstance(parsed, str):
+            return self._reject(request, name, MALFORMED, 400, parsed, len(body))
+        event, decoded = parsed
         try:
             new = await self._inbox.add(event)
         except Exception as exc:  # a storage failure is the sender's cue to retry, never a 500
@@ -306,7 +310,7 @@ class WebhookIngress:
             outcome = "new" if new else "duplicate"
             if new and event.actionable:
                 if source.on_counts is not None:
-                    source.on_counts(body)
+                    source.on_counts(decoded)
                 source.poke()
             if new and event.type == OAUTH_REVOKED and source.on_revoked is not None:
                 source.on_revoked()
@@ -345,20 +349,28 @@ def _short_string(value: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
 
-def _peek_merchant(body: bytes) -> str | None:
-    """The ``merchant_id`` of a body that may be anything (it is parsed again once verified)."""
+_NOT_JSON = object()  # what _decode gives for a body that is not JSON
+
+
+def _decode(body: bytes) -> object:
+    """The body as JSON, or ``_NOT_JSON``."""
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        return _NOT_JSON
+
+
+def _peek_merchant(data: object) -> str | None:
+    """The ``merchant_id`` of a decoded body that may be anything (not verified yet)."""
     return _short_string(data.get("merchant_id")) if isinstance(data, dict) else None
 
 
-def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
-    """The event to store, or the reason (for the 400 answer) why the body is not one."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+def _parse(
+    data: object, body: bytes, source: str, received_ns: int
+) -> tuple[InboxEvent, dict[str, Any]] | str:
+    """The event to store with its decoded body, or the reason (for the 400 answer) why the
+    body is not one."""
+    if data is _NOT_JSON:
         return "body is not JSON"
     if not isinstance(data, dict):
         return "body is not a JSON object"
@@ -369,7 +381,7 @@ def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
     if event_type is None:
         return "type missing or not a string"
     created_at = data.get("created_at")
-    return InboxEvent(
+    event = InboxEvent(
         event_id=event_id,
         source=source,
         type=event_type,
@@ -379,6 +391,7 @@ def _parse(body: bytes, source: str, received_ns: int) -> InboxEvent | str:
         body=body,
         actionable=event_type in ACTED_ON,
     )
+    return event, data
 
 
 def add_webhook_routes(app: web.Application, ingress: WebhookIngress) -> None:
