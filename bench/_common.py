@@ -13,10 +13,16 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from syncd.store import Store
+    from syncd.store.changelog import Row
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,3 +195,65 @@ def make_counts_db(path: Path, counts: int, *, with_changes: bool = False) -> No
     )
     conn.commit()
     conn.close()
+
+
+# ---- change-log writers for the delivery benches (bench/publish.py, bench/outbound.py) ----------
+
+
+def row(i: int) -> Row:
+    """A count.updated entry shaped like the sync's (old and new values as JSON text)."""
+    old = orjson.dumps(
+        {
+            "quantity": str(i % 97),
+            "calculated_at": "2026-11-25T15:39:58.001Z",
+            "catalog_object_type": "ITEM_VARIATION",
+        }
+    ).decode()
+    new = orjson.dumps(
+        {
+            "quantity": str(i % 89),
+            "calculated_at": "2026-11-25T15:40:00.512Z",
+            "catalog_object_type": "ITEM_VARIATION",
+        }
+    ).decode()
+    return (
+        "count.updated",
+        "bench",
+        f"ITEM{i:020d}",
+        f"LOC{i % 7:09d}",
+        "IN_STOCK",
+        None,
+        old,
+        new,
+    )
+
+
+async def write_steadily(
+    store: Store,
+    rate: float,
+    per_commit: int,
+    seconds: float,
+    committed: dict[int, float],
+    on_commit: Callable[[list[int], list[Row]], None] | None = None,
+) -> list[tuple[list[int], list[Row]]]:
+    """Commit ``per_commit`` entries at a time, ``rate`` entries/s, for ``seconds``; note each
+    seq's commit time in ``committed`` and tell ``on_commit``; return the commits in order."""
+    from syncd.store import changelog
+    from syncd.timeutil import now_rfc3339
+
+    interval = per_commit / rate
+    start = time.perf_counter()
+    n = 0
+    done = []
+    while time.perf_counter() - start < seconds:
+        rows = [row(n + i) for i in range(per_commit)]
+        seqs = await store.write(lambda conn, r=rows: changelog.append_rows(conn, r, now_rfc3339()))
+        now = time.perf_counter()
+        for seq in seqs:
+            committed[seq] = now
+        done.append((seqs, rows))
+        if on_commit is not None:
+            on_commit(seqs, rows)
+        n += per_commit
+        await asyncio.sleep(max(0.0, start + (n / per_commit) * interval - time.perf_counter()))
+    return done

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
 
-from bench._common import ROOT, free_port, peak_rss_mb
+from bench._common import ROOT, free_port, peak_rss_mb, row, write_steadily
 from syncd.logs import configure_logging
 from syncd.outbound import signing
 from syncd.outbound.deliverer import Deliverer, DelivererOptions
@@ -42,26 +42,6 @@ from syncd.outbound.http_target import HttpEndpoint
 from syncd.outbound.ports import Answer
 from syncd.store import Store, changelog
 from syncd.timeutil import now_rfc3339
-
-
-def row(i: int) -> changelog.Row:
-    """A count.updated entry shaped like the sync's (old and new values as JSON text)."""
-    old = orjson.dumps(
-        {"quantity": str(i % 97), "calculated_at": "2026-11-25T15:39:58.001Z"}
-    ).decode()
-    new = orjson.dumps(
-        {"quantity": str(i % 89), "calculated_at": "2026-11-25T15:40:00.512Z"}
-    ).decode()
-    return (
-        "count.updated",
-        "bench",
-        f"ITEM{i:020d}",
-        f"LOC{i % 7:09d}",
-        "IN_STOCK",
-        None,
-        old,
-        new,
-    )
 
 
 def pct(values: list[float], p: float) -> float:
@@ -189,26 +169,6 @@ async def drain(url: str, db: Path, entries: int, batch_size: int) -> None:
     )
 
 
-async def write_steadily(
-    store: Store, rate: float, per_commit: int, seconds: float, committed: dict[int, float]
-) -> list[tuple[list[int], list[changelog.Row]]]:
-    """Commit at ``rate``; note each seq's commit time; return the commits in order."""
-    interval = per_commit / rate
-    start = time.perf_counter()
-    n = 0
-    done = []
-    while time.perf_counter() - start < seconds:
-        rows = [row(n + i) for i in range(per_commit)]
-        seqs = await store.write(lambda conn, r=rows: changelog.append_rows(conn, r, now_rfc3339()))
-        now = time.perf_counter()
-        for seq in seqs:
-            committed[seq] = now
-        done.append((seqs, rows))
-        n += per_commit
-        await asyncio.sleep(max(0.0, start + (n / per_commit) * interval - time.perf_counter()))
-    return done
-
-
 def latencies(committed: dict[int, float], answered: list[tuple[int, float]]) -> list[float]:
     """Per committed seq: ms from its commit to the 2xx of the first batch that held it."""
     out = []
@@ -268,22 +228,16 @@ async def steady(
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
         poster = asyncio.create_task(post_loop(http))
         try:
-            interval = per_commit / rate
-            start = time.perf_counter()
-            n = 0
-            while time.perf_counter() - start < seconds:
-                rows = [row(n + i) for i in range(per_commit)]
-                seqs = await store.write(
-                    lambda conn, r=rows: changelog.append_rows(conn, r, now_rfc3339())
-                )
-                now = time.perf_counter()
-                for seq in seqs:
-                    bare_committed[seq] = now
-                queue.put_nowait((seqs[-1], orjson.dumps({"changes": [list(r) for r in rows]})))
-                n += per_commit
-                await asyncio.sleep(
-                    max(0.0, start + (n / per_commit) * interval - time.perf_counter())
-                )
+            await write_steadily(
+                store,
+                rate,
+                per_commit,
+                seconds,
+                bare_committed,
+                on_commit=lambda seqs, rows: queue.put_nowait(
+                    (seqs[-1], orjson.dumps({"changes": [list(r) for r in rows]}))
+                ),
+            )
             await queue.join()
         finally:
             poster.cancel()

@@ -28,12 +28,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import free_port, peak_rss_mb
+from bench._common import free_port, peak_rss_mb, row, write_steadily
 from syncd.logs import configure_logging
 from syncd.publish.ports import Message
 from syncd.publish.redis_target import RedisStreamTarget
@@ -91,34 +90,6 @@ def redis_server(directory: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def row(i: int) -> changelog.Row:
-    """A count.updated entry shaped like the sync's (old and new values as JSON text)."""
-    old = orjson.dumps(
-        {
-            "quantity": str(i % 97),
-            "calculated_at": "2026-11-25T15:39:58.001Z",
-            "catalog_object_type": "ITEM_VARIATION",
-        }
-    ).decode()
-    new = orjson.dumps(
-        {
-            "quantity": str(i % 89),
-            "calculated_at": "2026-11-25T15:40:00.512Z",
-            "catalog_object_type": "ITEM_VARIATION",
-        }
-    ).decode()
-    return (
-        "count.updated",
-        "bench",
-        f"ITEM{i:020d}",
-        f"LOC{i % 7:09d}",
-        "IN_STOCK",
-        None,
-        old,
-        new,
-    )
 
 
 class TimedTarget(RedisStreamTarget):
@@ -213,20 +184,7 @@ async def steady(
 
     consumer = asyncio.create_task(consume())
     try:
-        interval = per_commit / rate
-        start = time.perf_counter()
-        n = 0
-        while time.perf_counter() - start < seconds:
-            rows = [row(n + i) for i in range(per_commit)]
-            seqs = await store.write(
-                lambda conn, r=rows: changelog.append_rows(conn, r, now_rfc3339())
-            )
-            now = time.perf_counter()
-            for seq in seqs:
-                committed[seq] = now
-            n += per_commit
-            next_at = start + (n / per_commit) * interval
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await write_steadily(store, rate, per_commit, seconds, committed)
         last_seq = max(committed)
         if last_seq not in received:
             async with asyncio.timeout(10):
