@@ -8,7 +8,7 @@ passes run back to back with nothing changed upstream, and the process CPU per p
 Each of those passes re-reads the overlap (one row per partition). Beside it, in the same run, is a
 bare loop doing the least an idle pass must do: one aiohttp POST per partition to the same upstream
 and one sqlite3 INSERT + COMMIT (synchronous=FULL, WAL). 200 sources polling every 60 s make 3.3
-passes/s, so 1 % of a core is 3 ms per pass. ``--profile`` prints the top of a cProfile of the
+passes/s, so 1 % of a core is 3 ms per pass. ``--profile`` prints the top of a cProfile (main-thread CPU time, so waiting in epoll is not counted) of the
 syncd passes.
 """
 
@@ -51,7 +51,7 @@ async def syncd_passes(url: str, tmp: Path, passes: int, profile: bool) -> float
     try:
         await parts.engine.run_pass()  # full: the baseline
         await parts.engine.run_pass()  # warm
-        prof = cProfile.Profile() if profile else None
+        prof = cProfile.Profile(time.thread_time) if profile else None
         t0 = time.process_time()
         if prof is not None:
             prof.enable()
