@@ -8,8 +8,8 @@ passes run back to back with nothing changed upstream, and the process CPU per p
 Each of those passes re-reads the overlap (one row per partition). Beside it, in the same run, is a
 bare loop doing the least an idle pass must do: one aiohttp POST per partition to the same upstream
 and one sqlite3 INSERT + COMMIT (synchronous=FULL, WAL). 200 sources polling every 60 s make 3.3
-passes/s, so 1 % of a core is 3 ms per pass. ``--profile`` prints the top of a cProfile (main-thread CPU time, so waiting in epoll is not counted) of the
-syncd passes.
+passes/s, so 1 % of a core is 3 ms per pass. ``--profile`` prints the top of a cProfile of the
+syncd passes, timed in main-thread CPU (``time.thread_time``), so waiting in epoll is not counted.
 """
 
 from __future__ import annotations
