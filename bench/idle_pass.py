@@ -9,7 +9,8 @@ Each of those passes re-reads the overlap (one row per partition). Beside it, in
 bare loop doing the least an idle pass must do: one aiohttp POST per partition to the same upstream
 and one sqlite3 INSERT + COMMIT (synchronous=FULL, WAL). 200 sources polling every 60 s make 3.3
 passes/s, so 1 % of a core is 3 ms per pass. ``--profile`` prints the top of a cProfile of the
-syncd passes, timed in main-thread CPU (``time.thread_time``), so waiting in epoll is not counted.
+syncd passes, timed in main-thread CPU (``time.thread_time``): waiting in epoll is not counted, and
+neither is the SQLite connection's thread, which the printed per-pass figure (process CPU) includes.
 """
 
 from __future__ import annotations
