@@ -16,8 +16,9 @@ import pytest
 from syncd.errors import StoreError
 from syncd.store import Store, catalog, inventory, queries, retention
 from syncd.store import counts as counts_store
+from syncd.store.inline import QuerySuspended
 from syncd.store.inventory import InventoryFilter
-from syncd.store.readonly import QuerySuspended, ReadOnly
+from syncd.store.readonly import ReadOnly
 from tests.helpers import count
 
 AT = "2026-01-01T00:00:00Z"

@@ -8,18 +8,19 @@ modules (counts, changelog, sync_state, ...) through ``Store.write`` and ``Store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from syncd.errors import StoreClosed
 from syncd.metrics import CHANGELOG_HEAD, CHANGES_WRITTEN
-from syncd.store import changelog
+from syncd.store import changelog, inline
 from syncd.store.changelog import HeadSignal
 from syncd.store.migrations import migrate
-from syncd.store.sqlite import Unit, Writer, connect_reader, connect_writer
+from syncd.store.sqlite import Unit, Writer, connect_reader, connect_writer, on_thread
 
 T = TypeVar("T")
 
@@ -95,6 +96,25 @@ class Store:
                 return await query(self._reader)
             finally:
                 await self._reader.execute("COMMIT")
+
+    async def write_inline(
+        self, work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
+    ) -> T:
+        """``write`` for a unit that awaits nothing but its connection: the whole unit in one trip
+        to the connection's thread (see Writer.run_inline)."""
+        if self._writer is None:
+            raise StoreClosed("store was opened read-only", op="store.write")
+        return await self._writer.run_inline(work)
+
+    async def read_inline(
+        self, query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
+    ) -> T:
+        """``read`` for a query that awaits nothing but its connection: the read transaction and
+        the query in one trip to the reader's thread (``syncd.store.inline``)."""
+        if self._closed:
+            raise StoreClosed("store is closed", op="store.read")
+        async with self._read_lock:
+            return await on_thread(self._reader, partial(inline.read, query))
 
     async def aclose(self) -> None:
         """Finish the read and the write in progress and close both connections. Idempotent.

@@ -4,22 +4,30 @@ One writer connection serves the whole daemon. Units of work are async functions
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` under one asyncio lock, and shielded from cancellation so a commit is
 never split: cancellation lands between units, never inside one. Readers open ``mode=ro`` connections and
 never block the writer (WAL), and the writer never blocks them.
+
+A unit runs either on the event loop (``run``: one trip to the connection's thread per statement) or,
+when it awaits nothing but its connection, wholly on the connection's thread (``run_inline``: one
+trip for the whole unit, ``BEGIN`` and ``COMMIT`` included). The second reaches that thread through
+aiosqlite's ``Connection._execute`` and ``_conn``, which are private: pyproject pins aiosqlite below
+0.23 and ``tests/test_store_sqlite.py`` fails if they change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from syncd.errors import StoreClosed, StoreError
+from syncd.store import inline
 from syncd.store.readonly import BUSY_TIMEOUT_MS, readonly_error, readonly_uri
 from syncd.store.rows import fetch_dicts as fetch_dicts  # its former home; import it from rows
 
@@ -157,14 +165,33 @@ class Writer:
         If the caller is cancelled while the unit runs, the unit still finishes (commit or rollback),
         and then the cancellation propagates.
         """
+        return await _unsplit(self._transaction(self.conn, work))
+
+    async def run_inline(self, work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """``run`` for a unit that awaits nothing but its connection, in one trip to its thread.
+
+        ``work`` is stepped to its end there (``syncd.store.inline``), in a copy of the caller's
+        context (as ``asyncio.to_thread`` does: structlog's bound keys and the unit record reach
+        it); one that suspends raises ``QuerySuspended`` and rolls back. It runs while its caller
+        waits, so whatever Python state it changes is changed while the caller's locks are held,
+        as in ``run``. ``on_commit`` is scheduled from the thread before the result, so the caller
+        resumes after it, as in ``run``.
+        """
         conn = self.conn
-        task = asyncio.ensure_future(self._transaction(conn, work))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                await asyncio.wait([task])
-            raise
+        return await _unsplit(self._inline_transaction(conn, work))
+
+    async def _inline_transaction(
+        self,
+        conn: aiosqlite.Connection,
+        work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]],
+    ) -> T:
+        async with self._lock:
+            if self._closed:
+                raise StoreClosed("store is closed", op="store.write")
+            job = _InlineJob(
+                work, contextvars.copy_context(), asyncio.get_running_loop(), self._on_commit
+            )
+            return await on_thread(conn, job)
 
     async def _transaction(
         self, conn: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]
@@ -215,3 +242,54 @@ class Writer:
         async with self._lock:
             self._closed = True
             await self._conn.close()
+
+
+async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(db)`` on ``conn``'s own thread, ``db`` its sqlite3 connection, queued after (and run
+    before) whatever is queued there already: one trip, however much ``fn`` does.
+
+    Through aiosqlite's private ``_execute`` and ``_conn`` (see the module's docstring). Once
+    queued, ``fn`` runs to its end even if the caller stops waiting.
+    """
+    result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
+    return result
+
+
+async def _unsplit(transaction: Coroutine[Any, Any, T]) -> T:
+    """Await ``transaction`` in a task of its own; a cancelled caller waits for it to end (commit
+    or rollback) before the cancellation propagates, so a commit is never split."""
+    task = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task])
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _InlineJob:
+    """One unit of work as the connection's thread runs it: BEGIN, the unit, COMMIT (or ROLLBACK)."""
+
+    work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]
+    context: contextvars.Context
+    loop: asyncio.AbstractEventLoop
+    on_commit: Callable[[Unit], None] | None
+
+    def __call__(self, db: sqlite3.Connection) -> Any:
+        unit = Unit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = self.context.run(self._in_unit, unit, db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # also when COMMIT itself failed: never leave it open
+                db.execute("ROLLBACK")
+            raise
+        if self.on_commit is not None:
+            self.loop.call_soon_threadsafe(self.on_commit, unit)
+        return result
+
+    def _in_unit(self, unit: Unit, db: sqlite3.Connection) -> Any:
+        _UNIT.set(unit)  # in this job's copy of the caller's context only
+        return inline.run(self.work, db)
