@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 from pathlib import Path
 
 import aiosqlite
 import pytest
+import structlog
 
 from syncd.errors import SchemaTooNew, StoreClosed
-from syncd.store import Store, identity, sync_state
+from syncd.store import Store, changelog, identity, sync_state
 from syncd.store import counts as counts_store
+from syncd.store.changelog import NewChange
+from syncd.store.inline import QuerySuspended
 from syncd.store.migrations import SCHEMA_VERSION, migrate
 from syncd.store.sqlite import Writer, connect_writer
 from syncd.timeutil import parse_ns
@@ -100,6 +104,92 @@ async def test_cancellation_does_not_split_a_unit_of_work(store: Store, db_path:
         await task
     rows = await store.read(lambda c: c.execute_fetchall("SELECT started_at FROM passes"))
     assert sorted(r[0] for r in rows) == ["a", "b"]
+
+
+_INSERT_PASS = "INSERT INTO passes (source, kind, started_at) VALUES ('square', 'full', ?)"
+
+
+async def _started(store: Store) -> list[str]:
+    rows = await store.read(lambda c: c.execute_fetchall("SELECT started_at FROM passes"))
+    return sorted(str(r[0]) for r in rows)
+
+
+async def test_inline_unit_runs_on_the_connection_thread_and_announces_its_commit(
+    store: Store,
+) -> None:
+    """write_inline runs the whole unit on aiosqlite's thread (its private ``_execute``, which the
+    pin in pyproject guards), with the caller's context, and announces the change-log head after
+    COMMIT as ``write`` does."""
+    seen: dict[str, object] = {}
+    head = store.changelog_head.head
+
+    async def work(conn: aiosqlite.Connection) -> list[int]:
+        seen["thread"] = threading.get_ident()
+        seen["bound"] = structlog.contextvars.get_contextvars().get("probe")
+        await conn.execute(_INSERT_PASS, ("a",))
+        return await changelog.append(conn, [NewChange("probe.kind", "square", None, {})], "t")
+
+    with structlog.contextvars.bound_contextvars(probe="yes"):
+        seqs = await store.write_inline(work)
+    assert seen == {"thread": seen["thread"], "bound": "yes"}
+    assert seen["thread"] != threading.get_ident()
+    assert seqs == [head + 1]
+    assert store.changelog_head.head == head + 1
+    assert await _started(store) == ["a"]
+
+
+async def test_inline_unit_that_fails_or_suspends_rolls_back(store: Store) -> None:
+    """A unit that raises, or awaits anything but its connection, leaves nothing behind, and the
+    connection takes the next unit (no transaction left open)."""
+
+    async def fails(conn: aiosqlite.Connection) -> None:
+        await conn.execute(_INSERT_PASS, ("lost",))
+        raise ValueError("boom")
+
+    async def suspends(conn: aiosqlite.Connection) -> None:
+        await conn.execute(_INSERT_PASS, ("lost too",))
+        await asyncio.sleep(0)
+
+    with pytest.raises(ValueError, match="boom"):
+        await store.write_inline(fails)
+    with pytest.raises(QuerySuspended):
+        await store.write_inline(suspends)
+    await store.write_inline(lambda c: c.execute(_INSERT_PASS, ("kept",)))
+    assert await _started(store) == ["kept"]
+
+
+async def test_cancelling_an_inline_unit_lets_it_commit_first(store: Store) -> None:
+    """A caller cancelled while its inline unit runs sees the cancellation only once the unit has
+    committed whole, as with ``write``."""
+    running, release = threading.Event(), threading.Event()
+
+    async def work(conn: aiosqlite.Connection) -> None:
+        await conn.execute(_INSERT_PASS, ("a",))
+        running.set()
+        assert release.wait(10), "never released"
+        await conn.execute(_INSERT_PASS, ("b",))
+
+    task = asyncio.create_task(store.write_inline(work))
+    assert await asyncio.to_thread(running.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert not task.done(), "the caller waits for the unit it started"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _started(store) == ["a", "b"]
+
+
+async def test_inline_read_is_one_snapshot(store: Store) -> None:
+    """read_inline runs a query inside one read transaction on the reader's thread."""
+    await store.write(lambda c: c.execute(_INSERT_PASS, ("a",)))
+
+    async def query(conn: aiosqlite.Connection) -> tuple[bool, list[str]]:
+        rows = await conn.execute_fetchall("SELECT started_at FROM passes")
+        return threading.get_ident() != main, [str(r[0]) for r in rows]
+
+    main = threading.get_ident()
+    assert await store.read_inline(query) == (True, ["a"])
 
 
 def _raw(path: Path, sql: str) -> list[tuple[object, ...]]:

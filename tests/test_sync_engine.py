@@ -187,6 +187,64 @@ async def test_unpartitioned_pass_uses_one_chain(db_path: Path) -> None:
         r.assert_mirror_equals_upstream()
 
 
+def partition_rows(db_path: Path) -> dict[str, tuple[str, int, int, int]]:
+    """partition -> (last_outcome, pages, counts_seen, changes) from sync_state."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT partition, last_outcome, pages, counts_seen, changes FROM sync_state"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+async def test_healthy_partitions_share_one_chain_in_incremental_passes(db_path: Path) -> None:
+    """Once every partition has a watermark and its last chain ended well, an incremental pass reads
+    them all in one chain (one request here, not one per location), logs each change once, and
+    records each partition's own counts and changes."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        mutated = r.sim.mutate(17)
+        before, requests = len(count_changes(db_path)), r.sim.requests
+        summary = await r.engine.run_pass()
+        assert summary.ok
+        assert summary.kind == "incremental"
+        assert r.sim.requests - requests == 1
+        assert len(count_changes(db_path)) - before == 17
+        rows = partition_rows(db_path)
+        assert set(rows) == set(r.sim.location_ids)
+        for location, (outcome, pages, _seen, changed) in rows.items():
+            assert (outcome, pages) == ("ok", 1)
+            assert changed == sum(m["location_id"] == location for m in mutated)
+        assert sum(row[2] for row in rows.values()) == summary.counts
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+async def test_a_failed_shared_chain_gives_each_partition_its_own_again(db_path: Path) -> None:
+    """A shared chain that fails fails every partition in it, moving no watermark; the next pass
+    gives each partition its own chain (so one failing location fails alone), and once they have
+    all ended well they share again."""
+    async with rig(db_path) as r:
+        await r.engine.run_pass()
+        marks = watermarks(db_path)
+        r.sim.fail_next(500, times=FAST_RETRY.max_retries + 1)
+        failed = await r.engine.run_pass()
+        assert not failed.ok
+        assert {row[0] for row in partition_rows(db_path).values()} == {"failed"}
+        assert watermarks(db_path) == marks
+        r.sim.mutate(5)
+        requests = r.sim.requests
+        assert (await r.engine.run_pass()).ok
+        assert r.sim.requests - requests == len(r.sim.location_ids)
+        requests = r.sim.requests
+        assert (await r.engine.run_pass()).ok
+        assert r.sim.requests - requests == 1
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
 async def test_429_with_retry_after_then_success(db_path: Path) -> None:
     """A 429 with Retry-After is waited out and the pass succeeds."""
     async with rig(db_path) as r:

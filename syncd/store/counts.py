@@ -70,6 +70,7 @@ class ApplyResult:
     stale: int
     last_seq: int | None
     unknown: int = 0  # with ``known_only``: counts the mirror did not hold, left alone
+    written: Sequence[InventoryCount] = ()  # the counts that changed, one per change entry
 
 
 def _value(quantity: str, calculated_at: str, object_type: str | None) -> dict[str, Any]:
@@ -219,6 +220,7 @@ async def apply_page(
         stale=stale,
         last_seq=seqs[-1] if seqs else None,
         unknown=unknown,
+        written=writes,
     )
 
 

@@ -8,10 +8,10 @@ modules (counts, changelog, sync_state, ...) through ``Store.write`` and ``Store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
@@ -97,18 +97,14 @@ class Store:
             finally:
                 await self._reader.execute("COMMIT")
 
-    async def write_inline(
-        self, work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
-    ) -> T:
+    async def write_inline(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """``write`` for a unit that awaits nothing but its connection: the whole unit in one trip
         to the connection's thread (see Writer.run_inline)."""
         if self._writer is None:
             raise StoreClosed("store was opened read-only", op="store.write")
         return await self._writer.run_inline(work)
 
-    async def read_inline(
-        self, query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
-    ) -> T:
+    async def read_inline(self, query: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """``read`` for a query that awaits nothing but its connection: the read transaction and
         the query in one trip to the reader's thread (``syncd.store.inline``)."""
         if self._closed:

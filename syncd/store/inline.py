@@ -17,7 +17,7 @@ A function that suspends (it awaited something else: a sleep, a lock) cannot run
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
@@ -96,22 +96,20 @@ class InlineConnection:
         return _Cursor(self._conn.executemany(sql, params))
 
 
-def run(
-    query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]], conn: sqlite3.Connection
-) -> T:
+def run(query: Callable[[aiosqlite.Connection], Awaitable[T]], conn: sqlite3.Connection) -> T:
     """Run one of the store's functions on ``conn`` to its end, without an event loop."""
-    coro = query(cast("aiosqlite.Connection", InlineConnection(conn)))
+    steps = query(cast("aiosqlite.Connection", InlineConnection(conn))).__await__()
     try:
-        coro.send(None)
+        next(steps)
     except StopIteration as done:
         return cast(T, done.value)
-    coro.close()
+    close = getattr(steps, "close", None)  # a coroutine's: run its finally blocks
+    if close is not None:
+        close()
     raise QuerySuspended(f"{query!r} awaited something other than its connection")
 
 
-def read(
-    query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]], conn: sqlite3.Connection
-) -> T:
+def read(query: Callable[[aiosqlite.Connection], Awaitable[T]], conn: sqlite3.Connection) -> T:
     """:func:`run` inside one read transaction on ``conn``: one consistent snapshot."""
     conn.execute("BEGIN")
     try:

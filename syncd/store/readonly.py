@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from syncd.errors import StoreError
 from syncd.store import inline
@@ -63,7 +63,7 @@ class ReadOnly:
             raise readonly_error(path, exc) from exc
         return cls(path, conn)
 
-    def read(self, query: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+    def read(self, query: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``query`` inside one read transaction (a consistent snapshot), as ``Store.read``."""
         return inline.read(query, self._conn)
 

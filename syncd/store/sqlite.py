@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +167,7 @@ class Writer:
         """
         return await _unsplit(self._transaction(self.conn, work))
 
-    async def run_inline(self, work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+    async def run_inline(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """``run`` for a unit that awaits nothing but its connection, in one trip to its thread.
 
         ``work`` is stepped to its end there (``syncd.store.inline``), in a copy of the caller's
@@ -183,7 +183,7 @@ class Writer:
     async def _inline_transaction(
         self,
         conn: aiosqlite.Connection,
-        work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]],
+        work: Callable[[aiosqlite.Connection], Awaitable[T]],
     ) -> T:
         async with self._lock:
             if self._closed:
@@ -255,7 +255,7 @@ async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection
     return result
 
 
-async def _unsplit(transaction: Coroutine[Any, Any, T]) -> T:
+async def _unsplit(transaction: Awaitable[T]) -> T:
     """Await ``transaction`` in a task of its own; a cancelled caller waits for it to end (commit
     or rollback) before the cancellation propagates, so a commit is never split."""
     task = asyncio.ensure_future(transaction)
@@ -271,7 +271,7 @@ async def _unsplit(transaction: Coroutine[Any, Any, T]) -> T:
 class _InlineJob:
     """One unit of work as the connection's thread runs it: BEGIN, the unit, COMMIT (or ROLLBACK)."""
 
-    work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]
+    work: Callable[[aiosqlite.Connection], Awaitable[Any]]
     context: contextvars.Context
     loop: asyncio.AbstractEventLoop
     on_commit: Callable[[Unit], None] | None

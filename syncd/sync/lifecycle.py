@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -128,9 +128,7 @@ class SourceLifecycle:
                 self.last_success_ns = parse_ns(at)
             self._loaded_success = True
 
-    async def write(
-        self, store: Store, work: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
-    ) -> T:
+    async def write(self, store: Store, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``work`` (which may call ``pass_entries``/``transition``) in one transaction,
         serialised with this source's other lifecycle writes. It must await nothing but its
         connection: it runs on the connection's thread, in one trip (``Store.write_inline``)."""
