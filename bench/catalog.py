@@ -197,7 +197,7 @@ def _settings(url: str, db: Path) -> Any:
 
 async def syncd_first(url: str, db: Path) -> dict[str, Any]:
     """One full catalog pass on a fresh database, through the daemon's components."""
-    from syncd.daemon import open_components
+    from syncd.components import open_components
 
     async with open_components(_settings(url, db)) as parts:
         catalog = parts.sources["square"].catalog
@@ -222,7 +222,7 @@ async def syncd_renames(url: str, db: Path, raw_db: Path, reps: int) -> dict[str
     """Per rep: rename 100 variations upstream; one incremental pass (timed to the commit of its
     entries and to its end); the bare loop over the same incremental chain; then an incremental
     pass with nothing new (the fixed cost)."""
-    from syncd.daemon import open_components
+    from syncd.components import open_components
     from syncd.store import catalog as catalog_store
     from syncd.store.catalog import CatalogResult
     from syncd.timeutil import format_ns, parse_ns

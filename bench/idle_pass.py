@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import simulator
 from syncd.config import load_settings
-from syncd.daemon_sources import open_source
+from syncd.source_parts import open_source
 from syncd.store import Store
 
 

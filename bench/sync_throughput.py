@@ -74,8 +74,8 @@ async def syncd_pass(
     clock_margin: float = 0.0,
 ) -> dict[str, Any]:
     """One syncd pass, through the same components the daemon uses."""
+    from syncd.components import open_components
     from syncd.config import load_settings
-    from syncd.daemon import open_components
     from syncd.logs import configure_logging
 
     configure_logging("warning", "json")

@@ -16,25 +16,19 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import structlog
 from aiohttp import web
 
 from syncd import __version__
+from syncd.components import open_store, with_base_url
 from syncd.config import Settings, SourceSettings, TcpAddress, parse_listen
 from syncd.daemon_jobs import JobTracking, open_job_tracking
 from syncd.daemon_outbound import Outbound, open_outbound
 from syncd.daemon_publish import Publisher, open_publisher
-from syncd.daemon_sources import (
-    LIVE_SOURCE_KEYS,
-    SourceParts,
-    SourceRunner,
-    SourceSet,
-    open_source,
-)
+from syncd.daemon_sources import LIVE_SOURCE_KEYS, SourceRunner, SourceSet
 from syncd.errors import SyncdError
 from syncd.model import PassSummary
 from syncd.notify import Notifier
@@ -48,10 +42,9 @@ from syncd.reload import (
 )
 from syncd.store import Store
 from syncd.store.inbox import Inbox
-from syncd.store.lock import InstanceLock
 from syncd.store.retention import ChangelogPruner, RetentionPolicy
 from syncd.store.sqlite import database_mode_problem
-from syncd.sync.engine import ProgressFn, SyncEngine
+from syncd.sync.engine import SyncEngine
 from syncd.sync.heartbeat import Heartbeat
 from syncd.sync.lifecycle import LifecycleMonitor
 from syncd.sync.trigger import SyncTrigger
@@ -69,70 +62,6 @@ log = structlog.get_logger("syncd.daemon")
 
 # How often processed webhook events older than webhooks.retain_days are pruned.
 INBOX_PRUNE_INTERVAL = 3600.0
-
-
-def with_base_url(settings: Settings, base_url: str | None) -> Settings:
-    """``settings`` with every source's base_url replaced (the simulator's, in tests and demos)."""
-    if base_url is None:
-        return settings
-    sources = {
-        name: conf.model_copy(update={"base_url": base_url.rstrip("/")})
-        for name, conf in settings.sources.items()
-    }
-    return settings.model_copy(update={"sources": sources})
-
-
-@dataclass(slots=True)
-class Components:
-    """The store and every source's upstream parts, for one-shot tools (``syncd sync``)."""
-
-    store: Store
-    sources: dict[str, SourceParts]
-
-    @property
-    def engine(self) -> SyncEngine:
-        """The engine of the only source (one-source tools and tests)."""
-        if len(self.sources) != 1:
-            raise ValueError(f"{len(self.sources)} sources: name one")
-        return next(iter(self.sources.values())).engine
-
-
-@asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The instance lock (one writer process per database), then the migrated store."""
-    async with AsyncExitStack() as stack:
-        lock = await InstanceLock.acquire(settings.database)
-        stack.callback(lock.release)
-        store = await Store.open(settings.database)
-        stack.push_async_callback(_logged_close, "store", store.aclose)
-        yield store
-
-
-@asynccontextmanager
-async def open_components(
-    settings: Settings,
-    *,
-    base_url: str | None = None,
-    on_page: ProgressFn | None = None,
-    only: str | None = None,
-) -> AsyncIterator[Components]:
-    """Open the store and the upstream parts of every source (or ``only`` that one); close them
-    in reverse order."""
-    settings = with_base_url(settings, base_url)
-    async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings))
-        parts: dict[str, SourceParts] = {}
-        for name, conf in settings.sources.items():
-            if only is not None and name != only:
-                continue
-            parts[name] = open_source(store, name, conf, on_page=on_page)
-            stack.push_async_callback(_logged_close, f"upstream_session:{name}", parts[name].aclose)
-        yield Components(store=store, sources=parts)
-
-
-async def _logged_close(name: str, close: Callable[[], Awaitable[object]]) -> None:
-    await close()
-    log.info("component_closed", component=name)
 
 
 class DaemonCrashed(SyncdError):

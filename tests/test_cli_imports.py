@@ -5,7 +5,9 @@ interpreter (a subprocess: this test process has everything imported already).
 read the database without asyncio, aiosqlite, aiohttp, prometheus_client or structlog, and
 without pydantic when nothing configures syncd; with a config file, an environment variable or a
 credentials directory they load and validate it like every other command, with the same errors.
-And skipping the load changes nothing they print.
+And skipping the load changes nothing they print. `syncd sync`, a one-shot pass, imports the store,
+the engines and the upstream client, never the daemon's machinery (its web handlers, jobs poller,
+outbound deliverers, publish relay, SIGHUP reloader).
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ HEAVY = ("aiohttp", "pydantic_settings", "pydantic", "prometheus_client", "struc
 # syncd, also not pydantic and asyncio (which pydantic-settings imports).
 NEVER_FOR_READS = ("aiohttp", "prometheus_client", "structlog", "aiosqlite", "rich")
 NOT_FOR_DEFAULTS = (*NEVER_FOR_READS, "pydantic", "pydantic_settings", "asyncio")
+# What a one-shot `syncd sync` never imports: the long-running daemon's parts (issue 13). Stricter
+# than the import-linter contract, which allows syncd.outbound.signing: the config validates an
+# outbound secret with it, and nothing here configures one.
+DAEMON_ONLY = (
+    "syncd.daemon",
+    "syncd.daemon_sources",
+    "syncd.daemon_jobs",
+    "syncd.daemon_outbound",
+    "syncd.daemon_publish",
+    "syncd.reload",
+    "syncd.notify",
+    "syncd.web",
+    "syncd.jobs",
+    "syncd.outbound",
+    "syncd.publish",
+    "aiohttp.web",
+    "redis",
+)
+DAEMON_ONLY_PACKAGES = tuple(f"{name}." for name in DAEMON_ONLY)
 
 # Runs the command line in this interpreter, then prints what it returned and every module it
 # imported as the last line of stderr.
@@ -101,6 +122,30 @@ def test_a_subcommand_registers_its_own_module_and_no_other() -> None:
     assert "--location" in out
     assert "syncd.cli.counts" in modules
     assert not modules & {"syncd.cli.run", "syncd.daemon", "syncd.cli.sync"}
+
+
+def _daemon_modules(loaded: set[str]) -> list[str]:
+    """The modules of ``loaded`` that are (or are under) one of DAEMON_ONLY."""
+    return sorted(m for m in loaded if m in DAEMON_ONLY or m.startswith(DAEMON_ONLY_PACKAGES))
+
+
+def test_sync_imports_nothing_of_the_daemon(tmp_path: Path) -> None:
+    """`syncd sync` registered in full, then a whole (failing) pass against a closed port: from
+    its imports to the store's close, nothing of the daemon's web, jobs, outbound or publish
+    machinery comes in."""
+    rc, loaded, out, _ = _run("sync", "--help")
+    assert rc == 0
+    assert "--no-catalog" in out
+    assert "syncd.cli.sync" in loaded
+    assert not _daemon_modules(loaded), _daemon_modules(loaded)
+
+    env = clean_env(SYNCD_SOURCES__SQUARE__MAX_RETRIES="0")
+    argv = ("sync", "--base-url", "http://127.0.0.1:9", "--database", str(tmp_path / "s.db"))
+    rc, loaded, out, _ = _run(*argv, env=env)
+    assert rc == 1
+    assert "FAILED: full pass" in out
+    assert {"syncd.components", "syncd.sync.engine", "aiohttp"} <= loaded
+    assert not _daemon_modules(loaded), _daemon_modules(loaded)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from syncd.components import open_components
 from syncd.config import Settings
-from syncd.daemon import open_components
 from syncd.errors import AlreadyRunning
 from syncd.store.lock import InstanceLock, lock_path, probe
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from syncd.config import Settings
-from syncd.daemon_sources import SourceParts, open_source
 from syncd.simulator import Marketplace, SimulatorConfig, serve_marketplace
 from syncd.simulator.catalog import Simulator
+from syncd.source_parts import SourceParts, open_source
 from syncd.store import Store, changelog
 from syncd.store import catalog as cat
 from syncd.sync.catalog import CatalogEngine

@@ -13,8 +13,8 @@ from functools import partial
 from typing import Any
 
 from syncd.cli.common import EXIT_FAILURE, EXIT_OK, add_common, settings_from, setup_logging
+from syncd.components import open_components
 from syncd.config import Settings, require_upstream_credentials
-from syncd.daemon import open_components
 from syncd.errors import ConfigError
 from syncd.model import PassSummary
 from syncd.store import sources as registry
