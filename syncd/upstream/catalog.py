@@ -231,7 +231,7 @@ def parse_catalog_page(body: Any, *, date: str | None = None) -> CatalogPage:
     skipped: Counter[str] = Counter()
     stamps: dict[str, int] = {}
     for index, raw in enumerate(raw_objects):
-        parsed = _quick_object(raw, stamps)
+        parsed: CatalogItem | CatalogVariation | str | None = _quick_object(raw, stamps)
         if parsed is None:
             parsed = _object(raw, index)
         if isinstance(parsed, str):
