@@ -25,10 +25,10 @@ import structlog
 
 from syncd.errors import SyncdError, UpstreamError
 from syncd.metrics import CATALOG_OBJECTS, CATALOG_PASS_SECONDS, CATALOG_PASSES
-from syncd.model import CatalogItem, CatalogPage, CatalogVariation, PassSummary
+from syncd.model import CatalogPage, PassSummary
 from syncd.store import Store
 from syncd.store import catalog as catalog_store
-from syncd.store.catalog import CatalogFigures, CatalogState, ItemRow, LocationRow, VariationRow
+from syncd.store.catalog import CatalogFigures, CatalogState, LocationRow
 from syncd.sync.ports import CatalogSource, LocationDetailsSource
 from syncd.sync.prefetch import prefetch
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
@@ -115,25 +115,6 @@ class _Writes:
         writing, self._writing = self._writing, None
         if writing is not None:
             await writing
-
-
-def item_row(item: CatalogItem) -> ItemRow:
-    return ItemRow(item.item_id, item.name, item.is_deleted, item.version, item.updated_at)
-
-
-def variation_row(var: CatalogVariation) -> VariationRow:
-    return VariationRow(
-        var.variation_id,
-        var.item_id,
-        var.name,
-        var.sku,
-        var.gtin,
-        var.measurement_unit_id,
-        var.track_inventory,
-        var.is_deleted,
-        var.version,
-        var.updated_at,
-    )
 
 
 class CatalogEngine:
@@ -324,10 +305,7 @@ class CatalogEngine:
         if not pages:
             return
         source = self.options.source
-        rows = [
-            ([item_row(i) for i in page.items], [variation_row(v) for v in page.variations])
-            for page in pages
-        ]
+        rows = [(page.items, page.variations) for page in pages]
         recorded_at = now_rfc3339()
 
         async def work(conn: aiosqlite.Connection) -> list[catalog_store.CatalogResult]:
