@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +251,51 @@ async def test_a_fault_mid_chain_keeps_the_watermark_and_the_next_pass_repairs(
     assert repaired.ok
     updated = [e["key"][0] for e in r.entries("catalog.updated")[len(r.sim.catalog_snapshot()) :]]
     assert sorted(updated) == sorted(str(o["id"]) for o in renamed)
+
+
+async def test_a_full_pass_writes_pages_in_batches_and_keeps_them_on_a_fault(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """A full pass applies several pages per write transaction (``full_batch_objects``); when its
+    chain fails midway the pages read before the fault are kept and the watermark stays unset;
+    the next pass logs each object once over all."""
+    config = SimulatorConfig(items=60, locations=1)
+    async with rig(store, db_path, make_settings, config, max_retries=0, page_limit=10) as r:
+        r.catalog.options = replace(r.catalog.options, full_batch_objects=35)
+        batches = _catalog_batches(store)
+        r.sim.fail_catalog_next(503, times=1, after=6)
+        failed = await r.catalog.run_pass(full=True)
+        kept = await store.read(lambda conn: cat.load_state(conn, SOURCE))
+        applied = len(r.entries(""))
+        repaired = await r.catalog.run_pass()
+        snapshot = r.sim.catalog_snapshot()
+    assert not failed.ok
+    assert failed.pages == 6
+    assert batches[:2] == [4, 2]  # 4 pages of 10 objects reach 35; the 2 before the fault
+    assert kept.latest_time is None
+    assert applied == failed.changes > 0
+    assert repaired.ok, repaired.error
+    assert repaired.kind == "catalog_full"
+    assert sum(batches[2:]) == repaired.pages > len(batches[2:])
+    assert max(batches) == 4
+    logged = [e["key"][0] for e in r.entries()]
+    assert sorted(logged) == sorted(str(o["id"]) for o in snapshot)
+
+
+def _catalog_batches(store: Store) -> list[int]:
+    """The pages of each catalog write transaction the store runs from now on, in order (a batch
+    of pages returns one result per page)."""
+    batches: list[int] = []
+    write = store.write
+
+    async def counting(work: Any) -> Any:
+        result = await write(work)
+        if isinstance(result, list):
+            batches.append(len(result))
+        return result
+
+    store.write = counting  # type: ignore[method-assign]
+    return batches
 
 
 async def test_full_pass_marks_deleted_what_the_catalog_no_longer_lists(

@@ -22,6 +22,8 @@ from syncd.upstream.catalog import (
     OP_SEARCH_CATALOG,
     SEARCH_CATALOG_PATH,
     SquareCatalog,
+    _object,
+    _quick_object,
     parse_catalog_page,
 )
 from syncd.upstream.http import RetryInfo, RetryPolicy, make_session
@@ -598,3 +600,51 @@ async def test_the_limit_is_checked(session: aiohttp.ClientSession) -> None:
         with pytest.raises(ValueError, match="limit"):
             await source.search_catalog(begin_time=None, cursor=None, limit=MAX_LIMIT + 1)
     assert server.requests == []
+
+
+QUICK_OBJECTS = [
+    variation(),
+    variation(sku="", upc="012345678905", measurement_unit_id="U", track_inventory=False),
+    variation(
+        location_overrides=[{"location_id": "L1", "track_inventory": True}, {"location_id": "L2"}]
+    ),
+    item(),
+    item(variations=[]),
+    {**item(), "present_at_all_locations": False, "is_deleted": False},
+]
+CAREFUL_OBJECTS = [
+    {**variation(), "is_deleted": True},
+    {**variation(), "is_deleted": 0},
+    {**variation(), "version": "1767323045678"},
+    {**variation(), "version": True},
+    {**variation(), "updated_at": "2026-13-01T00:00:00Z"},
+    {**variation(), "item_variation_data": None, "is_deleted": True},
+    {**variation(), "present_at_all_locations": 1},
+    variation(item_id=None),
+    variation(sku=5),
+    variation(track_inventory=1),
+    variation(location_overrides=[{"location_id": "", "track_inventory": True}]),
+    variation(location_overrides=[{"location_id": "L", "track_inventory": 0}]),
+    variation(location_overrides={}),
+    item(name=3),
+    item(variations=[{"type": "ITEM"}]),
+    item(variations=[{"id": ""}]),
+    {**item(), "item_data": None},
+    {**item(), "type": "CATEGORY"},
+    {"type": "ITEM", "id": ""},
+    [],
+]
+
+
+@pytest.mark.parametrize("raw", QUICK_OBJECTS + CAREFUL_OBJECTS)
+def test_the_quick_path_reads_what_the_careful_one_does_or_leaves_it(raw: Any) -> None:
+    """Per object, the fast path of a first sync either gives exactly the careful path's record
+    or leaves the object to it (which reads it or names what is wrong): well-formed live objects
+    take the fast path, anything deleted or off the careful one."""
+    quick = _quick_object(raw, {})
+    if any(raw is q for q in QUICK_OBJECTS):
+        assert quick is not None
+    else:
+        assert quick is None
+    if quick is not None:
+        assert quick == _object(raw, 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -29,6 +29,67 @@ ITEM = "ITEM"
 ITEM_VARIATION = "ITEM_VARIATION"
 
 
+class ItemFields(Protocol):
+    """What :func:`apply_items` reads of an item: an :class:`ItemRow`, or the upstream's
+    ``syncd.model.CatalogItem`` as parsed (a first sync builds no second record per object)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def is_deleted(self) -> bool: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def updated_at(self) -> str: ...
+
+
+class VariationFields(Protocol):
+    """What :func:`apply_variations` reads of a variation: a :class:`VariationRow`, or the
+    upstream's ``syncd.model.CatalogVariation`` as parsed."""
+
+    @property
+    def variation_id(self) -> str: ...
+    @property
+    def item_id(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def sku(self) -> str | None: ...
+    @property
+    def gtin(self) -> str | None: ...
+    @property
+    def measurement_unit_id(self) -> str | None: ...
+    @property
+    def track_inventory(self) -> bool | None: ...
+    @property
+    def is_deleted(self) -> bool: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def updated_at(self) -> str: ...
+
+
+def item_value(item: ItemFields) -> dict[str, Any]:
+    """An item's mirrored value, as its change-log entries carry it."""
+    return {"type": ITEM, "name": item.name, "is_deleted": item.is_deleted}
+
+
+def variation_value(var: VariationFields) -> dict[str, Any]:
+    """A variation's mirrored value, as its change-log entries carry it."""
+    return {
+        "type": ITEM_VARIATION,
+        "item_id": var.item_id,
+        "name": var.name,
+        "sku": var.sku,
+        "gtin": var.gtin,
+        "measurement_unit_id": var.measurement_unit_id,
+        "track_inventory": var.track_inventory,
+        "is_deleted": var.is_deleted,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ItemRow:
     item_id: str
@@ -38,7 +99,7 @@ class ItemRow:
     updated_at: str
 
     def value(self) -> dict[str, Any]:
-        return {"type": ITEM, "name": self.name, "is_deleted": self.is_deleted}
+        return item_value(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +116,7 @@ class VariationRow:
     updated_at: str
 
     def value(self) -> dict[str, Any]:
-        return {
-            "type": ITEM_VARIATION,
-            "item_id": self.item_id,
-            "name": self.name,
-            "sku": self.sku,
-            "gtin": self.gtin,
-            "measurement_unit_id": self.measurement_unit_id,
-            "track_inventory": self.track_inventory,
-            "is_deleted": self.is_deleted,
-        }
+        return variation_value(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,58 +165,61 @@ def _entry(
 
 
 def _newest(rows: Iterable[Any], key: str) -> dict[str, Any]:
-    """One row per id, the highest version (a page may repeat an object)."""
+    """One row per id, the highest version (a page may repeat an object), in id order: the
+    inserts that follow then walk each B-tree once in key order rather than at random."""
     out: dict[str, Any] = {}
     for row in rows:
         ident = getattr(row, key)
         if ident not in out or row.version >= out[ident].version:
             out[ident] = row
-    return out
+    return dict(sorted(out.items()))
 
 
 async def _stored(
-    conn: aiosqlite.Connection, sql: str, source: str, ids: Sequence[str]
+    conn: aiosqlite.Connection, sql: str, source: str, ids: Collection[str]
 ) -> dict[str, tuple[Any, ...]]:
-    """Stored rows by id (first column), read in chunks under SQLite's variable limit."""
-    found: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        async with conn.execute(sql.format(marks=marks), (source, *chunk)) as cur:
-            for row in await cur.fetchall():
-                found[row[0]] = tuple(row)
-    return found
+    """Stored rows by id (first column): one statement whatever the number of ids (``sql`` takes
+    them as one JSON array, ``json_each``, not one bound variable each)."""
+    if not ids:
+        return {}
+    async with conn.execute(sql, (source, orjson.dumps(list(ids)).decode())) as cur:
+        return {row[0]: tuple(row) for row in await cur.fetchall()}
 
 
 async def apply_items(
-    conn: aiosqlite.Connection, source: str, items: Sequence[ItemRow], recorded_at: str
+    conn: aiosqlite.Connection, source: str, items: Sequence[ItemFields], recorded_at: str
 ) -> CatalogResult:
     """Apply catalog items inside the caller's transaction."""
-    incoming: dict[str, ItemRow] = _newest(items, "item_id")
+    incoming: dict[str, ItemFields] = _newest(items, "item_id")
     stored = await _stored(
         conn,
         "SELECT item_id, name, is_deleted, version FROM catalog_items"
-        " WHERE source = ? AND item_id IN ({marks})",
+        " WHERE source = ? AND item_id IN (SELECT value FROM json_each(?))",
         source,
-        list(incoming),
+        incoming.keys(),
     )
     entries: list[changelog.Row] = []
-    writes: list[ItemRow] = []
+    writes: list[ItemFields] = []
     bumps: list[tuple[int, str, str, str]] = []
     stale = unchanged = 0
     for item_id, item in incoming.items():
+        new = item_value(item)
         old = stored.get(item_id)
-        old_value = None if old is None else ItemRow(item_id, old[1], bool(old[2]), 0, "").value()
-        if old is not None and item.version < old[3]:
+        if old is None:
+            writes.append(item)
+            entries.append(_entry(_kind(new), source, item_id, None, None, new))
+            continue
+        if item.version < old[3]:
             stale += 1
             continue
-        if old_value == item.value():
+        old_value = _item_value(old)
+        if old_value == new:
             unchanged += 1
-            if old is not None and item.version > old[3]:
+            if item.version > old[3]:
                 bumps.append((item.version, item.updated_at, source, item_id))
             continue
         writes.append(item)
-        entries.append(_entry(_kind(item.value()), source, item_id, None, old_value, item.value()))
+        entries.append(_entry(_kind(new), source, item_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at)
     await conn.executemany(
         "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)"
@@ -176,10 +231,11 @@ async def apply_items(
             for i, seq in zip(writes, seqs, strict=True)
         ],
     )
-    await conn.executemany(
-        "UPDATE catalog_items SET version = ?, updated_at = ? WHERE source = ? AND item_id = ?",
-        bumps,
-    )
+    if bumps:
+        await conn.executemany(
+            "UPDATE catalog_items SET version = ?, updated_at = ? WHERE source = ? AND item_id = ?",
+            bumps,
+        )
     return CatalogResult(len(entries), stale, unchanged)
 
 
@@ -197,37 +253,43 @@ def _stored_variation(row: tuple[Any, ...]) -> VariationRow:
 
 
 async def apply_variations(
-    conn: aiosqlite.Connection, source: str, variations: Sequence[VariationRow], recorded_at: str
+    conn: aiosqlite.Connection,
+    source: str,
+    variations: Sequence[VariationFields],
+    recorded_at: str,
 ) -> CatalogResult:
     """Apply item variations inside the caller's transaction."""
-    incoming: dict[str, VariationRow] = _newest(variations, "variation_id")
+    incoming: dict[str, VariationFields] = _newest(variations, "variation_id")
     stored = await _stored(
         conn,
         f"SELECT {_VARIATION_COLUMNS} FROM catalog_variations"
-        " WHERE source = ? AND variation_id IN ({marks})",
+        " WHERE source = ? AND variation_id IN (SELECT value FROM json_each(?))",
         source,
-        list(incoming),
+        incoming.keys(),
     )
     entries: list[changelog.Row] = []
-    writes: list[VariationRow] = []
+    writes: list[VariationFields] = []
     bumps: list[tuple[int, str, str, str]] = []
     stale = unchanged = 0
     for variation_id, var in incoming.items():
+        new = variation_value(var)
         row = stored.get(variation_id)
-        old = None if row is None else _stored_variation(row)
-        if old is not None and var.version < old.version:
+        if row is None:
+            writes.append(var)
+            entries.append(_entry(_kind(new), source, variation_id, None, None, new))
+            continue
+        old = _stored_variation(row)
+        if var.version < old.version:
             stale += 1
             continue
-        old_value = None if old is None else old.value()
-        if old_value == var.value():
+        old_value = old.value()
+        if old_value == new:
             unchanged += 1
-            if old is not None and var.version > old.version:
+            if var.version > old.version:
                 bumps.append((var.version, var.updated_at, source, variation_id))
             continue
         writes.append(var)
-        entries.append(
-            _entry(_kind(var.value()), source, variation_id, None, old_value, var.value())
-        )
+        entries.append(_entry(_kind(new), source, variation_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at, skus=[v.sku for v in writes])
     await conn.executemany(
         "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
@@ -256,11 +318,12 @@ async def apply_variations(
             for v, seq in zip(writes, seqs, strict=True)
         ],
     )
-    await conn.executemany(
-        "UPDATE catalog_variations SET version = ?, updated_at = ?"
-        " WHERE source = ? AND variation_id = ?",
-        bumps,
-    )
+    if bumps:
+        await conn.executemany(
+            "UPDATE catalog_variations SET version = ?, updated_at = ?"
+            " WHERE source = ? AND variation_id = ?",
+            bumps,
+        )
     return CatalogResult(len(entries), stale, unchanged)
 
 
@@ -273,9 +336,9 @@ async def apply_locations(
     stored = await _stored(
         conn,
         "SELECT location_id, name, status, timezone FROM locations"
-        " WHERE source = ? AND location_id IN ({marks})",
+        " WHERE source = ? AND location_id IN (SELECT value FROM json_each(?))",
         source,
-        list(incoming),
+        incoming.keys(),
     )
     entries: list[changelog.Row] = []
     writes: list[LocationRow] = []

@@ -15,8 +15,9 @@ lists: the safety net for deletions an incremental read missed.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import aiosqlite
@@ -24,10 +25,10 @@ import structlog
 
 from syncd.errors import SyncdError, UpstreamError
 from syncd.metrics import CATALOG_OBJECTS, CATALOG_PASS_SECONDS, CATALOG_PASSES
-from syncd.model import CatalogItem, CatalogPage, CatalogVariation, PassSummary
+from syncd.model import CatalogPage, PassSummary
 from syncd.store import Store
 from syncd.store import catalog as catalog_store
-from syncd.store.catalog import CatalogFigures, CatalogState, ItemRow, LocationRow, VariationRow
+from syncd.store.catalog import CatalogFigures, CatalogState, LocationRow
 from syncd.sync.ports import CatalogSource, LocationDetailsSource
 from syncd.sync.prefetch import prefetch
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
@@ -47,6 +48,9 @@ class CatalogOptions:
     overlap: float = 60.0
     full_interval: float = 86_400.0
     cursor_restarts: int = 3
+    full_batch_objects: int = 10_000
+    """A full pass applies its pages in write transactions of at least this many objects (the
+    last may be smaller); an incremental pass applies each page in a transaction of its own."""
 
 
 @dataclass(slots=True)
@@ -63,23 +67,54 @@ class _Chain:
     seen_variations: set[str] = field(default_factory=set)
 
 
-def item_row(item: CatalogItem) -> ItemRow:
-    return ItemRow(item.item_id, item.name, item.is_deleted, item.version, item.updated_at)
+class _Writes:
+    """A chain's pages on their way to the store: the batch being read, and at most one batch
+    being written meanwhile, in a task of its own, so reading and parsing go on while it commits.
 
+    Used as ``async with``: leaving the block normally or by a ``SyncdError`` (an upstream
+    failure) writes what was read and waits for it, so the pages read before a failure are kept,
+    as they were when each page had its own transaction; leaving by anything else (cancellation)
+    waits for the write in flight only (the writer finishes a started commit regardless).
+    """
 
-def variation_row(var: CatalogVariation) -> VariationRow:
-    return VariationRow(
-        var.variation_id,
-        var.item_id,
-        var.name,
-        var.sku,
-        var.gtin,
-        var.measurement_unit_id,
-        var.track_inventory,
-        var.is_deleted,
-        var.version,
-        var.updated_at,
-    )
+    def __init__(self, apply: Callable[[list[CatalogPage]], Awaitable[None]], objects: int) -> None:
+        self._apply = apply
+        self._objects = objects
+        self._batch: list[CatalogPage] = []
+        self._batched = 0
+        self._writing: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> _Writes:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None or issubclass(kind, SyncdError):
+            await self._flush()
+            await self._wait()
+        elif self._writing is not None:
+            await asyncio.wait([self._writing])
+            if not self._writing.cancelled():
+                self._writing.exception()  # retrieved: the error that left the block wins
+
+    async def add(self, page: CatalogPage) -> None:
+        """Batch ``page``; once the batch holds enough objects, start writing it."""
+        self._batch.append(page)
+        self._batched += len(page.objects)
+        if self._batched >= self._objects:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Wait for the batch in flight (its error surfaces here), then start writing the one
+        read since."""
+        await self._wait()
+        if self._batch:
+            pages, self._batch, self._batched = self._batch, [], 0
+            self._writing = asyncio.ensure_future(self._apply(pages))
+
+    async def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
 
 class CatalogEngine:
@@ -220,13 +255,26 @@ class CatalogEngine:
     async def _read_chain(
         self, chain: _Chain, summary: PassSummary, begin_time: str | None, track_seen: bool
     ) -> None:
-        """Read one cursor chain to its end, applying each page in its own transaction while the
-        next one is fetched and parsed (``prefetch``); an invalid cursor restarts the chain
-        (re-applied pages change nothing)."""
+        """Read one cursor chain to its end, applying its pages while the next one is fetched and
+        parsed (``prefetch``); an invalid cursor restarts the chain (re-applied pages change
+        nothing).
+
+        A full chain (``track_seen``) applies pages in batches of ``full_batch_objects``, one
+        write transaction each: a first sync of a large catalog then pays one commit (one fsync,
+        and one copy into the WAL of each B-tree page it touched) per batch instead of per page.
+        That is safe because nothing here moves the watermark: the state is saved once the whole
+        pass is read, after every batch it covers committed; a crash loses at most the batch in
+        flight, which the next pass re-reads. Pages read before an upstream error are applied
+        before the error propagates, as they would have been one by one.
+        """
+        batch_objects = self.options.full_batch_objects if track_seen else 1
         for restart in range(self.options.cursor_restarts + 1):
             try:
-                async for page in prefetch(self._pages(begin_time)):
-                    await self._apply(page, chain, summary, track_seen)
+                async with _Writes(
+                    lambda pages: self._apply(pages, chain, summary, track_seen), batch_objects
+                ) as writes:
+                    async for page in prefetch(self._pages(begin_time)):
+                        await writes.add(page)
                 return
             except UpstreamError as exc:
                 if not exc.context.get("cursor_invalid") or restart == self.options.cursor_restarts:
@@ -250,29 +298,49 @@ class CatalogEngine:
                 return
 
     async def _apply(
-        self, page: CatalogPage, chain: _Chain, summary: PassSummary, track_seen: bool
+        self, pages: list[CatalogPage], chain: _Chain, summary: PassSummary, track_seen: bool
     ) -> None:
+        """Apply ``pages`` in one write transaction, each page as it would be alone (in order:
+        an object on two pages is applied twice, the log telling both changes)."""
+        if not pages:
+            return
         source = self.options.source
-        items = [item_row(i) for i in page.items]
-        variations = [variation_row(v) for v in page.variations]
+        rows = [(page.items, page.variations) for page in pages]
         recorded_at = now_rfc3339()
 
-        async def work(conn: aiosqlite.Connection) -> catalog_store.CatalogResult:
-            a = await catalog_store.apply_items(conn, source, items, recorded_at)
-            b = await catalog_store.apply_variations(conn, source, variations, recorded_at)
-            return catalog_store.CatalogResult(
-                a.changes + b.changes, a.stale + b.stale, a.unchanged + b.unchanged
-            )
+        async def work(conn: aiosqlite.Connection) -> list[catalog_store.CatalogResult]:
+            results = []
+            for items, variations in rows:
+                a = await catalog_store.apply_items(conn, source, items, recorded_at)
+                b = await catalog_store.apply_variations(conn, source, variations, recorded_at)
+                results.append(
+                    catalog_store.CatalogResult(
+                        a.changes + b.changes, a.stale + b.stale, a.unchanged + b.unchanged
+                    )
+                )
+            return results
 
-        result = await self._store.write(work)
+        results = await self._store.write(work)
+        for page, (items, variations), result in zip(pages, rows, results, strict=True):
+            if track_seen:
+                chain.seen_items.update(i.item_id for i in items)
+                chain.seen_variations.update(v.variation_id for v in variations)
+            self._count(page, result, chain, summary)
+
+    def _count(
+        self,
+        page: CatalogPage,
+        result: catalog_store.CatalogResult,
+        chain: _Chain,
+        summary: PassSummary,
+    ) -> None:
+        """Add one applied page to the chain's and the pass's figures."""
+        source = self.options.source
         if chain.latest_time is None:  # the same on every page of one chain
             chain.latest_time = page.latest_time
         if page.objects:
             newest = max(o.updated_at_ns for o in page.objects)
             chain.newest_ns = newest if chain.newest_ns is None else max(chain.newest_ns, newest)
-        if track_seen:
-            chain.seen_items.update(i.item_id for i in items)
-            chain.seen_variations.update(v.variation_id for v in variations)
         chain.pages += 1
         chain.objects += len(page.objects)
         chain.changes += result.changes
