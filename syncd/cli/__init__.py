@@ -10,6 +10,7 @@ re-read the mirror); 4 another syncd holds the database; 130 interrupted. This i
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -69,11 +70,43 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def console() -> int:
+    """Entry point of the ``syncd`` console script and ``python -m syncd``: ``main`` as a process
+    that runs one command and exits (issue 13).
+
+    What the command's imports create (modules, classes, the config models) lives until exit, so
+    the cyclic GC is off while they are made (collecting them again and again was ~7% of a
+    one-shot sync's start-up) and then frozen out of every later collection (``gc.freeze``); the
+    command runs with the GC on. At exit everything is frozen again: the interpreter's final
+    collections then skip it (~70 ms of a one-shot sync's exit), and what is in a cycle is freed
+    with the process. Commands close what they open themselves (the store checkpoints its WAL
+    on close), never in a finalizer. Tests call ``main``, which leaves the GC alone.
+    """
+    argv = sys.argv[1:]
+    gc.disable()
+    try:
+        args = parse(argv)
+    finally:
+        gc.freeze()
+        gc.enable()
+    try:
+        return dispatch(args)
+    finally:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``syncd`` console script."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    """Parse ``argv`` (default: the process's arguments) and run the command."""
+    return dispatch(parse(sys.argv[1:] if argv is None else list(argv)))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; this imports the command's module (``build_parser``)."""
+    return build_parser(argv).parse_args(argv)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; a ``SyncdError`` becomes its message and an exit code."""
     try:
         return int(args.handler(args))
     # Bad config, a bad job registration, or forgetting a source the config still has.
