@@ -6,14 +6,12 @@ interpreter (a subprocess): freezing this test process's objects would keep them
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from syncd.cli import main
-from tests.process_kit import clean_env
+from tests.process_kit import run_probe
 
 # Runs console() on the given command line with a spy on dispatch; prints what the GC looked like
 # while the command ran, and console's return value, as the last line of stderr.
@@ -34,14 +32,7 @@ print(json.dumps(seen), file=sys.stderr)
 
 
 def _console(*argv: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(),
-    )
+    done = run_probe(_PROBE, *argv)
     return dict(orjson.loads(done.stderr.strip().splitlines()[-1]))
 
 

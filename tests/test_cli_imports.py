@@ -13,8 +13,6 @@ outbound deliverers, publish relay, SIGHUP reloader).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from syncd.config.inputs import defaults_database, only_defaults
 from syncd.store import Store
 from syncd.store import counts as counts_store
 from tests.helpers import count
-from tests.process_kit import clean_env
+from tests.process_kit import clean_env, run_probe
 
 HEAVY = ("aiohttp", "pydantic_settings", "pydantic", "prometheus_client", "structlog", "aiosqlite")
 # What a read-only command never imports, whatever the config says; and, when nothing configures
@@ -71,14 +69,7 @@ print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}), file=sys.stderr)
 def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str, str]:
     """(exit code, modules imported, stdout, stderr without the probe's line). A package counts
     as imported when any module of it is."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env() if env is None else env,
-    )
+    done = run_probe(_PROBE, *argv, env=env)
     *errors, last = done.stderr.strip().splitlines()
     probe = orjson.loads(last)
     modules = {*probe["modules"], *(m.split(".")[0] for m in probe["modules"])}
