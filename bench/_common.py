@@ -89,11 +89,14 @@ def run_child(script: Path, *args: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(script), "--child", *args],
         cwd=ROOT,
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"bench child {args[0]!r} exited with {out.returncode} (its stderr above)")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

@@ -232,16 +232,23 @@ async def syncd_renames(url: str, db: Path, raw_db: Path, reps: int) -> dict[str
         catalog = parts.sources["square"].catalog
         assert catalog is not None
         store = parts.store
-        write = store.write
         committed: list[float] = []
 
-        async def timed_write(work: Any) -> Any:
-            result = await write(work)
-            if isinstance(result, CatalogResult) and result.changes:
-                committed.append(time.perf_counter())
-            return result
+        def timed(write: Any) -> Any:
+            """``write`` noting when a unit that applied catalog changes has committed (the
+            engine's units return one CatalogResult, or one per page applied)."""
 
-        store.write = timed_write  # type: ignore[method-assign]
+            async def timed_write(work: Any) -> Any:
+                result = await write(work)
+                results = result if isinstance(result, list) else [result]
+                if any(isinstance(r, CatalogResult) and r.changes for r in results):
+                    committed.append(time.perf_counter())
+                return result
+
+            return timed_write
+
+        store.write = timed(store.write)  # type: ignore[method-assign]
+        store.write_inline = timed(store.write_inline)  # type: ignore[method-assign]
         raw = raw_connect(raw_db)
         overlap_ns = int(catalog.options.overlap * 1e9)
         for _ in range(reps):
