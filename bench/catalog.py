@@ -6,7 +6,8 @@ same run; not a test.
 
 (1) first catalog sync of --variations variations (and their items) from the simulator on
     loopback, in-process: objects/s of ``CatalogEngine.run_pass(full=True)`` (the daemon's own
-    components) beside a bare loop that pages the same SearchCatalogObjects with aiohttp + orjson
+    components, under the collector thresholds a syncd process runs with: ``syncd.collector``)
+    beside a bare loop (default GC) that pages the same SearchCatalogObjects with aiohttp + orjson
     and executemany-upserts items and variations into sqlite3 (no change log). Target >= 20,000
     objects/s.
 (2) the same as whole processes, start to exit: ``syncd sync`` (catalog, then counts) and
@@ -58,6 +59,7 @@ from bench._common import (
     sim_post,
     simulator,
 )
+from syncd import collector
 
 HERE = Path(__file__).resolve()
 SEARCH_BODY: dict[str, Any] = {
@@ -287,8 +289,10 @@ def child(argv: list[str]) -> None:
     if mode == "raw":
         result = asyncio.run(raw_first(argv[1], Path(argv[2])))
     elif mode == "first":
+        collector.tune()
         result = asyncio.run(syncd_first(argv[1], Path(argv[2])))
     elif mode == "renames":
+        collector.tune()
         result = asyncio.run(syncd_renames(argv[1], Path(argv[2]), Path(argv[3]), int(argv[4])))
     elif mode == "reads":
         result = reads(Path(argv[1]), int(argv[2]), int(argv[3]))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from syncd import collector
 from syncd.cli import main
 from tests.process_kit import run_probe
 
@@ -21,7 +22,8 @@ import syncd.cli as cli
 seen = {}
 real = cli.dispatch
 def spy(args):
-    seen.update(during_enabled=gc.isenabled(), during_frozen=gc.get_freeze_count())
+    seen.update(during_enabled=gc.isenabled(), during_frozen=gc.get_freeze_count(),
+                during_thresholds=list(gc.get_threshold()))
     return real(args)
 cli.dispatch = spy
 sys.argv = ["syncd", *sys.argv[1:]]
@@ -41,6 +43,11 @@ def test_the_command_runs_with_the_gc_on_and_the_imports_frozen(tmp_path: Path) 
     assert seen["during_enabled"] is True
     assert isinstance(seen["during_frozen"], int)
     assert seen["during_frozen"] > 0
+
+
+def test_the_command_runs_under_syncds_collector_thresholds(tmp_path: Path) -> None:
+    seen = _console("sources", "list", "--database", str(tmp_path / "none.db"))
+    assert seen["during_thresholds"] == list(collector.THRESHOLDS)
 
 
 def test_console_returns_what_main_returns(tmp_path: Path) -> None:

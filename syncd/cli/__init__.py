@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from syncd import __version__
+from syncd import __version__, collector
 from syncd.cli.exits import EXIT_FAILURE, EXIT_GAP, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE
 from syncd.errors import (
     AlreadyRunning,
@@ -80,9 +80,11 @@ def console() -> int:
     command runs with the GC on. At exit everything is frozen again: the interpreter's final
     collections then skip it (~70 ms of a one-shot sync's exit), and what is in a cycle is freed
     with the process. Commands close what they open themselves (the store checkpoints its WAL
-    on close), never in a finalizer. Tests call ``main``, which leaves the GC alone.
+    on close), never in a finalizer. The command runs under syncd's collector thresholds
+    (``syncd.collector``). Tests call ``main``, which leaves the GC alone.
     """
     argv = sys.argv[1:]
+    collector.tune()
     gc.disable()
     try:
         args = parse(argv)
