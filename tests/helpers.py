@@ -153,30 +153,41 @@ async def project_to_schema(written: Path, old: Path, version: int) -> None:
         db.close()
 
 
-def replay_catalog(path: Path) -> dict[tuple[str, str], Any]:
+def replay_catalog(path: Path, source: str | None = None) -> dict[tuple[str, str], Any]:
     """Rebuild the catalog and location tables from the log (catalog.* and location.* entries,
-    each entry's new value in seq order), keyed (kind family, id), as a consumer would."""
+    each entry's new value in seq order, a ``*.removed`` one deleting), keyed (kind family, id),
+    as a consumer would; ``source``: that source's entries only."""
     replayed: dict[tuple[str, str], Any] = {}
     for entry in changes(path):
+        if source is not None and entry["source"] != source:
+            continue
         if entry["kind"].startswith(("catalog.", "location.")):
-            key = entry["key"][0] or entry["key"][1]
-            replayed[(entry["kind"].split(".")[0], key)] = entry["new"]
+            key = (entry["kind"].split(".")[0], entry["key"][0] or entry["key"][1])
+            if entry["kind"].endswith(".removed"):
+                replayed.pop(key, None)
+            else:
+                replayed[key] = entry["new"]
     return replayed
 
 
-def catalog_tables(path: Path) -> dict[tuple[str, str], Any]:
-    """The stored catalog and location rows, in the shape of ``replay_catalog``."""
+def catalog_tables(path: Path, source: str | None = None) -> dict[tuple[str, str], Any]:
+    """The stored catalog and location rows, in the shape of ``replay_catalog``; ``source``:
+    that source's rows only."""
     from syncd.store import catalog as cat
 
+    where, params = ("", ()) if source is None else (" WHERE source = ?", (source,))
     conn = sqlite3.connect(path)
     try:
-        items = conn.execute("SELECT item_id, name, is_deleted FROM catalog_items").fetchall()
+        items = conn.execute(
+            "SELECT item_id, name, is_deleted FROM catalog_items" + where, params
+        ).fetchall()
         variations = conn.execute(
             "SELECT variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory,"
-            " is_deleted, version FROM catalog_variations"
+            " is_deleted, version FROM catalog_variations" + where,
+            params,
         ).fetchall()
         locations = conn.execute(
-            "SELECT location_id, name, status, timezone FROM locations"
+            "SELECT location_id, name, status, timezone FROM locations" + where, params
         ).fetchall()
     finally:
         conn.close()

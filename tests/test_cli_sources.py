@@ -17,7 +17,13 @@ from syncd.config import load_settings
 from syncd.simulator import SimulatorConfig, serve
 from syncd.store import Store, credentials
 from syncd.timeutil import parse_ns
-from tests.helpers import assert_log_invariants, changes, mirror
+from tests.helpers import (
+    assert_log_invariants,
+    catalog_tables,
+    changes,
+    mirror,
+    replay_catalog,
+)
 from tests.process_kit import clean_env, run_cli, syncd
 
 SECRETS = ("s3cr3t-north", "s3cr3t-south", "AT-s3cr3t", "RT-s3cr3t")
@@ -144,6 +150,8 @@ async def test_list_forget_and_status_without_a_daemon(tmp_path: Path) -> None:
 
     before = changes(db)
     north_rows = mirror(db, "north")
+    catalog_tables_before = catalog_tables(db, "north")
+    assert catalog_tables_before == replay_catalog(db, "north")
     assert len(north_rows) == ROWS
     code, _, err = await cli("sources", "forget", "south", "--config", str(south))
     assert code == 2
@@ -158,14 +166,19 @@ async def test_list_forget_and_status_without_a_daemon(tmp_path: Path) -> None:
     code, out, err = await cli("sources", "forget", "north", "--config", str(south))
     assert code == 0, err
     head = before[-1]["seq"]
+    written = changes(db)[len(before) :]
+    catalog = len(written) - ROWS
+    assert catalog == len(catalog_tables_before)
     assert out == (
-        f"forgot source north: {ROWS} count.removed entries written (seq {head + 1}..{head + ROWS});"
+        f"forgot source north: {ROWS} count.removed entries and {catalog}"
+        f" catalog.removed/location.removed entries written (seq {head + 1}..{head + ROWS + catalog});"
         f" removed {LOCATIONS} partition states, 0 webhook events, its OAuth state\n"
     )
-    written = changes(db)[len(before) :]
-    assert [e["seq"] for e in written] == list(range(head + 1, head + ROWS + 1))
-    assert {(e["kind"], e["source"]) for e in written} == {("count.removed", "north")}
-    assert sorted(e["key"] for e in written) == sorted(north_rows)  # exactly one per row
+    assert [e["seq"] for e in written] == list(range(head + 1, head + ROWS + catalog + 1))
+    assert {(e["kind"], e["source"]) for e in written[:ROWS]} == {("count.removed", "north")}
+    assert sorted(e["key"] for e in written[:ROWS]) == sorted(north_rows)  # exactly one per row
+    assert {e["kind"] for e in written[ROWS:]} == {"catalog.removed", "location.removed"}
+    assert catalog_tables(db, "north") == {} == replay_catalog(db, "north")
     assert mirror(db, "north") == {}
     assert len(mirror(db, "south")) == ROWS
     assert_log_invariants(db, "north")
@@ -175,7 +188,7 @@ async def test_list_forget_and_status_without_a_daemon(tmp_path: Path) -> None:
     assert code == 1
     assert "unknown source 'north'" in err
     assert "already forgotten" in err
-    assert len(changes(db)) == len(before) + ROWS
+    assert len(changes(db)) == len(before) + ROWS + catalog
     code, out, _ = await cli("sources", "list", "--json", "--config", str(south))
     assert list(by_name(out)) == ["south"]
 
@@ -216,6 +229,8 @@ async def test_forget_through_the_running_daemon(tmp_path: Path, short_dir: Path
             assert "running daemon's config" in err
             before = changes(db)
             north_rows = mirror(db, "north")
+            catalog = len(catalog_tables(db, "north"))
+            assert catalog > 0
             code, out, err = await cli(
                 "sources", "forget", "north", "--json", "--config", str(south)
             )
@@ -225,8 +240,9 @@ async def test_forget_through_the_running_daemon(tmp_path: Path, short_dir: Path
             assert forgotten == {
                 "source": "north",
                 "entries": ROWS,
+                "catalog_entries": catalog,
                 "first_seq": head + 1,
-                "last_seq": head + ROWS,
+                "last_seq": head + ROWS + catalog,
                 "partitions": LOCATIONS,
                 "webhook_events": 0,
                 "credentials": True,
@@ -236,9 +252,12 @@ async def test_forget_through_the_running_daemon(tmp_path: Path, short_dir: Path
             code, _, err = await cli("sources", "forget", "north", "--config", str(south))
             assert code == 1
             assert "unknown source 'north'" in err
-    written = [e for e in changes(db) if e["seq"] > head]
-    assert [e["kind"] for e in written if e["source"] == "north"] == ["count.removed"] * ROWS
-    assert sorted(e["key"] for e in written if e["source"] == "north") == sorted(north_rows)
+    written = [e for e in changes(db) if e["seq"] > head and e["source"] == "north"]
+    assert [e["kind"] for e in written[:ROWS]] == ["count.removed"] * ROWS
+    assert sorted(e["key"] for e in written[:ROWS]) == sorted(north_rows)
+    assert {e["kind"] for e in written[ROWS:]} == {"catalog.removed", "location.removed"}
+    assert len(written) == ROWS + catalog
+    assert catalog_tables(db, "north") == {} == replay_catalog(db, "north")
     seqs = [e["seq"] for e in changes(db)]
     assert seqs == sorted(set(seqs))
     assert mirror(db, "north") == {}

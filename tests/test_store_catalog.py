@@ -159,3 +159,44 @@ async def test_replaying_catalog_entries_reproduces_the_tables(store: Store, db_
         replace(STORE, name="Main St."),
     )
     assert replay_catalog(db_path) == catalog_tables(db_path)
+
+
+async def test_removing_a_source_logs_each_row_and_keeps_the_others(
+    store: Store, db_path: Path
+) -> None:
+    """``remove_source`` (what ``syncd sources forget`` runs) deletes the source's items,
+    variations, locations and catalog state, one ``*.removed`` entry per row (old: its value,
+    new: null, a variation's SKU beside it), in chunks; another source's catalog stays, and a
+    replay of the log still gives the tables."""
+    await apply(store, SHIRT, SMALL, LARGE, STORE, source="north")
+    await apply(store, SHIRT, SMALL, STORE, source="square")
+    await store.write(
+        lambda c: cat.save_state(c, cat.CatalogState("north", "2026-12-01T00:00:00Z", AT, AT, None))
+    )
+    head = changes(db_path)[-1]["seq"]
+
+    removed = await store.write(lambda c: cat.remove_source(c, "north", recorded_at=AT, chunk=1))
+
+    assert removed == 4
+    entries = [e for e in changes(db_path) if e["seq"] > head]
+    assert [(e["kind"], e["key"]) for e in entries] == [
+        ("catalog.removed", ("ITEM1", None, None)),
+        ("catalog.removed", ("VAR1", None, None)),
+        ("catalog.removed", ("VAR2", None, None)),
+        ("location.removed", (None, "LOC1", None)),
+    ]
+    assert rows(db_path, "SELECT sku FROM changes WHERE seq > ? ORDER BY seq", head) == [
+        (None,),
+        ("SHIRT-S",),
+        (None,),
+        (None,),
+    ]
+    assert {e["source"] for e in entries} == {"north"}
+    assert all(e["new"] is None for e in entries)
+    assert entries[1]["old"] == cat.variation_value(SMALL)
+    assert entries[3]["old"] == STORE.value()
+    for table in ("catalog_items", "catalog_variations", "locations", "catalog_state"):
+        assert rows(db_path, f"SELECT COUNT(*) FROM {table} WHERE source = 'north'") == [(0,)]
+    assert catalog_tables(db_path, "north") == {} == replay_catalog(db_path, "north")
+    assert len(catalog_tables(db_path, "square")) == 3
+    assert replay_catalog(db_path, "square") == catalog_tables(db_path, "square")

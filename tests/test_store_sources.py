@@ -231,6 +231,7 @@ async def test_forget_reports_what_it_removed_and_drops_the_inbox_rows(
     assert forgotten == sources.Forgotten(
         source="north",
         entries=12,
+        catalog_entries=0,
         first_seq=head + 1,
         last_seq=head + 12,
         partitions=3,

@@ -361,9 +361,17 @@ async def _forget(settings: Settings, name: str) -> Record:
     return forgotten.to_record()
 
 
+def _entries(n: int) -> str:
+    return "entry" if n == 1 else "entries"
+
+
 def render_forgotten(f: Record) -> str:
-    entries = f"{f['entries']} count.removed entr{'y' if f['entries'] == 1 else 'ies'} written"
-    if f["entries"]:
+    entries = f"{f['entries']} count.removed {_entries(f['entries'])}"
+    catalog = f.get("catalog_entries", 0)  # a daemon older than the catalog removal has none
+    if catalog:
+        entries += f" and {catalog} catalog.removed/location.removed {_entries(catalog)}"
+    entries += " written"
+    if f["first_seq"] is not None:
         entries += f" (seq {f['first_seq']}..{f['last_seq']})"
     removed = [f"{f['partitions']} partition states", f"{f['webhook_events']} webhook events"]
     if f["credentials"]:

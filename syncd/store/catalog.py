@@ -10,7 +10,7 @@ version and writes no entry. Deleted objects are kept, marked ``is_deleted``, ne
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 KIND_CATALOG_UPDATED = "catalog.updated"
 KIND_CATALOG_DELETED = "catalog.deleted"
 KIND_LOCATION_UPDATED = "location.updated"
+KIND_CATALOG_REMOVED = "catalog.removed"
+KIND_LOCATION_REMOVED = "location.removed"
+# Rows read (and logged) at a time by remove_source: a big catalog never sits in memory at once.
+REMOVE_CHUNK = 5_000
 
 ITEM = "ITEM"
 ITEM_VARIATION = "ITEM_VARIATION"
@@ -532,6 +536,69 @@ async def mark_unseen_deleted(
     return marked
 
 
+async def remove_source(
+    conn: aiosqlite.Connection, source: str, *, recorded_at: str, chunk: int = REMOVE_CHUNK
+) -> int:
+    """Delete every catalog item, variation and location of ``source`` and its catalog state, in
+    the caller's transaction (``syncd sources forget``); return how many rows went.
+
+    Each row goes with one ``catalog.removed`` or ``location.removed`` entry (``old`` its value as
+    its last entry's ``new`` holds it, ``new`` null), so replaying the log still yields the
+    catalog tables. ``chunk`` rows at a time, in key order: items, variations, then locations.
+    """
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
+    removed = 0
+    for table, id_column, to_value in (
+        ("catalog_items", "item_id", _item_value),
+        ("catalog_variations", "variation_id", _variation_value),
+        ("locations", "location_id", _location_value),
+    ):
+        after = ""
+        while True:
+            async with conn.execute(
+                f"SELECT {_COLUMNS_OF[table]} FROM {table} WHERE source = ? AND {id_column} > ?"
+                f" ORDER BY {id_column} LIMIT ?",
+                (source, after, chunk),
+            ) as cur:
+                rows = [tuple(row) for row in await cur.fetchall()]
+            if not rows:
+                break
+            await _log_removed(conn, source, table, rows, to_value, recorded_at)
+            await conn.execute(
+                f"DELETE FROM {table} WHERE source = ? AND {id_column} > ? AND {id_column} <= ?",
+                (source, after, rows[-1][0]),
+            )
+            removed += len(rows)
+            after = rows[-1][0]
+    await conn.execute("DELETE FROM catalog_state WHERE source = ?", (source,))
+    return removed
+
+
+async def _log_removed(
+    conn: aiosqlite.Connection,
+    source: str,
+    table: str,
+    rows: list[tuple[Any, ...]],
+    to_value: Callable[[tuple[Any, ...]], dict[str, Any]],
+    recorded_at: str,
+) -> None:
+    """One removal entry per row of ``table`` (rows as ``_COLUMNS_OF[table]`` reads them)."""
+    location = table == "locations"
+    kind = KIND_LOCATION_REMOVED if location else KIND_CATALOG_REMOVED
+    entries: list[changelog.Row] = []
+    for row in rows:
+        object_id, location_id = (None, row[0]) if location else (row[0], None)
+        old = orjson.dumps(to_value(row)).decode()
+        entries.append((kind, source, object_id, location_id, None, None, old, None))
+    skus = [row[3] for row in rows] if table == "catalog_variations" else None
+    await changelog.append_rows(conn, entries, recorded_at, skus=skus)
+
+
+def _location_value(row: tuple[Any, ...]) -> dict[str, Any]:
+    return LocationRow(row[0], row[1], row[2], row[3]).value()
+
+
 def _item_value(row: tuple[Any, ...]) -> dict[str, Any]:
     return ItemRow(row[0], row[1], bool(row[2]), 0, "").value()
 
@@ -543,6 +610,7 @@ def _variation_value(row: tuple[Any, ...]) -> dict[str, Any]:
 _COLUMNS_OF = {
     "catalog_items": "item_id, name, is_deleted, version",
     "catalog_variations": _VARIATION_COLUMNS,
+    "locations": "location_id, name, status, timezone",
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from syncd.errors import UnknownSource
-from syncd.store import changelog, counts, credentials, inbox, sync_state
+from syncd.store import catalog, changelog, counts, credentials, inbox, sync_state
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -94,10 +94,13 @@ async def known(conn: aiosqlite.Connection, source: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Forgotten:
     """What forgetting a source removed. ``entries`` ``count.removed`` entries were written, one
-    per mirror row, with seqs ``first_seq .. last_seq`` (None when it had no rows)."""
+    per mirror row, then ``catalog_entries`` ``catalog.removed`` / ``location.removed`` ones, one
+    per catalog item, variation and location, with seqs ``first_seq .. last_seq`` (None when it
+    had no rows)."""
 
     source: str
     entries: int
+    catalog_entries: int
     first_seq: int | None
     last_seq: int | None
     partitions: int
@@ -108,6 +111,7 @@ class Forgotten:
         return {
             "source": self.source,
             "entries": self.entries,
+            "catalog_entries": self.catalog_entries,
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "partitions": self.partitions,
@@ -127,8 +131,9 @@ async def forget(
     database has nothing of it (never synced, or forgotten already: nothing is written).
 
     Each mirrored row is removed with a ``count.removed`` entry (``chunk`` rows at a time: see
-    ``counts.remove_source``), so replaying the change log still yields the mirror. Its
-    partition states, OAuth state, webhook inbox rows and ``sources`` row go too. Its earlier
+    ``counts.remove_source``), and each catalog item, variation and location with a
+    ``catalog.removed`` / ``location.removed`` one (``catalog.remove_source``), so replaying the
+    change log still yields the mirror and the catalog tables. Its catalog state, partition states, OAuth state, webhook inbox rows and ``sources`` row go too. Its earlier
     change-log entries and its passes stay: the log is append-only history.
     """
     if not await known(conn, source):
@@ -141,6 +146,7 @@ async def forget(
         )
     before = await changelog.high_water(conn)
     removed = await counts.remove_source(conn, source, recorded_at=recorded_at, chunk=chunk)
+    catalog_rows = await catalog.remove_source(conn, source, recorded_at=recorded_at)
     partitions = await sync_state.forget_partitions(conn, source)
     had_credentials = await credentials.delete(conn, source)
     events = await inbox.delete_source(conn, source)
@@ -148,8 +154,9 @@ async def forget(
     return Forgotten(
         source=source,
         entries=removed,
-        first_seq=before + 1 if removed else None,
-        last_seq=before + removed if removed else None,
+        catalog_entries=catalog_rows,
+        first_seq=before + 1 if removed + catalog_rows else None,
+        last_seq=before + removed + catalog_rows if removed + catalog_rows else None,
         partitions=partitions,
         webhook_events=events,
         credentials=had_credentials,
