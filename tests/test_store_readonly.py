@@ -53,7 +53,6 @@ QUERIES: list[Any] = [
     inventory.has_view,
     partial(inventory.segments, filt=InventoryFilter(location_id="L1")),
     partial(inventory.list_inventory, filt=InventoryFilter(source="acme"), after=None, limit=3),
-    partial(queries.list_counts, limit=4),
 ]
 
 

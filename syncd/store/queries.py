@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.store import changelog, consumers, sync_state
 from syncd.store import counts as counts_store
-from syncd.store.rows import fetch_dicts
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -211,44 +210,6 @@ CountKey = tuple[str, str, str, str]
 """(source, location_id, catalog_object_id, state): the mirror's primary key order."""
 
 
-async def list_counts(
-    conn: aiosqlite.Connection,
-    *,
-    source: str | None = None,
-    location_id: str | None = None,
-    catalog_object_id: str | None = None,
-    after: CountKey | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Up to ``limit`` mirrored counts matching the filters, in primary-key order, after ``after``.
-
-    Keyset pagination: pass the last row's key as ``after`` to get the next page, so listing a
-    million counts never holds them all in memory.
-    """
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("source", source),
-        ("location_id", location_id),
-        ("catalog_object_id", catalog_object_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if after is not None:
-        clauses.append("(source, location_id, catalog_object_id, state) > (?, ?, ?, ?)")
-        params.extend(after)
-    sql = (
-        "SELECT source, catalog_object_id, location_id, state, catalog_object_type, quantity,"
-        " calculated_at, seq FROM inventory_counts"
-    )
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY source, location_id, catalog_object_id, state LIMIT ?"
-    params.append(limit)
-    return await fetch_dicts(conn, sql, params)
-
-
 def count_key(row: dict[str, Any]) -> CountKey:
-    """The keyset-pagination key of a row returned by ``list_counts``."""
+    """The keyset-pagination key of a mirrored count row (``inventory.list_inventory``)."""
     return (row["source"], row["location_id"], row["catalog_object_id"], row["state"])
