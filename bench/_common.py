@@ -101,7 +101,8 @@ def run_child(script: Path, *args: str) -> dict[str, Any]:
 
 
 # Spawns ARGV from a small process, its stdout into a file and its stderr to /dev/null, and prints
-# [wall s, peak RSS MB, exit code] of that child alone: wall from spawn to exit, and ru_maxrss from
+# [wall s, CPU s, peak RSS MB, exit code] of that child alone: wall from spawn to exit, CPU (user +
+# system) and ru_maxrss from
 # wait4, which is the child's own (a child forked from a big parent starts at the parent's size, so
 # the measuring parent is this small launcher, not the bench).
 _LAUNCHER = """
@@ -115,16 +116,19 @@ t0 = time.perf_counter()
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, file_actions=actions)
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - t0
-print(json.dumps([wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+cpu = usage.ru_utime + usage.ru_stime
+print(json.dumps([wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Spawned:
-    """One whole process as measured from outside: wall seconds from spawn to exit, the child's
-    own peak RSS, its exit code and what it printed on stdout."""
+    """One whole process as measured from outside: wall seconds from spawn to exit, its CPU
+    seconds (user + system), the child's own peak RSS, its exit code and what it printed on
+    stdout."""
 
     wall: float
+    cpu: float
     rss_mb: float
     code: int
     stdout: str
@@ -142,8 +146,8 @@ def spawn_measured(argv: list[str], *, env: Mapping[str, str] | None = None) -> 
             text=True,
             check=True,
         )
-        wall, rss, code = json.loads(launched.stdout)
-        return Spawned(float(wall), float(rss), int(code), out.read_text())
+        wall, cpu, rss, code = json.loads(launched.stdout)
+        return Spawned(float(wall), float(cpu), float(rss), int(code), out.read_text())
 
 
 def peak_rss_mb() -> float:

@@ -22,7 +22,6 @@ Usage: ``python bench/cold_start.py [--counts 1000000] [--reps 7]``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -33,27 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ROOT, make_counts_db
+from bench._common import ROOT, make_counts_db, spawn_measured
 
 BARE_QUERY = (
     "import sqlite3, sys; c = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True);"
     " print(c.execute(sys.argv[2]).fetchall())"
 )
-
-
-# Spawns ARGV from a small process and prints [wall ms, CPU ms, peak RSS MB, exit code] of that child
-# alone: a child's ru_maxrss starts at its parent's size at fork (this script's, after building a
-# database), so the measuring parent must be small.
-LAUNCHER = """
-import json, os, sys, time
-quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
-t0 = time.perf_counter()
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
-_, status, usage = os.wait4(pid, 0)
-wall = (time.perf_counter() - t0) * 1000
-cpu = (usage.ru_utime + usage.ru_stime) * 1000
-print(json.dumps([wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
-"""
 
 
 def measure(argv: list[str], reps: int, pycache: Path) -> tuple[float, float, float]:
@@ -72,20 +56,12 @@ def measure(argv: list[str], reps: int, pycache: Path) -> tuple[float, float, fl
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, check=True)
     for _ in range(reps):
-        out = subprocess.run(
-            [sys.executable, "-S", "-c", LAUNCHER, *argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        wall, cpu, peak, code = json.loads(out.stdout)
-        if code != 0:
-            raise RuntimeError(f"{argv} exited {code}")
-        walls.append(wall)
-        cpus.append(cpu)
-        rss.append(peak)
+        spawned = spawn_measured(argv, env=env)
+        if spawned.code != 0:
+            raise RuntimeError(f"{argv} exited {spawned.code}")
+        walls.append(spawned.wall * 1000)
+        cpus.append(spawned.cpu * 1000)
+        rss.append(spawned.rss_mb)
     return statistics.median(walls), statistics.median(cpus), max(rss)
 
 
