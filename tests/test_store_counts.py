@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
+import orjson
 
 from syncd.model import InventoryCount
 from syncd.store import Store
 from syncd.store import counts as counts_store
-from syncd.store.counts import ApplyResult
+from syncd.store.counts import ApplyResult, count_value
 from tests.helpers import assert_log_invariants, changes, count, mirror
 
 
@@ -220,3 +222,35 @@ async def test_load_searches_the_primary_key_without_scanning_the_mirror(
     assert "BLOOM" not in plan, plan
     assert "SEARCH c USING PRIMARY KEY" in plan, plan
     assert "SCAN c" not in plan, plan
+
+
+async def test_entry_json_is_exactly_the_values_encoding(store: Store, db_path: Path) -> None:
+    """The entries of a page are written by SQLite from one JSON document: their ``old`` and
+    ``new`` texts are byte for byte what ``orjson`` makes of the values (keys in order, no spaces),
+    also for an object type that needs escaping or is absent, and a page's seqs are contiguous
+    and in the page's order, each mirror row naming its own."""
+    odd = 'IT\\EM "x"\n\t\x01 é ✓'
+    first = [count(item="A", object_type=odd), count(item="B", object_type=None), count(item="C")]
+    await apply(store, first)
+    await apply(store, [count(item="A", quantity="6", object_type=None), count(item="B")])
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT seq, catalog_object_id, old, new FROM changes ORDER BY seq"
+        ).fetchall()
+        seqs = dict(conn.execute("SELECT catalog_object_id, seq FROM inventory_counts"))
+    finally:
+        conn.close()
+    values = {
+        1: (None, count_value(first[0])),
+        2: (None, count_value(first[1])),
+        3: (None, count_value(first[2])),
+        4: (count_value(first[0]), count_value(count(item="A", quantity="6", object_type=None))),
+        5: (count_value(first[1]), count_value(count(item="B"))),
+    }
+    assert [(r[0], r[1]) for r in rows] == [(1, "A"), (2, "B"), (3, "C"), (4, "A"), (5, "B")]
+    for seq, _, old, new in rows:
+        want_old, want_new = values[seq]
+        assert old == (None if want_old is None else orjson.dumps(want_old).decode())
+        assert new == orjson.dumps(want_new).decode()
+    assert seqs == {"A": 4, "B": 5, "C": 3}
