@@ -123,8 +123,8 @@ async def load(conn: aiosqlite.Connection, source: str, keys: Sequence[Key]) -> 
     if not keys:
         return {}
     # One trip to the connection's thread (execute, fetchall and the cursor's close are three).
-    rows = await conn.execute_fetchall(_LOAD, (orjson.dumps(keys).decode(), source))
-    return {(r[0], r[1], r[2]): Stored(r[3], r[4], r[5]) for r in orjson.loads(rows[0][0])}
+    [[found]] = await conn.execute_fetchall(_LOAD, (orjson.dumps(keys).decode(), source))
+    return {(r[0], r[1], r[2]): Stored(r[3], r[4], r[5]) for r in orjson.loads(found)}
 
 
 def _same(stored: Stored, stored_ns: int, count: InventoryCount) -> bool:
