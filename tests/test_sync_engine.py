@@ -122,10 +122,11 @@ def _count_writes(store: Store) -> list[int]:
 
 
 async def test_full_pass_writes_its_pages_in_batches(db_path: Path) -> None:
-    """A full pass applies its pages in transactions of ``full_batch_counts`` counts (here 2
-    pages of 10 per transaction, 4 pages per location), an incremental one each page alone;
-    either way one entry per change, and the mirror is the upstream's."""
-    async with rig(db_path, page_limit=10, full_batch_counts=20) as r:
+    """A full pass applies its pages in transactions of ``full_batch_counts`` counts shared by
+    its chains (here 60 by 3: 2 pages of 10 per transaction, 4 pages per location), an
+    incremental one each page alone; either way one entry per change, and the mirror is the
+    upstream's."""
+    async with rig(db_path, page_limit=10, full_batch_counts=60) as r:
         sizes = _count_writes(r.store)
         full = await r.engine.run_pass()
         assert full.ok

@@ -54,7 +54,9 @@ class EngineOptions:
     locations_interval: float = 300.0
     full_batch_counts: int = 10_000
     """A full pass applies its pages in write transactions of at least this many counts (the
-    last may be smaller); an incremental pass applies each page in a transaction of its own."""
+    last may be smaller), shared by the chains that run at once (their batches are in memory
+    together: 4 chains write 2,500 each); an incremental pass applies each page in a transaction
+    of its own."""
 
 
 @dataclass(slots=True)
@@ -517,7 +519,7 @@ class SyncEngine:
         # reads again. An incremental chain writes each page as it comes (a few pages, the
         # newest changes first).
         full = summary.kind == "full"
-        batch_counts = self.options.full_batch_counts if full else 1
+        batch_counts = self._full_batch() if full else 1
         for restart in range(self.options.cursor_restarts + 1):
             pages = self._upstream.pages(location_ids=locations, updated_after=updated_after)
             try:
@@ -546,6 +548,11 @@ class SyncEngine:
                 )
         if chain.signpost_ns is None:  # pragma: no cover - a chain always yields at least one page
             chain.signpost_ns = self._clock() - margin_ns
+
+    def _full_batch(self) -> int:
+        """Counts per write transaction of each full chain (``EngineOptions.full_batch_counts``)."""
+        chains = max(1, min(self.options.partition_concurrency, len(self.partitions)))
+        return max(1, self.options.full_batch_counts // chains)
 
     async def _apply(self, pages: list[PageCounts], chain: _Chain, summary: PassSummary) -> None:
         """Apply ``pages`` in one write transaction, each page as it would be alone (in order: a
