@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd.timeutil import TimestampError, parse_ns
 
@@ -100,6 +100,7 @@ class InventoryCount:
             at_ns = parse_ns(calculated_at)
         except TimestampError as exc:
             raise InvalidCount(f"calculated_at is not RFC 3339: {calculated_at!r}") from exc
+        assert isinstance(quantity, str)  # parse_quantity took it
         return cls(
             object_id,
             _shared(location_id),
@@ -112,7 +113,7 @@ class InventoryCount:
         )
 
 
-def _bad_key(object_id: object, location_id: object, state: object) -> None:
+def _bad_key(object_id: object, location_id: object, state: object) -> NoReturn:
     """Raise InvalidCount for the first of a count's key fields that is missing or invalid."""
     for name, value in (
         ("catalog_object_id", object_id),
@@ -121,6 +122,7 @@ def _bad_key(object_id: object, location_id: object, state: object) -> None:
     ):
         if not isinstance(value, str) or not value or len(value) > 100:
             raise InvalidCount(f"{name} missing or invalid: {value!r}")
+    raise AssertionError("called for a valid key")  # pragma: no cover
 
 
 _SHARED: dict[str, str] = {}

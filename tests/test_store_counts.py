@@ -22,6 +22,7 @@ async def apply(
     pass_id: int = 1,
     mark_seen: bool = False,
     keep_seen: bool = False,
+    expect_new: bool = False,
 ) -> ApplyResult:
     async def work(conn: aiosqlite.Connection) -> ApplyResult:
         return await counts_store.apply_page(
@@ -32,6 +33,7 @@ async def apply(
             recorded_at="2026-01-01T00:00:00.000000Z",
             mark_seen=mark_seen,
             keep_seen=keep_seen,
+            expect_new=expect_new,
         )
 
     return await store.write(work)
@@ -254,3 +256,36 @@ async def test_entry_json_is_exactly_the_values_encoding(store: Store, db_path: 
         assert old == (None if want_old is None else orjson.dumps(want_old).decode())
         assert new == orjson.dumps(want_new).decode()
     assert seqs == {"A": 4, "B": 5, "C": 3}
+
+
+async def test_expect_new_is_only_a_shortcut(store: Store, db_path: Path) -> None:
+    """``expect_new`` (a first sync's pages) inserts a page of new counts without looking them
+    up, logging each once with old = null; on a page with stored keys it changes nothing of the
+    outcome: the unchanged and stale counts log nothing, the changed one logs its old value, and
+    the seqs stay contiguous, each mirror row naming its entry."""
+    first = await apply(store, [count(item="A"), count(item="B")], expect_new=True)
+    assert (first.changes, first.first_sight, first.all_new) == (2, 2, True)
+    page = [
+        count(item="A"),  # unchanged
+        count(item="B", quantity="7", at="2026-01-02T00:00:00Z"),  # changed
+        count(item="C"),  # new
+        count(item="A", at="2025-12-31T00:00:00Z"),  # stale: the newest of A in the page wins
+    ]
+    second = await apply(store, page, expect_new=True, mark_seen=True, pass_id=2)
+    assert (second.changes, second.unchanged, second.first_sight, second.all_new) == (
+        2,
+        1,
+        1,
+        False,
+    )
+    entries = changes(db_path)
+    assert [(e["seq"], e["key"][0]) for e in entries] == [(1, "A"), (2, "B"), (3, "B"), (4, "C")]
+    assert entries[2]["old"] == count_value(count(item="B"))
+    assert [e["old"] for e in (entries[0], entries[1], entries[3])] == [None, None, None]
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT catalog_object_id, seq, seen_pass FROM inventory_counts")
+        assert {r[0]: (r[1], r[2]) for r in rows} == {"A": (1, 2), "B": (3, 2), "C": (4, 2)}
+    finally:
+        conn.close()
+    assert_log_invariants(db_path)

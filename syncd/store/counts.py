@@ -71,6 +71,12 @@ class ApplyResult:
     last_seq: int | None
     unknown: int = 0  # with ``known_only``: counts the mirror did not hold, left alone
     written: Sequence[InventoryCount] = ()  # the counts that changed, one per change entry
+    first_sight: int = 0  # of ``changes``: counts the mirror did not hold before
+
+    @property
+    def all_new(self) -> bool:
+        """Whether every count of the page was one the mirror did not hold."""
+        return self.first_sight == self.changes + self.unchanged + self.stale + self.unknown
 
 
 def _value(quantity: str, calculated_at: str, object_type: str | None) -> dict[str, Any]:
@@ -146,6 +152,7 @@ async def apply_page(
     mark_seen: bool = False,
     keep_seen: bool = False,
     known_only: bool = False,
+    expect_new: bool = False,
 ) -> ApplyResult:
     """Apply one page inside the caller's transaction; append one change per real change.
 
@@ -157,8 +164,16 @@ async def apply_page(
     statements whatever the page's size (the lookup, the SKUs, the seq, the entries, the mirror
     rows, the unchanged rows' stamps), and binds no None where it can help it (``sqlite3``
     adapts each None bound the slow way: 1.2 us each, measured).
+
+    With ``expect_new`` (a full pass whose previous page held only counts the mirror did not: a
+    first sync) the page is first inserted as it is, with no lookup: when none of its keys was
+    stored that is the whole work; else it is undone (a savepoint) and applied as usual.
     """
     incoming = _newest_per_key(counts)
+    if expect_new and not known_only and not keep_seen and incoming:
+        inserted = await _insert_new(conn, source, incoming, pass_id, recorded_at)
+        if inserted is not None:
+            return inserted
     stored = await load(conn, source, list(incoming)) if incoming else {}
     writes: list[InventoryCount] = []
     olds: list[str | None] = []
@@ -222,6 +237,66 @@ async def apply_page(
         last_seq=None if first_seq is None else first_seq + len(writes) - 1,
         unknown=unknown,
         written=writes,
+        first_sight=olds.count(None),
+    )
+
+
+_INSERT_NEW = _UPSERT.split(" ON CONFLICT")[0] + " ON CONFLICT DO NOTHING"
+
+
+async def _insert_new(
+    conn: aiosqlite.Connection,
+    source: str,
+    incoming: dict[Key, InventoryCount],
+    pass_id: int,
+    recorded_at: str,
+) -> ApplyResult | None:
+    """``apply_page`` of a page none of whose keys the mirror holds (every count a first sight),
+    without the lookup: insert the rows, skipping any key that is stored; if one was, undo that
+    (None: apply the page as usual), else append the page's entries (seqs as the rows say)."""
+    writes = list(incoming.values())
+    base = await changelog.high_water(conn)
+    await conn.execute("SAVEPOINT syncd_insert_new")
+    cursor = await conn.executemany(
+        _INSERT_NEW,
+        [
+            (
+                source,
+                c.catalog_object_id,
+                c.location_id,
+                c.state,
+                c.catalog_object_type,
+                c.quantity,
+                c.calculated_at,
+                seq,
+                pass_id,
+            )
+            for seq, c in enumerate(writes, base + 1)
+        ],
+    )
+    if cursor.rowcount != len(writes):
+        await conn.execute("ROLLBACK TO syncd_insert_new")
+        await conn.execute("RELEASE syncd_insert_new")
+        return None
+    await conn.execute("RELEASE syncd_insert_new")
+    known = await variation_skus(conn, source, {c.catalog_object_id for c in writes})
+    first_seq = await changelog.append_counts(
+        conn,
+        KIND_UPDATED,
+        source,
+        writes,
+        [None] * len(writes),
+        [known.get(c.catalog_object_id) for c in writes],
+        recorded_at,
+    )
+    assert first_seq == base + 1  # nothing appended in between: the rows name their entries
+    return ApplyResult(
+        changes=len(writes),
+        unchanged=0,
+        stale=0,
+        last_seq=first_seq + len(writes) - 1,
+        written=writes,
+        first_sight=len(writes),
     )
 
 

@@ -69,6 +69,9 @@ class _Chain:
     removed: int = 0
     signpost_ns: int | None = None
     newest_ns: int | None = None
+    # Whether the last page applied held only counts the mirror did not (a first sync): then a
+    # full chain inserts the next one without looking its keys up first (``apply_page``).
+    all_new: bool = False
     # A chain shared by several partitions (``SyncEngine._shared_chain``): each one's share of it.
     shares: dict[str, _Chain] | None = None
 
@@ -562,13 +565,21 @@ class SyncEngine:
         recorded_at = now_rfc3339()
 
         async def work(conn: aiosqlite.Connection) -> list[counts_store.ApplyResult]:
-            return [
-                await counts_store.apply_page(
-                    conn, source, page, pass_id=pass_id, recorded_at=recorded_at, mark_seen=full
-                )
-                for page in pages
-                if page
-            ]
+            results = []
+            for page in pages:
+                if page:
+                    result = await counts_store.apply_page(
+                        conn,
+                        source,
+                        page,
+                        pass_id=pass_id,
+                        recorded_at=recorded_at,
+                        mark_seen=full,
+                        expect_new=full and chain.all_new,
+                    )
+                    chain.all_new = result.all_new
+                    results.append(result)
+            return results
 
         # An empty page (the usual answer of an idle incremental pass) has nothing to write: no
         # transaction, so an idle source costs its request and little else.
