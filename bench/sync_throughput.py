@@ -5,7 +5,8 @@
     python bench/sync_throughput.py --whole-process [--counts 200000] [--reps 3]
 
 In-process (each measurement in a child process of its own, the simulator in another, so RSS is
-syncd's alone; medians of --reps, a fresh database each):
+syncd's alone; medians of --reps, a fresh database each; syncd's children run under the collector
+thresholds of a `syncd` process, ``syncd.collector``):
 (1) raw limit: a minimal aiohttp + sqlite3 executemany loop over the same pages (no change log);
 (2) syncd full sync of N counts (change log included) -> counts/s, ratio to (1), peak RSS;
 (3) an incremental pass after 1,000 upstream changes into the N-row mirror (duration inside the
@@ -117,6 +118,9 @@ def child(argv: list[str]) -> None:
     if mode == "raw":
         result = asyncio.run(raw_limit(url, db))
     else:
+        from syncd import collector
+
+        collector.tune()  # as the `syncd` command runs (the bare loop keeps CPython's defaults)
         concurrency = int(argv[3])
         locations = json.loads(argv[4])
         overlap, margin = (float(argv[5]), float(argv[6])) if len(argv) > 6 else (5.0, 0.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd.timeutil import TimestampError, parse_ns
 
@@ -68,29 +68,76 @@ class InventoryCount:
 
     @classmethod
     def from_api(cls, raw: Any) -> InventoryCount:
-        """Build from a Square ``InventoryCount`` JSON object; raises InvalidCount naming the bad field."""
+        """Build from a Square ``InventoryCount`` JSON object; raises InvalidCount naming the bad field.
+
+        Runs for every count read (a first sync parses them all on the event loop's thread), so
+        the checks are inline, and the location, state and object type, which repeat on every
+        count, come out as one shared string each (``_shared``): a full pass holds its batches of
+        counts in memory until they are written.
+        """
         if not isinstance(raw, dict):
             raise InvalidCount(f"count is not an object: {type(raw).__name__}")
-        ids = []
-        for name in ("catalog_object_id", "location_id", "state"):
-            value = raw.get(name)
-            if not isinstance(value, str) or not value or len(value) > 100:
-                raise InvalidCount(f"{name} missing or invalid: {value!r}")
-            ids.append(value)
-        object_type = raw.get("catalog_object_type")
+        get = raw.get
+        object_id, location_id, state = get("catalog_object_id"), get("location_id"), get("state")
+        if not (
+            isinstance(object_id, str)
+            and 0 < len(object_id) <= 100
+            and isinstance(location_id, str)
+            and 0 < len(location_id) <= 100
+            and isinstance(state, str)
+            and 0 < len(state) <= 100
+        ):
+            _bad_key(object_id, location_id, state)
+        object_type = get("catalog_object_type")
         if object_type is not None and not isinstance(object_type, str):
             raise InvalidCount(f"catalog_object_type is not a string: {object_type!r}")
-        quantity = raw.get("quantity")
+        quantity = get("quantity")
         value_q = parse_quantity(quantity)
-        calculated_at = raw.get("calculated_at")
+        calculated_at = get("calculated_at")
         if not isinstance(calculated_at, str):
             raise InvalidCount(f"calculated_at missing or invalid: {calculated_at!r}")
         try:
             at_ns = parse_ns(calculated_at)
         except TimestampError as exc:
             raise InvalidCount(f"calculated_at is not RFC 3339: {calculated_at!r}") from exc
-        assert isinstance(quantity, str)
-        return cls(ids[0], ids[1], ids[2], object_type, quantity, calculated_at, value_q, at_ns)
+        assert isinstance(quantity, str)  # parse_quantity took it
+        return cls(
+            object_id,
+            _shared(location_id),
+            _shared(state),
+            None if object_type is None else _shared(object_type),
+            quantity,
+            calculated_at,
+            value_q,
+            at_ns,
+        )
+
+
+def _bad_key(object_id: object, location_id: object, state: object) -> NoReturn:
+    """Raise InvalidCount for the first of a count's key fields that is missing or invalid."""
+    for name, value in (
+        ("catalog_object_id", object_id),
+        ("location_id", location_id),
+        ("state", state),
+    ):
+        if not isinstance(value, str) or not value or len(value) > 100:
+            raise InvalidCount(f"{name} missing or invalid: {value!r}")
+    raise AssertionError("called for a valid key")  # pragma: no cover
+
+
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 4096
+
+
+def _shared(text: str) -> str:
+    """One string object per distinct value of a field that repeats on every count (a few
+    locations, states and object types): about 180 bytes less per count held in memory."""
+    shared = _SHARED.get(text)
+    if shared is None:
+        if len(_SHARED) >= _SHARED_MAX:  # an upstream sending endless distinct values
+            _SHARED.clear()
+        shared = _SHARED[text] = text
+    return shared
 
 
 @dataclass(frozen=True, slots=True)

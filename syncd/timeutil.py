@@ -37,26 +37,28 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-_MINUTES: dict[str, int] = {}
-"""Memo of ``parse_ns``: a timestamp's first 16 characters (``YYYY-MM-DDTHH:MM``, shape already
-checked) -> the seconds since the epoch of that minute, once its date and time were checked. A page
-of counts spans few distinct minutes, so most calls skip the calendar arithmetic."""
-_MINUTES_MAX = 4096
+_DAYS: dict[str, int] = {}
+"""Memo of ``parse_ns``: a timestamp's first 10 characters (``YYYY-MM-DD``, shape already checked)
+-> the seconds since the epoch of that day, once the date was checked. A sync reads counts of few
+distinct days (a page of 1,000 upstream counts spans a day or two, but hundreds of minutes: a memo
+per minute, as before, missed most of the time on a first sync), so most calls skip the calendar
+arithmetic."""
+_DAYS_MAX = 4096
+_CLOCK = {f"{h:02d}:{m:02d}": h * 3600 + m * 60 for h in range(24) for m in range(60)}
+"""Every valid ``HH:MM`` -> its seconds into the day: one lookup checks and converts both."""
+_SECONDS = {f"{s:02d}": s for s in range(61)}
 _FRAC_SCALE = tuple(10 ** (9 - digits) for digits in range(10))
 
 
-def _minute_seconds(text: str, m: re.Match[str]) -> int:
-    """Seconds since the epoch of the minute ``m`` names (UTC, before the offset), checked."""
-    y, mo, d, hh, mi = m.group(1, 2, 3, 4, 5)
+def _day_seconds(text: str, m: re.Match[str]) -> int:
+    """Seconds since the epoch of the day ``m`` names (UTC, before the offset), checked."""
+    y, mo, d = m.group(1, 2, 3)
     year, month, day = int(y), int(mo), int(d)
-    hour, minute = int(hh), int(mi)
-    if not (
-        1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24 and minute < 60
-    ):
+    if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
         raise TimestampError(f"not a valid date/time: {text!r}")
     if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
         raise TimestampError(f"not a valid date/time: {text!r}")
-    return _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
+    return _days_from_civil(year, month, day) * 86400
 
 
 def parse_ns(text: str) -> int:
@@ -64,26 +66,28 @@ def parse_ns(text: str) -> int:
 
     Exact to the nanosecond; a leap second (``:60``) is read as the last instant of ``:59``. This runs
     for every count synced, so it does integer arithmetic instead of building datetimes, and the
-    date and time of day down to the minute come from a memo (``_MINUTES``).
+    date comes from a memo (``_DAYS``).
     """
     m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise TimestampError(f"not an RFC 3339 timestamp: {text!r}")
-    prefix = text[:16]
-    minute = _MINUTES.get(prefix)
-    if minute is None:
-        minute = _minute_seconds(text, m)
-        if len(_MINUTES) >= _MINUTES_MAX:
-            _MINUTES.clear()
-        _MINUTES[prefix] = minute
-    ss, frac, offset = m.group(6, 7, 8)
-    second = int(ss)
-    if second > 60:
+    prefix = text[:10]
+    day = _DAYS.get(prefix)
+    if day is None:
+        day = _day_seconds(text, m)
+        if len(_DAYS) >= _DAYS_MAX:
+            _DAYS.clear()
+        _DAYS[prefix] = day
+    # The regex fixed where HH:MM and SS are (the date before them has a fixed width).
+    clock, second = _CLOCK.get(text[11:16]), _SECONDS.get(text[17:19])
+    if clock is None or second is None:
         raise TimestampError(f"not a valid date/time: {text!r}")
+    minutes = day + clock
+    frac, offset = m.group(7, 8)
     if second == 60:  # the last instant of :59, whatever the fraction
-        ns = (minute + 60) * NS_PER_S - 1
+        ns = (minutes + 60) * NS_PER_S - 1
     else:
-        ns = (minute + second) * NS_PER_S + (int(frac) * _FRAC_SCALE[len(frac)] if frac else 0)
+        ns = (minutes + second) * NS_PER_S + (int(frac) * _FRAC_SCALE[len(frac)] if frac else 0)
     if offset not in ("Z", "z"):
         oh, om = int(offset[1:3]), int(offset[4:6])
         if oh > 23 or om > 59:

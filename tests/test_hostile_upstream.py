@@ -183,21 +183,29 @@ def check_timestamp(text: str, want: int | None) -> None:
     assert parse_ns(written) == min(max(got, MIN_NS), MAX_NS) // 1000 * 1000
 
 
-def test_a_memoised_minute_still_checks_the_rest_of_each_timestamp() -> None:
-    """parse_ns remembers each minute it has read (date and HH:MM); a later timestamp in that
-    minute is still checked in full (seconds, fraction, offset), and a date that is not valid is
-    never remembered: the memo changes the speed, not the answers."""
+def test_a_memoised_day_still_checks_the_rest_of_each_timestamp() -> None:
+    """parse_ns remembers each day it has read; a later timestamp of that day is still checked in
+    full (time of day, fraction, offset), and a date that is not valid is never remembered: the
+    memo changes the speed, not the answers."""
     minute = "2031-03-04T05:06"
     assert parse_ns(f"{minute}:07.5Z") - parse_ns(f"{minute}:00Z") == 7_500_000_000
     assert parse_ns(f"{minute}:60.25Z") == parse_ns(f"{minute}:59.999999999Z")
     assert parse_ns(f"{minute}:00+01:30") == parse_ns(f"{minute}:00Z") - 5400 * NS_PER_S
-    for bad in (f"{minute}:61Z", f"{minute}:00+24:00", f"{minute}:00+01:60", f"{minute}:00"):
+    assert parse_ns("2031-03-04T23:59:59Z") - parse_ns("2031-03-04T00:00:00Z") == 86399 * NS_PER_S
+    for bad in (
+        f"{minute}:61Z",
+        f"{minute}:00+24:00",
+        f"{minute}:00+01:60",
+        f"{minute}:00",
+        "2031-03-04T24:00:00Z",
+        "2031-03-04T05:60:00Z",
+    ):
         with pytest.raises(TimestampError):
             parse_ns(bad)
     for _ in range(2):  # the second time would hit the memo if the first had filled it
         with pytest.raises(TimestampError):
             parse_ns("2031-02-29T00:00:00Z")
-    assert timeutil._MINUTES.get("2031-02-29T00:00") is None
+    assert timeutil._DAYS.get("2031-02-29") is None
 
 
 @pytest.mark.property

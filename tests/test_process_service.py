@@ -127,10 +127,20 @@ async def test_second_instance_is_refused_while_readers_work(tmp_path: Path) -> 
         assert "down" in out.splitlines()[0]
 
 
+def _pass_running(db: Path) -> bool:
+    """Whether a counts pass has started (and not ended) in ``db``."""
+    try:
+        return query(db, "SELECT outcome FROM passes") == [("running",)]
+    except sqlite3.Error:  # not created or migrated yet
+        return False
+
+
 async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -> None:
     """Scenario: a first full pass of 3,000 counts in pages of 100 with 0.1 s per page (about 3 s).
-    1. SIGTERM once a few pages are committed.
-    2. syncd exits 0 well within shutdown_timeout (5 s): the pass is interrupted between pages.
+    1. SIGTERM once about ten pages are read (a full pass writes them in batches of 10,000
+       counts: none of this one's is written yet).
+    2. syncd exits 0 well within shutdown_timeout (5 s): the pass is interrupted between pages
+       (the pages read and not written are dropped: the next pass reads them again).
     3. The database is intact and closed cleanly (no WAL left), the interrupted pass is recorded,
        the watermark has not moved, and replaying the log reproduces the mirror exactly."""
     sim = SimulatorConfig(locations=1, items=3000, page_delay=0.1)
@@ -140,8 +150,9 @@ async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -
         async with syncd("run", "--config", str(config)) as daemon:
             await daemon.event("daemon_started")
             async with asyncio.timeout(10):
-                while len(mirror(db)) < 300:
+                while not _pass_running(db):
                     await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
             started = time.monotonic()
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
@@ -149,7 +160,7 @@ async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -
     assert elapsed < 3.0, f"took {elapsed:.2f}s to stop"
     assert not wal_exists(db), "the database was not closed cleanly"
     assert integrity(db) == "ok"
-    assert 300 <= len(mirror(db)) < 3000
+    assert len(mirror(db)) < 3000
     assert query(db, "SELECT outcome FROM passes") == [("interrupted",)]
     assert query(db, "SELECT watermark FROM sync_state") in ([], [(None,)])
     assert_log_invariants(db)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
+import orjson
 
 from syncd.model import InventoryCount
 from syncd.store import Store
 from syncd.store import counts as counts_store
-from syncd.store.counts import ApplyResult
+from syncd.store.counts import ApplyResult, count_value
 from tests.helpers import assert_log_invariants, changes, count, mirror
 
 
@@ -20,6 +22,7 @@ async def apply(
     pass_id: int = 1,
     mark_seen: bool = False,
     keep_seen: bool = False,
+    expect_new: bool = False,
 ) -> ApplyResult:
     async def work(conn: aiosqlite.Connection) -> ApplyResult:
         return await counts_store.apply_page(
@@ -30,6 +33,7 @@ async def apply(
             recorded_at="2026-01-01T00:00:00.000000Z",
             mark_seen=mark_seen,
             keep_seen=keep_seen,
+            expect_new=expect_new,
         )
 
     return await store.write(work)
@@ -220,3 +224,68 @@ async def test_load_searches_the_primary_key_without_scanning_the_mirror(
     assert "BLOOM" not in plan, plan
     assert "SEARCH c USING PRIMARY KEY" in plan, plan
     assert "SCAN c" not in plan, plan
+
+
+async def test_entry_json_is_exactly_the_values_encoding(store: Store, db_path: Path) -> None:
+    """The entries of a page are written by SQLite from one JSON document: their ``old`` and
+    ``new`` texts are byte for byte what ``orjson`` makes of the values (keys in order, no spaces),
+    also for an object type that needs escaping or is absent, and a page's seqs are contiguous
+    and in the page's order, each mirror row naming its own."""
+    odd = 'IT\\EM "x"\n\t\x01 é ✓'
+    first = [count(item="A", object_type=odd), count(item="B", object_type=None), count(item="C")]
+    await apply(store, first)
+    await apply(store, [count(item="A", quantity="6", object_type=None), count(item="B")])
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT seq, catalog_object_id, old, new FROM changes ORDER BY seq"
+        ).fetchall()
+        seqs = dict(conn.execute("SELECT catalog_object_id, seq FROM inventory_counts"))
+    finally:
+        conn.close()
+    values = {
+        1: (None, count_value(first[0])),
+        2: (None, count_value(first[1])),
+        3: (None, count_value(first[2])),
+        4: (count_value(first[0]), count_value(count(item="A", quantity="6", object_type=None))),
+        5: (count_value(first[1]), count_value(count(item="B"))),
+    }
+    assert [(r[0], r[1]) for r in rows] == [(1, "A"), (2, "B"), (3, "C"), (4, "A"), (5, "B")]
+    for seq, _, old, new in rows:
+        want_old, want_new = values[seq]
+        assert old == (None if want_old is None else orjson.dumps(want_old).decode())
+        assert new == orjson.dumps(want_new).decode()
+    assert seqs == {"A": 4, "B": 5, "C": 3}
+
+
+async def test_expect_new_is_only_a_shortcut(store: Store, db_path: Path) -> None:
+    """``expect_new`` (a first sync's pages) inserts a page of new counts without looking them
+    up, logging each once with old = null; on a page with stored keys it changes nothing of the
+    outcome: the unchanged and stale counts log nothing, the changed one logs its old value, and
+    the seqs stay contiguous, each mirror row naming its entry."""
+    first = await apply(store, [count(item="A"), count(item="B")], expect_new=True)
+    assert (first.changes, first.first_sight, first.all_new) == (2, 2, True)
+    page = [
+        count(item="A"),  # unchanged
+        count(item="B", quantity="7", at="2026-01-02T00:00:00Z"),  # changed
+        count(item="C"),  # new
+        count(item="A", at="2025-12-31T00:00:00Z"),  # stale: the newest of A in the page wins
+    ]
+    second = await apply(store, page, expect_new=True, mark_seen=True, pass_id=2)
+    assert (second.changes, second.unchanged, second.first_sight, second.all_new) == (
+        2,
+        1,
+        1,
+        False,
+    )
+    entries = changes(db_path)
+    assert [(e["seq"], e["key"][0]) for e in entries] == [(1, "A"), (2, "B"), (3, "B"), (4, "C")]
+    assert entries[2]["old"] == count_value(count(item="B"))
+    assert [e["old"] for e in (entries[0], entries[1], entries[3])] == [None, None, None]
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT catalog_object_id, seq, seen_pass FROM inventory_counts")
+        assert {r[0]: (r[1], r[2]) for r in rows} == {"A": (1, 2), "B": (3, 2), "C": (4, 2)}
+    finally:
+        conn.close()
+    assert_log_invariants(db_path)

@@ -12,9 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from syncd.errors import UpstreamError
 from syncd.model import PassSummary
 from syncd.simulator import Simulator, SimulatorConfig, serve
 from syncd.store import Store
+from syncd.store.counts import ApplyResult
 from syncd.sync.engine import EngineOptions, SyncEngine
 from syncd.upstream.http import RetryPolicy
 from syncd.upstream.square import SquareCounts, SquareOptions
@@ -54,6 +56,7 @@ async def rig(
     overlap: float = 1.0,
     on_page: Callable[[PassSummary], None] | None = None,
     policy: RetryPolicy = FAST_RETRY,
+    full_batch_counts: int = 10_000,
 ) -> AsyncIterator[Rig]:
     async with serve(sim_config or SimulatorConfig(locations=3, items=40)) as (sim, url):
         store = await Store.open(db_path)
@@ -79,6 +82,7 @@ async def rig(
                     overlap=overlap,
                     clock_margin=0.0,
                     partition_concurrency=4,
+                    full_batch_counts=full_batch_counts,
                 ),
                 on_page=on_page,
             )
@@ -98,6 +102,83 @@ async def test_full_sync_equals_upstream(db_path: Path) -> None:
         assert len(count_changes(db_path)) == r.sim.count_total() == 120
         # After the counts, the pass's own entries (not changes of the mirror).
         assert kinds(db_path)[120:] == ["pass.completed", "pass.full_completed"]
+        assert_log_invariants(db_path)
+
+
+def _count_writes(store: Store) -> list[int]:
+    """How many pages each write transaction of counts the store runs from now on applied (a
+    unit of the engine returns one result per non-empty page)."""
+    sizes: list[int] = []
+    write_inline = store.write_inline
+
+    async def counting(work: Any) -> Any:
+        result = await write_inline(work)
+        if isinstance(result, list) and all(isinstance(r, ApplyResult) for r in result):
+            sizes.append(len(result))
+        return result
+
+    store.write_inline = counting  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_full_pass_writes_its_pages_in_batches(db_path: Path) -> None:
+    """A full pass applies its pages in transactions of ``full_batch_counts`` counts shared by
+    its chains (here 60 by 3: 2 pages of 10 per transaction, 4 pages per location), an
+    incremental one each page alone; either way one entry per change, and the mirror is the
+    upstream's."""
+    async with rig(db_path, page_limit=10, full_batch_counts=60) as r:
+        sizes = _count_writes(r.store)
+        full = await r.engine.run_pass()
+        assert full.ok
+        assert full.kind == "full"
+        assert max(sizes) == 2
+        assert sum(sizes) < full.pages
+        assert len(count_changes(db_path)) == 120
+        r.assert_mirror_equals_upstream()
+        r.sim.mutate(15)
+        sizes.clear()
+        incremental = await r.engine.run_pass()
+        assert incremental.ok
+        assert incremental.kind == "incremental"
+        assert set(sizes) == {1}
+        assert len(count_changes(db_path)) == 135
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
+class _FailingAfter:
+    """An upstream whose every chain fails after its first ``pages`` pages."""
+
+    def __init__(self, inner: Any, pages: int) -> None:
+        self._inner = inner
+        self._pages = pages
+
+    async def pages(self, **query: Any) -> AsyncIterator[Any]:
+        number = 0
+        async for page in self._inner.pages(**query):
+            if number == self._pages:
+                raise UpstreamError("the upstream went away", op="test", status=503)
+            number += 1
+            yield page
+
+
+async def test_a_full_pass_that_fails_keeps_the_pages_it_read(db_path: Path) -> None:
+    """The pages a full chain read before its upstream failed are written (their batch was not
+    full yet), as they were when each page had a transaction of its own; the pass fails, removes
+    nothing, and the next one completes the mirror without duplicate entries."""
+    async with rig(db_path, page_limit=10, locations=()) as r:
+        upstream = r.engine._upstream
+        r.engine._upstream = _FailingAfter(upstream, 3)
+        failed = await r.engine.run_pass()
+        assert not failed.ok
+        assert failed.pages == 3
+        assert len(mirror(db_path)) == len(count_changes(db_path)) == 30
+        r.engine._upstream = upstream
+        repaired = await r.engine.run_pass()
+        assert repaired.ok
+        assert repaired.kind == "full"
+        assert len(count_changes(db_path)) == 120
+        r.assert_mirror_equals_upstream()
         assert_log_invariants(db_path)
 
 

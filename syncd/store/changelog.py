@@ -13,6 +13,7 @@ long-poll and SSE streams) without polling SQLite.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from syncd.errors import ChangelogGap
-from syncd.model import Change
+from syncd.model import Change, InventoryCount
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -124,6 +125,63 @@ async def append_rows(
             key = (row[1], row[0])
             by_kind[key] = by_kind.get(key, 0) + 1
     return seqs
+
+
+# A count entry: ``old`` and ``sku`` bound as '' for NULL (neither is ever an empty string: an old
+# value is a JSON object, an empty SKU is stored NULL), since ``sqlite3`` binds a None through its
+# adapter lookup, about 1.2 us each (measured; three per entry were a fifth of the statement's
+# cost); ``new`` is built here from the count's fields, as ``counts.count_value`` spells it (keys
+# in that order, no spaces: the same text orjson makes of it).
+_INSERT_COUNT = (
+    "INSERT INTO changes (seq, recorded_at, kind, source, catalog_object_id, location_id, state,"
+    " job_id, old, new, sku) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULLIF(?, ''),"
+    " json_object('quantity', ?, 'calculated_at', ?, 'catalog_object_type', ?), NULLIF(?, ''))"
+)
+
+
+async def append_counts(
+    conn: aiosqlite.Connection,
+    kind: str,
+    source: str,
+    counts: Sequence[InventoryCount],
+    olds: Sequence[str | None],
+    skus: Sequence[str | None],
+    recorded_at: str,
+) -> int:
+    """Append one entry of ``kind`` per count, in order, inside the current transaction: its new
+    value the count's, its old value ``olds[i]`` (JSON text, None: first sight), its SKU
+    ``skus[i]``; return the first entry's seq (the others follow it, contiguous). The sync hot
+    path: one statement, no row of entries built in between."""
+    base = await high_water(conn)
+    await conn.executemany(
+        _INSERT_COUNT,
+        [
+            (
+                seq,
+                recorded_at,
+                kind,
+                source,
+                c.catalog_object_id,
+                c.location_id,
+                c.state,
+                old or "",
+                c.quantity,
+                c.calculated_at,
+                c.catalog_object_type,
+                sku or "",
+            )
+            for seq, c, old, sku in zip(itertools.count(base + 1), counts, olds, skus)
+        ],
+    )
+    n = len(counts)
+    from syncd.store.sqlite import current_unit  # see append_rows
+
+    unit = current_unit()
+    if unit is not None:
+        unit.changelog_head = base + n
+        by_kind = unit.changes_by_kind
+        by_kind[(source, kind)] = by_kind.get((source, kind), 0) + n
+    return base + 1
 
 
 def _row_to_change(row: Sequence[Any]) -> Change:
