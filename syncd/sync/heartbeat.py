@@ -119,7 +119,7 @@ class Heartbeat:
             return True
 
         try:
-            written = await self._store.write(work)
+            written = await self._store.write_inline(work)
         except SyncdError as exc:  # busy or closing: the next silence tries again
             if exc.message != self._failing:
                 log.warning("heartbeat_not_written", **exc.fields())
