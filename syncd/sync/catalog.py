@@ -142,7 +142,7 @@ class CatalogEngine:
         stored state decide (no watermark yet, or the last full pass is older than
         ``full_interval``)."""
         source = self.options.source
-        state = await self._store.read(lambda conn: catalog_store.load_state(conn, source))
+        state = await self._store.read_inline(lambda conn: catalog_store.load_state(conn, source))
         is_full = self._wants_full(state) if full is None else full
         self._passes += 1
         summary = PassSummary(
@@ -230,7 +230,7 @@ class CatalogEngine:
             return exc.message
         rows = [LocationRow(loc.id, loc.name, loc.status, loc.timezone) for loc in found]
         recorded_at = now_rfc3339()
-        result = await self._store.write(
+        result = await self._store.write_inline(
             lambda conn: catalog_store.apply_locations(conn, source, rows, recorded_at)
         )
         summary.changes += result.changes
@@ -320,7 +320,7 @@ class CatalogEngine:
                 )
             return results
 
-        results = await self._store.write(work)
+        results = await self._store.write_inline(work)
         for page, (items, variations), result in zip(pages, rows, results, strict=True):
             if track_seen:
                 chain.seen_items.update(i.item_id for i in items)
@@ -362,7 +362,7 @@ class CatalogEngine:
     async def _mark_unseen(self, chain: _Chain) -> int:
         source = self.options.source
         recorded_at = now_rfc3339()
-        return await self._store.write(
+        return await self._store.write_inline(
             lambda conn: catalog_store.mark_unseen_deleted(
                 conn,
                 source,
@@ -381,7 +381,7 @@ class CatalogEngine:
         return _later(state.latest_time, candidate)
 
     async def _save(self, state: CatalogState) -> None:
-        await self._store.write(lambda conn: catalog_store.save_state(conn, state))
+        await self._store.write_inline(lambda conn: catalog_store.save_state(conn, state))
 
 
 async def refresh_figures(store: Store, source: str) -> CatalogFigures | None:
@@ -394,9 +394,9 @@ async def refresh_figures(store: Store, source: str) -> CatalogFigures | None:
     # Taken before the read's snapshot begins: the figures are at least this new.
     checked_at = now_rfc3339()
     try:
-        figures = await store.read(lambda conn: catalog_store.count_figures(conn, source))
+        figures = await store.read_inline(lambda conn: catalog_store.count_figures(conn, source))
         if figures is not None:
-            await store.write(
+            await store.write_inline(
                 lambda conn: catalog_store.save_figures(conn, source, figures, checked_at)
             )
     except SyncdError as exc:  # bookkeeping: the pass that asked stands as it ended

@@ -210,12 +210,25 @@ class SyncEngine:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide."""
         async with self._lock:
             await self._discover()
-            states = await self._store.read_inline(
-                lambda conn: sync_state.partitions(conn, self.options.source)
-            )
-            by_name = {s.partition: s for s in states}
-            kind_full = self._wants_full(by_name) if full is None else full
-            return await self._run(by_name, kind_full)
+            source = self.options.source
+            started_at = now_rfc3339()
+
+            async def begin(
+                conn: aiosqlite.Connection,
+            ) -> tuple[dict[str, PartitionState], bool, int]:
+                # One trip (issue 11): the partitions' states, and the row of a pass of the
+                # kind they call for.
+                states = {s.partition: s for s in await sync_state.partitions(conn, source)}
+                kind_full = self._wants_full(states) if full is None else full
+                kind = "full" if kind_full else "incremental"
+                return (
+                    states,
+                    kind_full,
+                    await sync_state.begin_pass(conn, source, kind, started_at),
+                )
+
+            states, kind_full, pass_id = await self._store.write_inline(begin)
+            return await self._run(states, kind_full, pass_id, started_at)
 
     def _wants_full(self, states: dict[str, PartitionState]) -> bool:
         now = self._clock()
@@ -231,13 +244,11 @@ class SyncEngine:
                 return True
         return False
 
-    async def _run(self, states: dict[str, PartitionState], full: bool) -> PassSummary:
+    async def _run(
+        self, states: dict[str, PartitionState], full: bool, pass_id: int, started_at: str
+    ) -> PassSummary:
         source = self.options.source
-        started_at = now_rfc3339()
         kind = "full" if full else "incremental"
-        pass_id = await self._store.write_inline(
-            lambda conn: sync_state.begin_pass(conn, source, kind, started_at)
-        )
         summary = PassSummary(
             source=source,
             pass_id=pass_id,
@@ -464,11 +475,7 @@ class SyncEngine:
         """Record a partition whose chain (``read``: its own, or the shared one) read its last
         page; ``chain`` holds the partition's figures."""
         self._record(
-            replace(base, last_success_at=now_rfc3339()),
-            chain,
-            error=None,
-            watermark=self._next_watermark(base, read, full),
-            full=full,
+            base, chain, error=None, watermark=self._next_watermark(base, read, full), full=full
         )
 
     def _next_watermark(self, state: PartitionState, chain: _Chain, full: bool) -> str | None:
@@ -481,8 +488,8 @@ class SyncEngine:
             candidate = min(chain.signpost_ns, chain.newest_ns)
         if candidate is None:
             return state.watermark
-        if state.watermark is not None:
-            candidate = max(candidate, parse_ns(state.watermark))
+        if state.watermark is not None and candidate <= parse_ns(state.watermark):
+            return state.watermark  # not moving: the stored text as it is, not formatted anew
         return format_ns(candidate)
 
     def _record(
@@ -494,12 +501,13 @@ class SyncEngine:
         watermark: str | None,
         full: bool,
     ) -> None:
-        finished = now_rfc3339()
+        finished = now_rfc3339()  # also its last success, when it succeeded
         state = replace(
             base,
             watermark=watermark,
             last_outcome=PASS_FAILED if error else PASS_OK,
             last_finished_at=finished,
+            last_success_at=finished if error is None else base.last_success_at,
             error=error,
             last_full_at=finished if full else base.last_full_at,
         )

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -59,24 +60,49 @@ class Heartbeat:
         self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop``: wait for a silence of ``interval``, write a heartbeat, repeat."""
+        """Until ``stop``: wait for a silence of ``interval``, write a heartbeat, repeat.
+
+        The waits on ``stop`` and on a new interval last across iterations; only the wait for
+        the head to move is renewed, once it has: a commit (every pass of every source writes
+        one) wakes this loop for one new task, not three (issue 11's idle CPU)."""
         signal = self._store.changelog_head
         seen, quiet_since = signal.head, self._clock()
-        while not stop.is_set():
-            self._changed.clear()
-            if self._interval <= 0:
-                await _first(stop.wait(), self._changed.wait())
-                seen, quiet_since = signal.head, self._clock()
-                continue
-            left = quiet_since + self._interval - self._clock()
-            if left > 0:
-                await _first(stop.wait(), self._changed.wait(), signal.wait_past(seen), within=left)
-                if signal.head != seen:
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        changed: asyncio.Future[Any] | None = None
+        moved: asyncio.Future[Any] | None = None
+        moved_past = seen
+        try:
+            while not stop.is_set():
+                if changed is None or changed.done():
+                    self._changed.clear()
+                    changed = asyncio.ensure_future(self._changed.wait())
+                if self._interval <= 0:
+                    await asyncio.wait([stopping, changed], return_when=asyncio.FIRST_COMPLETED)
                     seen, quiet_since = signal.head, self._clock()
-                continue
-            # Written or not (another process wrote meanwhile), a new silence starts now.
-            await self.beat(seen)
-            seen, quiet_since = signal.head, self._clock()
+                    continue
+                left = quiet_since + self._interval - self._clock()
+                if left > 0:
+                    if moved is None or moved.done() or moved_past != seen:
+                        _drop(moved)
+                        moved, moved_past = asyncio.ensure_future(signal.wait_past(seen)), seen
+                    await asyncio.wait(
+                        [stopping, changed, moved],
+                        timeout=left,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if signal.head != seen:
+                        seen, quiet_since = signal.head, self._clock()
+                    continue
+                # Written or not (another process wrote meanwhile), a new silence starts now.
+                await self.beat(seen)
+                seen, quiet_since = signal.head, self._clock()
+        finally:
+            for waiter in (stopping, changed, moved):
+                _drop(waiter)
+            for waiter in (stopping, changed, moved):
+                if waiter is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
 
     async def beat(self, head: int) -> bool:
         """Write one heartbeat if the log's head is still ``head``; True if it was written."""
@@ -93,7 +119,7 @@ class Heartbeat:
             return True
 
         try:
-            written = await self._store.write(work)
+            written = await self._store.write_inline(work)
         except SyncdError as exc:  # busy or closing: the next silence tries again
             if exc.message != self._failing:
                 log.warning("heartbeat_not_written", **exc.fields())
@@ -106,14 +132,6 @@ class Heartbeat:
         return bool(written)
 
 
-async def _first(*waits: Awaitable[object], within: float | None = None) -> None:
-    """Return when the first of ``waits`` is done, or after ``within`` seconds."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def _drop(waiter: asyncio.Future[Any] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.cancel()

@@ -185,6 +185,13 @@ class SourceLifecycle:
         base = self.last_success_ns if self.last_success_ns is not None else self.started_ns
         return STATUS_STALE if now - base > limit else STATUS_OK
 
+    def settled(self, max_staleness: float) -> bool:
+        """True when ``check`` would write nothing now: the state is loaded and the status as of
+        now is the logged one (or cannot be judged yet). Cheap: no coroutine, no database."""
+        if self.logged is None or not self._loaded_success:
+            return False
+        return self.observe(self._clock(), max_staleness) in (None, self.logged)
+
     async def check(self, store: Store, max_staleness: float) -> str | None:
         """Write the transition that time caused, if any; return the status written."""
         if self.logged is None or not self._loaded_success:
@@ -305,7 +312,10 @@ class LifecycleMonitor:
     async def check_all(self) -> list[tuple[str, str]]:
         """One round; returns the (source, status) transitions written."""
         written = []
+        max_staleness = self.max_staleness
         for lifecycle in list(self._sources()):
+            if lifecycle.settled(max_staleness):
+                continue  # the usual case each tick: no coroutine per source (issue 11)
             try:
                 status = await lifecycle.check(self._store, self.max_staleness)
             except SyncdError as exc:  # the database is busy or closing: next round

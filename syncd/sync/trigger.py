@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -79,38 +80,50 @@ class SyncTrigger:
         self._poked.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run passes until ``stop`` is set. A failing pass is retried with backoff, never fatal."""
-        next_due = time.monotonic()
-        while not stop.is_set():
-            await self._wait(next_due, stop)
-            if stop.is_set():
-                return
-            await self._debounce(stop)
-            started = time.monotonic()
-            ok = await self._one_pass(stop)
-            next_due = (
-                started + self.interval
-                if ok
-                else time.monotonic()
-                + full_jitter(
-                    self._failures - 1, initial=self._retry_initial, factor=2.0, cap=self._retry_max
-                )
-            )
+        """Run passes until ``stop`` is set. A failing pass is retried with backoff, never fatal.
 
-    async def _wait(self, due: float, stop: asyncio.Event) -> None:
-        """Sleep until ``due``, a poke, or stop."""
+        One wait on ``stop`` serves every sleep and pass of the loop (a sleeping source costs a
+        timer and its wake-up, issue 11)."""
+        next_due = time.monotonic()
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._wait(next_due, stopping)
+                if stop.is_set():
+                    return
+                await self._debounce(stop)
+                started = time.monotonic()
+                ok = await self._one_pass(stopping)
+                next_due = (
+                    started + self.interval
+                    if ok
+                    else time.monotonic()
+                    + full_jitter(
+                        self._failures - 1,
+                        initial=self._retry_initial,
+                        factor=2.0,
+                        cap=self._retry_max,
+                    )
+                )
+        finally:
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+
+    async def _wait(self, due: float, stopping: asyncio.Future[Any]) -> None:
+        """Sleep until ``due``, a poke, or stop (``stopping`` is done)."""
         timeout = due - time.monotonic()
         if timeout <= 0 or self._poked.is_set():
             return
-        waiters = [asyncio.ensure_future(self._poked.wait()), asyncio.ensure_future(stop.wait())]
+        poked: asyncio.Future[Any] = asyncio.ensure_future(self._poked.wait())
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [poked, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            for w in waiters:
-                w.cancel()
-            for w in waiters:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+            poked.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poked
 
     async def _debounce(self, stop: asyncio.Event) -> None:
         """If poked: wait for a quiet gap of ``debounce``, at most ``max_delay`` after the first poke."""
@@ -125,14 +138,14 @@ class SyncTrigger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), quiet_at - now)
 
-    async def _one_pass(self, stop: asyncio.Event) -> bool:
+    async def _one_pass(self, stopping: asyncio.Future[Any]) -> bool:
         # Clear before starting: pokes that arrive during the pass schedule the next one.
         self._poked.clear()
         self._first_poke = None
         started_ns = now_ns()
         self.passes += 1
         try:
-            summary = await _unless_stopped(self._run_pass(), stop)
+            summary = await _unless_stopped(self._run_pass(), stopping)
             if summary is None:
                 return False
         except Exception as exc:  # the loop must survive anything a pass throws
@@ -165,19 +178,18 @@ class SyncTrigger:
 
 
 async def _unless_stopped(
-    pass_run: Awaitable[PassSummary], stop: asyncio.Event
+    pass_run: Awaitable[PassSummary], stopping: asyncio.Future[Any]
 ) -> PassSummary | None:
-    """Run a pass to its end, or until ``stop``: then cancel it and return None.
+    """Run a pass to its end, or until ``stopping`` is done: then cancel it and return None.
 
     Cancellation lands between units of work: the page transaction in flight still commits, and the
     interrupted pass leaves its partitions' watermarks where they were, so the next run repairs.
     """
-    task = asyncio.ensure_future(pass_run)
-    stopped = asyncio.ensure_future(stop.wait())
+    task: asyncio.Future[PassSummary] = asyncio.ensure_future(pass_run)
+    waits: list[asyncio.Future[Any]] = [task, stopping]
     try:
-        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopped.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
