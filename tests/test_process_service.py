@@ -144,7 +144,7 @@ async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -
     3. The database is intact and closed cleanly (no WAL left), the interrupted pass is recorded,
        the watermark has not moved, and replaying the log reproduces the mirror exactly."""
     sim = SimulatorConfig(locations=1, items=3000, page_delay=0.1)
-    async with serve(sim) as (_, url):
+    async with serve(sim) as (served, url):
         config = write_config(tmp_path, url, square="page_limit = 100")
         db = tmp_path / "syncd.db"
         async with syncd("run", "--config", str(config)) as daemon:
@@ -152,7 +152,9 @@ async def test_sigterm_during_large_sync_exits_cleanly_in_time(tmp_path: Path) -
             async with asyncio.timeout(10):
                 while not _pass_running(db):
                     await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)
+                pages = served.requests + 10
+                while served.requests < pages:  # about ten pages of the pass read
+                    await asyncio.sleep(0.05)
             started = time.monotonic()
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
