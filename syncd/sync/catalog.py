@@ -15,9 +15,8 @@ lists: the safety net for deletions an incremental read missed.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 import aiosqlite
@@ -31,6 +30,7 @@ from syncd.store import catalog as catalog_store
 from syncd.store.catalog import CatalogFigures, CatalogState, LocationRow
 from syncd.sync.ports import CatalogSource, LocationDetailsSource
 from syncd.sync.prefetch import prefetch
+from syncd.sync.write_behind import WriteBehind
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.catalog")
@@ -65,56 +65,6 @@ class _Chain:
     newest_ns: int | None = None
     seen_items: set[str] = field(default_factory=set)
     seen_variations: set[str] = field(default_factory=set)
-
-
-class _Writes:
-    """A chain's pages on their way to the store: the batch being read, and at most one batch
-    being written meanwhile, in a task of its own, so reading and parsing go on while it commits.
-
-    Used as ``async with``: leaving the block normally or by a ``SyncdError`` (an upstream
-    failure) writes what was read and waits for it, so the pages read before a failure are kept,
-    as they were when each page had its own transaction; leaving by anything else (cancellation)
-    waits for the write in flight only (the writer finishes a started commit regardless).
-    """
-
-    def __init__(self, apply: Callable[[list[CatalogPage]], Awaitable[None]], objects: int) -> None:
-        self._apply = apply
-        self._objects = objects
-        self._batch: list[CatalogPage] = []
-        self._batched = 0
-        self._writing: asyncio.Future[None] | None = None
-
-    async def __aenter__(self) -> _Writes:
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None or issubclass(kind, SyncdError):
-            await self._flush()
-            await self._wait()
-        elif self._writing is not None:
-            await asyncio.wait([self._writing])
-            if not self._writing.cancelled():
-                self._writing.exception()  # retrieved: the error that left the block wins
-
-    async def add(self, page: CatalogPage) -> None:
-        """Batch ``page``; once the batch holds enough objects, start writing it."""
-        self._batch.append(page)
-        self._batched += len(page.objects)
-        if self._batched >= self._objects:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        """Wait for the batch in flight (its error surfaces here), then start writing the one
-        read since."""
-        await self._wait()
-        if self._batch:
-            pages, self._batch, self._batched = self._batch, [], 0
-            self._writing = asyncio.ensure_future(self._apply(pages))
-
-    async def _wait(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            await writing
 
 
 class CatalogEngine:
@@ -270,8 +220,10 @@ class CatalogEngine:
         batch_objects = self.options.full_batch_objects if track_seen else 1
         for restart in range(self.options.cursor_restarts + 1):
             try:
-                async with _Writes(
-                    lambda pages: self._apply(pages, chain, summary, track_seen), batch_objects
+                async with WriteBehind[CatalogPage](
+                    lambda pages: self._apply(pages, chain, summary, track_seen),
+                    batch_objects,
+                    lambda page: len(page.objects),
                 ) as writes:
                     async for page in prefetch(self._pages(begin_time)):
                         await writes.add(page)

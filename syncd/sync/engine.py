@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import aiosqlite
@@ -31,6 +31,7 @@ from syncd.sync.credentials import SourceUnauthorized
 from syncd.sync.lifecycle import SourceLifecycle
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.sync.prefetch import prefetch
+from syncd.sync.write_behind import WriteBehind
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
 log = structlog.get_logger("syncd.sync")
@@ -78,56 +79,6 @@ class _Chain:
 
 ProgressFn = Callable[[PassSummary], None]
 PageCounts = Sequence[InventoryCount]
-
-
-class _Batches:
-    """A full chain's pages on their way to the store: the batch being read, and at most one batch
-    being written meanwhile, in a task of its own, so reading and parsing go on while it commits.
-
-    Used as ``async with``: leaving the block normally or by a ``SyncdError`` (an upstream
-    failure) writes what was read and waits for it, so the pages read before a failure are kept,
-    as they were when each page had its own transaction; leaving by anything else (cancellation)
-    waits for the write in flight only (the writer finishes a started commit regardless).
-    """
-
-    def __init__(self, apply: Callable[[list[PageCounts]], Awaitable[None]], counts: int) -> None:
-        self._apply = apply
-        self._counts = counts
-        self._batch: list[PageCounts] = []
-        self._batched = 0
-        self._writing: asyncio.Future[None] | None = None
-
-    async def __aenter__(self) -> _Batches:
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None or issubclass(kind, SyncdError):
-            await self._flush()
-            await self._wait()
-        elif self._writing is not None:
-            await asyncio.wait([self._writing])
-            if not self._writing.cancelled():
-                self._writing.exception()  # retrieved: the error that left the block wins
-
-    async def add(self, page: PageCounts) -> None:
-        """Batch ``page``; once the batch holds enough counts, start writing it."""
-        self._batch.append(page)
-        self._batched += len(page)
-        if self._batched >= self._counts:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        """Wait for the batch in flight (its error surfaces here), then start writing the one
-        read since."""
-        await self._wait()
-        if self._batch:
-            pages, self._batch, self._batched = self._batch, [], 0
-            self._writing = asyncio.ensure_future(self._apply(pages))
-
-    async def _wait(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            await writing
 
 
 class SyncEngine:
@@ -534,7 +485,7 @@ class SyncEngine:
         for restart in range(self.options.cursor_restarts + 1):
             pages = self._upstream.pages(location_ids=locations, updated_after=updated_after)
             try:
-                async with _Batches(
+                async with WriteBehind[PageCounts](
                     lambda batch: self._apply(batch, chain, summary), batch_counts
                 ) as batches:
                     async for page in prefetch(pages):
