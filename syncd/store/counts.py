@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from syncd.errors import StoreError
 from syncd.model import InventoryCount, parse_quantity
 from syncd.store import changelog
 from syncd.store.catalog import variation_skus
@@ -289,7 +290,12 @@ async def _insert_new(
         [known.get(c.catalog_object_id) for c in writes],
         recorded_at,
     )
-    assert first_seq == base + 1  # nothing appended in between: the rows name their entries
+    if first_seq != base + 1:  # the rows name seqs from base + 1: nothing may come in between
+        raise StoreError(
+            f"change-log seq moved under a page insert: expected {base + 1}, got {first_seq}",
+            op="counts.apply_page",
+            source=source,
+        )
     return ApplyResult(
         changes=len(writes),
         unchanged=0,
