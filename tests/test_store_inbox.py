@@ -126,6 +126,42 @@ async def test_commit_failure_reaches_every_caller(store: Store) -> None:
         await inbox.aclose()
 
 
+async def test_mark_processed_writes_nothing_once_a_source_has_nothing_unprocessed(
+    store: Store, db_path: Path
+) -> None:
+    """After a pass that left nothing of its source unprocessed, marking again writes nothing
+    (issue 11: most passes follow no webhook); an event that arrives later, or one received
+    during the pass that marked, is still marked by the next pass."""
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    writes = 0
+    write_inline = store.write_inline
+
+    async def counting(work: object) -> object:
+        nonlocal writes
+        writes += 1
+        return await write_inline(work)  # type: ignore[arg-type]
+
+    store.write_inline = counting  # type: ignore[method-assign,assignment]
+    t = now_ns()
+    try:
+        await inbox.add(ev("first", t - 10))
+        assert await inbox.mark_processed("square", started_ns=t) == 1
+        before = writes
+        assert await inbox.mark_processed("square", started_ns=t + 5) == 0
+        assert writes == before  # known clean: no transaction
+        await inbox.add(ev("during", t + 10))
+        assert await inbox.mark_processed("square", started_ns=t + 5) == 0  # received after
+        assert await inbox.count_unprocessed("square") == 1
+        assert await inbox.mark_processed("square", started_ns=t + 20) == 1
+        assert await inbox.count_unprocessed("square") == 0
+        before = writes
+        assert await inbox.mark_processed("square", started_ns=t + 30) == 0
+        assert writes == before
+    finally:
+        await inbox.aclose()
+
+
 async def test_mark_processed_only_rows_received_before_the_pass_started(
     store: Store, db_path: Path
 ) -> None:
