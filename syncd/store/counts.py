@@ -213,20 +213,7 @@ async def apply_page(
         )
         await conn.executemany(
             _UPSERT_KEEP_SEEN if keep_seen else _UPSERT,
-            [
-                (
-                    source,
-                    c.catalog_object_id,
-                    c.location_id,
-                    c.state,
-                    c.catalog_object_type,
-                    c.quantity,
-                    c.calculated_at,
-                    seq,
-                    pass_id,
-                )
-                for seq, c in enumerate(writes, first_seq)
-            ],
+            _mirror_rows(source, writes, first_seq, pass_id),
         )
     if seen:
         await conn.executemany(_MARK_SEEN, seen)
@@ -240,6 +227,26 @@ async def apply_page(
         written=writes,
         first_sight=olds.count(None),
     )
+
+
+def _mirror_rows(
+    source: str, writes: Sequence[InventoryCount], first_seq: int, pass_id: int
+) -> list[tuple[object, ...]]:
+    """The mirror rows of ``writes``, the i-th naming change-log entry ``first_seq + i``."""
+    return [
+        (
+            source,
+            c.catalog_object_id,
+            c.location_id,
+            c.state,
+            c.catalog_object_type,
+            c.quantity,
+            c.calculated_at,
+            seq,
+            pass_id,
+        )
+        for seq, c in enumerate(writes, first_seq)
+    ]
 
 
 _INSERT_NEW = _UPSERT.split(" ON CONFLICT")[0] + " ON CONFLICT DO NOTHING"
@@ -260,20 +267,7 @@ async def _insert_new(
     await conn.execute("SAVEPOINT syncd_insert_new")
     cursor = await conn.executemany(
         _INSERT_NEW,
-        [
-            (
-                source,
-                c.catalog_object_id,
-                c.location_id,
-                c.state,
-                c.catalog_object_type,
-                c.quantity,
-                c.calculated_at,
-                seq,
-                pass_id,
-            )
-            for seq, c in enumerate(writes, base + 1)
-        ],
+        _mirror_rows(source, writes, base + 1, pass_id),
     )
     if cursor.rowcount != len(writes):
         await conn.execute("ROLLBACK TO syncd_insert_new")
