@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,18 +114,23 @@ async def append_rows(
             (seq, recorded_at, *row, sku) for seq, row, sku in zip(seqs, rows, skus, strict=True)
         ]
     await conn.executemany(_INSERT, values)
+    _note_appended(seqs[-1], Counter((row[1], row[0]) for row in rows))
+    return seqs
+
+
+def _note_appended(head: int, by_kind: Mapping[tuple[str, str], int]) -> None:
+    """Tell the unit of work in progress (if any) the log's new head and the entries written per
+    (source, kind): announced once its transaction commits (the Store's on_commit hook)."""
     # Imported here: syncd.store.sqlite needs asyncio and aiosqlite, and the read-only commands
     # import this module for its queries alone (syncd.store.readonly).
     from syncd.store.sqlite import current_unit
 
     unit = current_unit()
-    if unit is not None:  # announced once the transaction commits (the Store's on_commit hook)
-        unit.changelog_head = seqs[-1]
-        by_kind = unit.changes_by_kind
-        for row in rows:
-            key = (row[1], row[0])
-            by_kind[key] = by_kind.get(key, 0) + 1
-    return seqs
+    if unit is not None:
+        unit.changelog_head = head
+        counted = unit.changes_by_kind
+        for key, n in by_kind.items():
+            counted[key] = counted.get(key, 0) + n
 
 
 # A count entry: ``old`` and ``sku`` bound as '' for NULL (neither is ever an empty string: an old
@@ -173,14 +179,7 @@ async def append_counts(
             for seq, c, old, sku in zip(itertools.count(base + 1), counts, olds, skus)
         ],
     )
-    n = len(counts)
-    from syncd.store.sqlite import current_unit  # see append_rows
-
-    unit = current_unit()
-    if unit is not None:
-        unit.changelog_head = base + n
-        by_kind = unit.changes_by_kind
-        by_kind[(source, kind)] = by_kind.get((source, kind), 0) + n
+    _note_appended(base + len(counts), {(source, kind): len(counts)})
     return base + 1
 
 

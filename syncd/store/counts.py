@@ -201,16 +201,7 @@ async def apply_page(
         olds.append(dumps(old.value()).decode())
     first_seq = None
     if writes:
-        known = await variation_skus(conn, source, {c.catalog_object_id for c in writes})
-        first_seq = await changelog.append_counts(
-            conn,
-            KIND_UPDATED,
-            source,
-            writes,
-            olds,
-            [known.get(c.catalog_object_id) for c in writes],
-            recorded_at,
-        )
+        first_seq = await _log_updated(conn, source, writes, olds, recorded_at)
         await conn.executemany(
             _UPSERT_KEEP_SEEN if keep_seen else _UPSERT,
             _mirror_rows(source, writes, first_seq, pass_id),
@@ -226,6 +217,22 @@ async def apply_page(
         unknown=unknown,
         written=writes,
         first_sight=olds.count(None),
+    )
+
+
+async def _log_updated(
+    conn: aiosqlite.Connection,
+    source: str,
+    writes: Sequence[InventoryCount],
+    olds: Sequence[str | None],
+    recorded_at: str,
+) -> int:
+    """One ``count.updated`` entry per count of ``writes`` (``olds``: each one's old value as
+    JSON text, None on first sight), with its variation's SKU; return the first entry's seq."""
+    known = await variation_skus(conn, source, {c.catalog_object_id for c in writes})
+    skus = [known.get(c.catalog_object_id) for c in writes]
+    return await changelog.append_counts(
+        conn, KIND_UPDATED, source, writes, olds, skus, recorded_at
     )
 
 
@@ -274,16 +281,7 @@ async def _insert_new(
         await conn.execute("RELEASE syncd_insert_new")
         return None
     await conn.execute("RELEASE syncd_insert_new")
-    known = await variation_skus(conn, source, {c.catalog_object_id for c in writes})
-    first_seq = await changelog.append_counts(
-        conn,
-        KIND_UPDATED,
-        source,
-        writes,
-        [None] * len(writes),
-        [known.get(c.catalog_object_id) for c in writes],
-        recorded_at,
-    )
+    first_seq = await _log_updated(conn, source, writes, [None] * len(writes), recorded_at)
     if first_seq != base + 1:  # the rows name seqs from base + 1: nothing may come in between
         raise StoreError(
             f"change-log seq moved under a page insert: expected {base + 1}, got {first_seq}",

@@ -147,6 +147,7 @@ async def forget(
     before = await changelog.high_water(conn)
     removed = await counts.remove_source(conn, source, recorded_at=recorded_at, chunk=chunk)
     catalog_rows = await catalog.remove_source(conn, source, recorded_at=recorded_at)
+    written = removed + catalog_rows
     partitions = await sync_state.forget_partitions(conn, source)
     had_credentials = await credentials.delete(conn, source)
     events = await inbox.delete_source(conn, source)
@@ -155,8 +156,8 @@ async def forget(
         source=source,
         entries=removed,
         catalog_entries=catalog_rows,
-        first_seq=before + 1 if removed + catalog_rows else None,
-        last_seq=before + removed + catalog_rows if removed + catalog_rows else None,
+        first_seq=before + 1 if written else None,
+        last_seq=before + written if written else None,
         partitions=partitions,
         webhook_events=events,
         credentials=had_credentials,

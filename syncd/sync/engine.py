@@ -481,12 +481,11 @@ class SyncEngine:
         # reads again. An incremental chain writes each page as it comes (a few pages, the
         # newest changes first).
         full = summary.kind == "full"
-        batch_counts = self._full_batch() if full else 1
         for restart in range(self.options.cursor_restarts + 1):
             pages = self._upstream.pages(location_ids=locations, updated_after=updated_after)
             try:
                 async with WriteBehind[PageCounts](
-                    lambda batch: self._apply(batch, chain, summary), batch_counts
+                    lambda batch: self._apply(batch, chain, summary), self._full_batch()
                 ) as batches:
                     async for page in prefetch(pages):
                         if chain.signpost_ns is None:
