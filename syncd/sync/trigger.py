@@ -49,6 +49,7 @@ class SyncTrigger:
     ) -> None:
         self._run_pass = run_pass
         self.source = source  # the ``source`` label of the pokes metric
+        self._pokes = SYNC_POKES.labels(source=source)  # looked up once: a webhook pokes each time
         self.interval = interval
         self.debounce = debounce
         self.max_delay = max_delay
@@ -68,7 +69,7 @@ class SyncTrigger:
     def poke(self) -> None:
         """Ask for a pass soon. Cheap and safe to call thousands of times a second."""
         now = time.monotonic()
-        SYNC_POKES.labels(source=self.source).inc()
+        self._pokes.inc()
         self._last_poke = now
         if self._first_poke is None:
             self._first_poke = now
