@@ -18,13 +18,17 @@ which keep the level they were created with.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 __all__ = ["LEVELS", "configure_logging", "get_logger", "reset_logging", "set_level"]
@@ -80,6 +84,48 @@ def _logger_key(logger: WrappedLogger, method: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+class _UtcStamp:
+    """``ts`` as TimeStamper(fmt="iso", utc=True) writes it (``2026-01-02T03:04:05.123456Z``, no
+    fraction at a whole second), with the part up to the seconds formatted once per second:
+    building and formatting a datetime per line was a sixth of a webhook's log line (issue 13)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+
+
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # as structlog's add_log_level maps them
+
+
+def _json_head(stamp: _UtcStamp) -> Processor:
+    """One processor doing what merge_contextvars, add_log_level, the ``ts`` stamp, _logger_key and
+    _lead_keys do in turn, to the same dict (a webhook writes a line per request: issue 13)."""
+
+    def head(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        for var in contextvars.copy_context():
+            name = var.name
+            if name.startswith(STRUCTLOG_KEY_PREFIX):
+                value = var.get()
+                if value is not Ellipsis:
+                    event_dict.setdefault(name[STRUCTLOG_KEY_PREFIX_LEN:], value)
+        event_dict["level"] = _LEVEL_NAMES.get(method, method)
+        event_dict["ts"] = stamp()
+        if "logger_name" in event_dict:
+            event_dict["logger"] = event_dict.pop("logger_name")
+        return _lead_keys(logger, method, event_dict)
+
+    return head
+
+
 def _orjson_str(obj: Any, **kwargs: Any) -> str:
     return orjson.dumps(obj, **kwargs).decode()
 
@@ -104,30 +150,32 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         timestamper,
     ]
     logger_factory: Any
-    final: list[Processor]
+    final: list[Processor]  # the chain of syncd's own events
     if console:
         colors = _is_tty(out) and "NO_COLOR" not in os.environ
         # plain_traceback: rich's pretty tracebacks print local variables, which may hold secrets.
         renderer: Processor = structlog.dev.ConsoleRenderer(
             colors=colors, exception_formatter=structlog.dev.plain_traceback
         )
-        final = [renderer]
+        final = [*shared, _logger_key, renderer]
         foreign_final = [renderer]
         logger_factory = structlog.WriteLoggerFactory(file=out)
     else:
         exc = structlog.processors.format_exc_info
         buffer = _binary_buffer(out)
         text_json = structlog.processors.JSONRenderer(serializer=_orjson_str)
+        # syncd's own events: the shared chain, _logger_key and _lead_keys in one processor.
+        own = [_json_head(_UtcStamp()), exc]
         if buffer is not None:
-            final = [exc, _lead_keys, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+            final = [*own, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
             logger_factory = structlog.BytesLoggerFactory(file=buffer)
         else:
-            final = [exc, _lead_keys, text_json]
+            final = [*own, text_json]
             logger_factory = structlog.WriteLoggerFactory(file=out)
         foreign_final = [exc, _lead_keys, text_json]
 
     structlog.configure(
-        processors=[*shared, _logger_key, *final],
+        processors=final,
         wrapper_class=structlog.make_filtering_bound_logger(number),
         context_class=dict,
         logger_factory=logger_factory,
