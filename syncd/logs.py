@@ -165,7 +165,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         buffer = _binary_buffer(out)
         text_json = structlog.processors.JSONRenderer(serializer=_orjson_str)
         # syncd's own events: the shared chain, _logger_key and _lead_keys in one processor.
-        own = [_json_head(_UtcStamp()), exc]
+        own: list[Processor] = [_json_head(_UtcStamp()), exc]
         if buffer is not None:
             final = [*own, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
             logger_factory = structlog.BytesLoggerFactory(file=buffer)
