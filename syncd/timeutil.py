@@ -122,14 +122,23 @@ def format_ns(ns: int) -> str:
     0000-9999 is written as the nearest one inside (an upstream may send any year, and the overlap or
     a retention cutoff subtracted from it must still format; issue 6), so the text always parses.
     """
+    global _last_second
     seconds, rem = divmod(min(max(ns, MIN_NS), MAX_NS), NS_PER_S)
+    last = _last_second  # one tuple: read whole, whatever thread formats too
+    if last[0] == seconds:
+        return f"{last[1]}.{rem // 1000:06d}Z"
     days, secs = divmod(seconds, 86400)
     year, month, day = _civil_from_days(days)
     hour, rest = divmod(secs, 3600)
     minute, second = divmod(rest, 60)
-    return (
-        f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{rem // 1000:06d}Z"
-    )
+    prefix = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    _last_second = (seconds, prefix)
+    return f"{prefix}.{rem // 1000:06d}Z"
+
+
+# The second format_ns formatted last and its text up to the seconds: most instants formatted in a
+# row fall in the same second (every webhook stamps its receipt; issue 13).
+_last_second: tuple[int, str] = (MIN_NS // NS_PER_S - 1, "")  # no second yet
 
 
 def now_ns() -> int:

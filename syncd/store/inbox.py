@@ -220,6 +220,7 @@ class Inbox:
         self._wakeup = asyncio.Event()
         self._flush = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._first_at = 0.0  # loop time the oldest pending event arrived
         self._closing = False
         self.commits = 0  # transactions written, for tests and the benchmark
         self.rows = 0  # events offered (new or repeated)
@@ -243,10 +244,13 @@ class Inbox:
         """
         if self._closing or self._task is None or self._task.done():
             raise StoreClosed("webhook inbox is not accepting events", op="inbox.add")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._touch(event.source)
+        if not self._pending:
+            self._first_at = loop.time()  # the window runs from here (see _run)
+            self._wakeup.set()
         self._pending.append((event, future))
-        self._wakeup.set()
         return await future
 
     async def _run(self) -> None:
@@ -261,11 +265,17 @@ class Inbox:
             # Wait for company only when the writer was idle; events that queued up while the
             # previous batch committed go at once (they have waited a commit already).
             if idle and self.window > 0 and not self._closing:
-                # Let concurrent requests join this batch; aclose() cuts the wait short.
-                self._flush.clear()
-                timer = asyncio.get_running_loop().call_later(self.window, self._flush.set)
-                await self._flush.wait()
-                timer.cancel()
+                # Let concurrent requests join this batch, for what is left of the window since
+                # the first of them arrived: on a busy loop this task wakes late, and by then
+                # the requests received meanwhile have joined (an insert waits at most the
+                # window, never a window more while the writer idles). aclose() cuts it short.
+                loop = asyncio.get_running_loop()
+                left = self._first_at + self.window - loop.time()
+                if left > 0:
+                    self._flush.clear()
+                    timer = loop.call_later(left, self._flush.set)
+                    await self._flush.wait()
+                    timer.cancel()
             # Requests arriving while this batch commits queue up for the next one.
             taken, size = 0, 0
             for event, _ in self._pending[: self.max_batch]:

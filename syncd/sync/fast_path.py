@@ -152,7 +152,9 @@ class FastPath:
                     known_only=True,
                 )
 
-            result = await self._store.write(work)
+            # The unit awaits nothing but its connection: one trip to the writer's thread for the
+            # whole batch, not one per statement (each trip a wake-up of this loop, issue 13).
+            result = await self._store.write_inline(work)
         for outcome, n in (
             (CHANGED, result.changes),
             (UNCHANGED, result.unchanged),
