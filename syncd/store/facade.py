@@ -8,6 +8,7 @@ modules (counts, changelog, sync_state, ...) through ``Store.write`` and ``Store
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -81,6 +82,13 @@ class Store:
         if self._writer is None:
             raise StoreClosed("store was opened read-only", op="store.write")
         return await self._writer.run_statement(sql, params)
+
+    async def queue_write(self, job: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``job(db)`` on the writer's thread, in autocommit mode, and return once queued
+        (see Writer.queue)."""
+        if self._writer is None:
+            raise StoreClosed("store was opened read-only", op="store.write")
+        await self._writer.queue(job)
 
     async def read(self, query: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run a query on the reader connection inside one read transaction (a consistent snapshot)."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -23,11 +25,15 @@ import structlog
 
 from syncd import metrics
 from syncd.errors import StoreClosed, SyncdError
-from syncd.store import Store
+from syncd.store import Store, inline
 from syncd.store.rows import fetch_dicts
 from syncd.timeutil import NS_PER_S, format_ns, now_ns
 
 log = structlog.get_logger("syncd.inbox")
+
+# Batches queued on the writer's thread at once: one committing, the next queued behind it (so the
+# thread goes from one commit to the next without waiting for the loop to turn).
+MAX_IN_FLIGHT = 2
 
 # SQLite's default limit on bound parameters is 999 (older builds) or 32766; stay under the former.
 _MAX_VARIABLES = 500
@@ -88,6 +94,32 @@ def insert_batch(events: Sequence[InboxEvent]) -> tuple[str, tuple[object, ...]]
             )
         )
     return _INSERT_BATCH, (orjson.dumps(rows),)
+
+
+@dataclass(frozen=True, slots=True)
+class _InsertJob:
+    """One batch's INSERT as the writer's thread runs it (autocommit: the statement is its own
+    transaction, committed and fsynced when it returns). Hands ``settle`` the stored receipts of
+    the batch's events when some were repeats, None when every distinct event was inserted, or
+    the exception, through the loop (the thread never touches the callers' futures)."""
+
+    sql: str
+    params: tuple[object, ...]
+    events: Sequence[InboxEvent]
+    settle: Callable[[Mapping[str, int] | BaseException | None], None]
+    loop: asyncio.AbstractEventLoop
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        outcome: Mapping[str, int] | BaseException | None
+        try:
+            inserted = db.execute(self.sql, self.params).rowcount
+            distinct = list(dict.fromkeys(e.event_id for e in self.events))
+            outcome = None
+            if inserted != len(distinct):  # some were repeats: ask which (rare, so not up front)
+                outcome = inline.run(partial(stored_receipts, event_ids=distinct), db)
+        except Exception as exc:
+            outcome = exc
+        self.loop.call_soon_threadsafe(self.settle, outcome)
 
 
 async def stored_receipts(conn: aiosqlite.Connection, event_ids: Sequence[str]) -> dict[str, int]:
@@ -221,6 +253,7 @@ class Inbox:
         self._flush = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first_at = 0.0  # loop time the oldest pending event arrived
+        self._in_flight = 0  # batches queued on the writer's thread, not settled yet
         self._closing = False
         self.commits = 0  # transactions written, for tests and the benchmark
         self.rows = 0  # events offered (new or repeated)
@@ -255,16 +288,14 @@ class Inbox:
 
     async def _run(self) -> None:
         while True:
-            idle = False
-            while not self._pending:
-                if self._closing:
+            while not self._pending or self._in_flight >= MAX_IN_FLIGHT:
+                if self._closing and not self._pending and not self._in_flight:
                     return
-                idle = True
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Wait for company only when the writer was idle; events that queued up while the
-            # previous batch committed go at once (they have waited a commit already).
-            if idle and self.window > 0 and not self._closing:
+            # Wait for company only when no batch is committing; events that queued up while
+            # one committed go at once (they have waited a commit already).
+            if not self._in_flight and self.window > 0 and not self._closing:
                 # Let concurrent requests join this batch, for what is left of the window since
                 # the first of them arrived: on a busy loop this task wakes late, and by then
                 # the requests received meanwhile have joined (an insert waits at most the
@@ -276,7 +307,6 @@ class Inbox:
                     timer = loop.call_later(left, self._flush.set)
                     await self._flush.wait()
                     timer.cancel()
-            # Requests arriving while this batch commits queue up for the next one.
             taken, size = 0, 0
             for event, _ in self._pending[: self.max_batch]:
                 taken += 1
@@ -288,34 +318,50 @@ class Inbox:
             await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[InboxEvent, asyncio.Future[bool]]]) -> None:
+        """Queue the batch's INSERT on the writer's thread and go on (pipelined commits): the
+        next batch fills, and is queued behind this one, while this one commits. The thread
+        reports back straight to ``_settle``, which answers the batch's callers."""
         events = [event for event, _ in batch]
+        loop = asyncio.get_running_loop()
         try:
-            sql, params = insert_batch(events)
-            inserted = await self._store.write_statement(sql, params)
-            distinct = list(dict.fromkeys(e.event_id for e in events))
-            stored = None
-            if inserted != len(distinct):  # some were repeats: ask which (rare, so not up front)
-                stored = await self._store.read(lambda conn: stored_receipts(conn, distinct))
-        except Exception as exc:  # each waiting request answers it; the task lives on
-            log.error(
-                "webhook_commit_failed",
-                rows=len(batch),
-                error=str(exc),
-                error_type=type(exc).__name__,
-            )
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            job = _InsertJob(*insert_batch(events), events, partial(self._settle, batch), loop)
+            await self._store.queue_write(job)
+        except Exception as exc:
+            self._fail(batch, exc)
+        else:
+            self._in_flight += 1
+
+    def _settle(
+        self,
+        batch: list[tuple[InboxEvent, asyncio.Future[bool]]],
+        outcome: Mapping[str, int] | BaseException | None,
+    ) -> None:
+        """On the loop, once the batch's job has ended: ``outcome`` as ``_InsertJob`` gives it."""
+        self._in_flight -= 1
+        self._wakeup.set()
+        if isinstance(outcome, BaseException):
+            self._fail(batch, outcome)
             return
+        events = [event for event, _ in batch]
         for source in {event.source for event in events}:
             self._touch(source)
         self.commits += 1
         self.rows += len(batch)
         metrics.WEBHOOK_COMMIT_BATCH.observe(len(batch))
-        flags = new_flags(events, stored)
+        flags = new_flags(events, outcome)
         for (_, future), new in zip(batch, flags, strict=True):
             if not future.done():
                 future.set_result(new)
+
+    @staticmethod
+    def _fail(batch: list[tuple[InboxEvent, asyncio.Future[bool]]], exc: BaseException) -> None:
+        """Each waiting request answers the error (503); the batching task lives on."""
+        log.error(
+            "webhook_commit_failed", rows=len(batch), error=str(exc), error_type=type(exc).__name__
+        )
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the batching task. Idempotent."""

@@ -8,8 +8,9 @@ never block the writer (WAL), and the writer never blocks them.
 A unit runs either on the event loop (``run``: one trip to the connection's thread per statement) or,
 when it awaits nothing but its connection, wholly on the connection's thread (``run_inline``: one
 trip for the whole unit, ``BEGIN`` and ``COMMIT`` included). The second reaches that thread through
-aiosqlite's ``Connection._execute`` and ``_conn``, which are private: pyproject pins aiosqlite below
-0.23 and ``tests/test_store_sqlite.py`` fails if they change.
+aiosqlite's ``Connection._execute`` and ``_conn`` (and ``queue`` through ``_running`` and ``_tx``),
+which are private: pyproject pins aiosqlite below 0.23 and ``tests/test_store_sqlite.py`` fails if
+they change.
 """
 
 from __future__ import annotations
@@ -235,6 +236,24 @@ class Writer:
             cursor = await conn.execute(sql, params)
             return int(cursor.rowcount)
 
+    async def queue(self, job: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``job(db)`` on the connection's thread, after every unit queued before it and
+        before every unit queued after it, and return once it is queued, not done (issue 13: the
+        webhook inbox's next batch fills while this one commits).
+
+        ``db`` is in autocommit mode, so each statement ``job`` runs is its own transaction,
+        committed (fsync) before the statement returns, as in ``run_statement``. ``job`` runs to
+        its end whatever happens to the caller, and reports its own outcome (from the thread,
+        e.g. with ``loop.call_soon_threadsafe``): nothing waits for it here. The lock is held only
+        while queueing: the thread runs operations in order, so a unit that takes the lock next
+        begins after ``job`` has ended.
+        """
+        conn = self.conn
+        async with self._lock:
+            if self._closed:
+                raise StoreClosed("store is closed", op="store.write")
+            queue_on_thread(conn, job)
+
     async def aclose(self) -> None:
         """Wait for the unit in progress, then close. Idempotent."""
         if self._closed:
@@ -253,6 +272,17 @@ async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection
     """
     result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
     return result
+
+
+def queue_on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], object]) -> None:
+    """Queue ``fn(db)`` on ``conn``'s thread as ``on_thread`` does, without waiting for it (and
+    without a future: its result and any exception are dropped there; ``fn`` reports its own).
+
+    Through aiosqlite's private ``_running``, ``_tx`` and ``_conn`` (see the module's docstring)."""
+    if not conn._running:  # as aiosqlite's _execute refuses a closed connection
+        raise ValueError("Connection closed")
+    db = conn._conn
+    conn._tx.put_nowait((None, lambda: fn(db)))
 
 
 async def _unsplit(transaction: Awaitable[T]) -> T:
