@@ -4,6 +4,8 @@ processed, prune."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -301,3 +303,46 @@ async def test_unknown_merchant_events_are_adopted_or_pruned(store: Store, db_pa
     assert set(rows) == {"mine", "other"}
     assert (rows["mine"]["source"], rows["mine"]["processed_at"]) == ("shop", None)
     assert rows["other"]["source"] == UNKNOWN_SOURCE
+
+
+async def test_commits_are_pipelined_and_each_caller_waits_for_its_own(
+    store: Store, db_path: Path
+) -> None:
+    """Pipelined group commits (issue 13): while one batch commits, the next is already queued on
+    the writer's thread behind it, and a third waits to be queued; each caller is answered only
+    once its own batch has committed (its row is visible to another connection), in order."""
+    blocked, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:  # the writer's thread busy, as with a slow fsync
+        blocked.set()
+        assert release.wait(10), "never released"
+
+    inbox = Inbox(store, window=0)
+    await inbox.start()
+    answered: list[tuple[str, list[str]]] = []
+
+    async def add(event_id: str) -> None:
+        assert await inbox.add(ev(event_id)) is True
+        answered.append((event_id, [r["event_id"] for r in inbox_rows(db_path)]))
+
+    try:
+        await store.queue_write(hold)
+        assert await asyncio.to_thread(blocked.wait, 10)
+        first = asyncio.create_task(add("E1"))
+        await asyncio.sleep(0.02)
+        second = asyncio.create_task(add("E2"))
+        await asyncio.sleep(0.02)
+        third = asyncio.create_task(add("E3"))
+        await asyncio.sleep(0.02)
+        assert inbox._in_flight == 2, "E1's and E2's batches both queued behind the held thread"
+        assert answered == []
+        assert inbox_rows(db_path) == []
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+    finally:
+        release.set()
+        await inbox.aclose()
+    assert [event_id for event_id, _ in answered] == ["E1", "E2", "E3"]
+    for event_id, visible in answered:
+        assert event_id in visible
+    assert inbox.commits == 3

@@ -180,6 +180,50 @@ async def test_cancelling_an_inline_unit_lets_it_commit_first(store: Store) -> N
     assert await _started(store) == ["a", "b"]
 
 
+async def test_a_queued_job_runs_between_the_units_around_it_and_frees_the_lock_at_once(
+    store: Store,
+) -> None:
+    """Store.queue_write queues a job on the writer's thread (aiosqlite's private ``_running``,
+    ``_tx`` and ``_conn``, which the pin in pyproject guards) and returns before it runs: the
+    writer's lock is free again at once, and the job runs after the unit queued before it and
+    before the one queued after it, each statement its own committed transaction."""
+    running, release, job_release = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    async def first(conn: aiosqlite.Connection) -> None:
+        running.set()
+        assert release.wait(10), "never released"
+        await conn.execute(_INSERT_PASS, ("a",))
+        order.append("first")
+
+    def job(db: sqlite3.Connection) -> None:
+        assert job_release.wait(10), "never released"
+        assert not db.in_transaction  # autocommit: the statement is its own transaction
+        db.execute(_INSERT_PASS, ("b",))
+        order.append("job")
+
+    async def last(conn: aiosqlite.Connection) -> None:
+        order.append("last")
+
+    held = asyncio.create_task(store.write_inline(first))
+    assert await asyncio.to_thread(running.wait, 10)
+    queued = asyncio.create_task(store.queue_write(job))
+    await asyncio.sleep(0.01)
+    assert not queued.done(), "queued only once the unit holding the lock let go of it"
+    after = asyncio.create_task(store.write_inline(last))
+    release.set()
+    await held
+    await asyncio.wait_for(queued, 5)  # returns once queued: the job has not run yet
+    assert order == ["first"]
+    job_release.set()
+    await after
+    assert order == ["first", "job", "last"]
+    assert await _started(store) == ["a", "b"]
+    await store.aclose()
+    with pytest.raises(StoreClosed):
+        await store.queue_write(job)
+
+
 async def test_inline_read_is_one_snapshot(store: Store) -> None:
     """read_inline runs a query inside one read transaction on the reader's thread."""
     await store.write(lambda c: c.execute(_INSERT_PASS, ("a",)))
