@@ -13,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from syncd.logs import configure_logging, get_logger, reset_logging, set_level
+from syncd.logs import HotLog, configure_logging, get_logger, reset_logging, set_level
 
 
 class _Tty(io.StringIO):
@@ -192,3 +192,68 @@ def test_capture_logs_sees_events() -> None:
             "logger_name": "syncd.x",
         }
     ]
+
+
+def _binary() -> tuple[io.BytesIO, io.TextIOWrapper]:
+    raw = io.BytesIO()
+    return raw, io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+
+
+def _without_ts(raw: io.BytesIO) -> list[dict[str, Any]]:
+    out = []
+    for text in raw.getvalue().decode().splitlines():
+        line = json.loads(text)
+        assert list(line)[:3] == ["ts", "level", "event"]
+        datetime.fromisoformat(line.pop("ts").replace("Z", "+00:00"))
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_hot_log_writes_the_line_the_logger_writes(binary: bool, stream: io.StringIO) -> None:
+    """HotLog (the webhook's line, written without the chain on a binary stream) writes what the
+    logger itself writes: same keys in the same order, contextvars after the fields, a field
+    the chain handles itself (here exc_info) through the chain."""
+    raw, out = _binary() if binary else (None, stream)
+    configure_logging("info", "json", out)
+    plain = structlog.get_logger("syncd.webhooks")
+    hot = HotLog(plain)
+    with structlog.contextvars.bound_contextvars(job_id="j-1", level="ignored"):
+        for log in (plain, hot):
+            log.info("webhook", source="square", n=1, ok=True, duration_ms=1.5, logger="x")
+            log.warning("webhook", source="_unknown", outcome="unknown_merchant")
+            log.info("webhook", exc_info=False, n=2)
+    if raw is None:
+        got = [dict(line) for line in lines(stream)]
+        for line in got:
+            line.pop("ts")
+    else:
+        got = _without_ts(raw)
+    assert got[:3] == got[3:]
+    assert got[0] == {
+        "level": "info",
+        "event": "webhook",
+        "source": "square",
+        "n": 1,
+        "ok": True,
+        "duration_ms": 1.5,
+        "logger": "x",
+        "job_id": "j-1",
+    }
+
+
+def test_hot_log_follows_level_changes_and_capture() -> None:
+    """A level set later (SIGHUP) and structlog's capture_logs reach HotLog at once."""
+    raw, out = _binary()
+    configure_logging("info", "json", out)
+    hot = HotLog(structlog.get_logger())
+    hot.info("kept", n=1)
+    set_level("warning")
+    hot.info("dropped")
+    hot.warning("kept too")
+    with capture_logs() as captured:
+        hot.warning("captured", n=2)
+    set_level("info")
+    hot.info("kept again")
+    assert [line["event"] for line in _without_ts(raw)] == ["kept", "kept too", "kept again"]
+    assert captured == [{"event": "captured", "n": 2, "log_level": "warning"}]

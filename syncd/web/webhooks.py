@@ -37,6 +37,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from syncd import metrics
 from syncd.errors import SignatureError
+from syncd.logs import HotLog
 from syncd.store.inbox import UNKNOWN_SOURCE, Inbox, InboxEvent
 from syncd.timeutil import now_ns
 from syncd.web.app import error_response
@@ -45,31 +46,8 @@ from syncd.web.signatures import SIGNATURE_HEADER, SignatureVerifier
 log = structlog.get_logger("syncd.webhooks")
 
 
-class _CanonicalLog:
-    """The logger of the one line per accepted webhook, bound once per logging configuration.
-
-    ``log.info`` on the module's lazy proxy binds a new logger on every call (structlog's
-    ``cache_logger_on_first_use`` is off so that a level change reaches every logger): a third of
-    what the line costs. This keeps the bound logger while structlog's processors, wrapper class
-    and logger factory are the ones it was bound under, so ``set_level`` (a new wrapper class),
-    ``configure_logging`` and ``structlog.testing.capture_logs`` all reach it at once.
-    """
-
-    __slots__ = ("_bound", "_key")
-
-    def __init__(self) -> None:
-        self._key: tuple[object, ...] = ()
-        self._bound: Any = None
-
-    def get(self) -> Any:
-        config = structlog.get_config()
-        key = (config["processors"], config["wrapper_class"], config["logger_factory"])
-        if self._bound is None or any(a is not b for a, b in zip(key, self._key, strict=True)):
-            self._bound, self._key = log.bind(), key
-        return self._bound
-
-
-_canonical = _CanonicalLog()
+# The line per accepted webhook: the same line as log.info(...), cheaper (see HotLog).
+_canonical = HotLog(log)
 
 WEBHOOK_ROUTE = "/webhooks/{source}"
 APP_WEBHOOK_ROUTE = "/webhooks"
@@ -355,8 +333,7 @@ class WebhookIngress:
                 name, outcome
             )
         counter.inc()
-        canonical = _canonical.get()
-        (canonical.warning if outcome == UNKNOWN_MERCHANT else canonical.info)(
+        (_canonical.warning if outcome == UNKNOWN_MERCHANT else _canonical.info)(
             "webhook",
             source=name,
             event_id=event.event_id,
