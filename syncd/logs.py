@@ -318,6 +318,26 @@ def _write_line(lines: _JsonLines, method: str, event: str, fields: dict[str, An
     """One line as the chain makes it (see _json_head), without the chain."""
     line: EventDict = {"ts": lines.stamp(), "level": method, "event": event}
     line.update(fields)
+    # Walk the context's variables only when one of structlog's is bound here (a pass binds
+    # source and pass_id; a webhook's context binds nothing): the walk was a quarter of the line.
+    # tuple(): a copy taken at once, whatever another thread binds meanwhile.
+    if _STRUCTLOG_VARS is None or any(
+        var.get() is not Ellipsis for var in tuple(_STRUCTLOG_VARS.values())
+    ):
+        _merge_contextvars(line)
+    if "logger_name" in line:  # as _json_head renames it
+        line["logger"] = line.pop("logger_name")
+    lines.out.msg(lines.render(lines.out, method, line))
+
+
+# structlog's own variables (private; when it has none by that name, every context is walked).
+_STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
+
+
+def _merge_contextvars(line: EventDict) -> None:
+    """The bound contextvars into ``line``, as merge_contextvars adds them (same order)."""
     for var in contextvars.copy_context():
         name = var.name
         if name.startswith(STRUCTLOG_KEY_PREFIX):
@@ -325,6 +345,3 @@ def _write_line(lines: _JsonLines, method: str, event: str, fields: dict[str, An
             key = name[STRUCTLOG_KEY_PREFIX_LEN:]
             if value is not Ellipsis:
                 line.setdefault(key, value)
-    if "logger_name" in line:  # as _json_head renames it
-        line["logger"] = line.pop("logger_name")
-    lines.out.msg(lines.render(lines.out, method, line))
