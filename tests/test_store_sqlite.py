@@ -190,9 +190,9 @@ async def test_a_queued_job_runs_between_the_units_around_it_and_frees_the_lock_
     running, release, job_release = threading.Event(), threading.Event(), threading.Event()
     order: list[str] = []
 
-    async def first(conn: aiosqlite.Connection) -> None:
+    async def first(conn: aiosqlite.Connection) -> None:  # a unit on the loop holds the lock
         running.set()
-        assert release.wait(10), "never released"
+        assert await asyncio.to_thread(release.wait, 10), "never released"
         await conn.execute(_INSERT_PASS, ("a",))
         order.append("first")
 
@@ -205,7 +205,7 @@ async def test_a_queued_job_runs_between_the_units_around_it_and_frees_the_lock_
     async def last(conn: aiosqlite.Connection) -> None:
         order.append("last")
 
-    held = asyncio.create_task(store.write_inline(first))
+    held = asyncio.create_task(store.write(first))
     assert await asyncio.to_thread(running.wait, 10)
     queued = asyncio.create_task(store.queue_write(job))
     await asyncio.sleep(0.01)

@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,7 +177,10 @@ class Writer:
         it); one that suspends raises ``QuerySuspended`` and rolls back. It runs while its caller
         waits, so whatever Python state it changes is changed while the caller's locks are held,
         as in ``run``. ``on_commit`` is scheduled from the thread before the result, so the caller
-        resumes after it, as in ``run``.
+        resumes after it, as in ``run``. The writer's lock is held only while the unit is queued
+        (the thread runs it whole, and what is queued after it runs after it): the next unit, or a
+        webhook batch (``queue``), is queued while this one runs instead of once the loop has seen
+        it end (issue 13).
         """
         conn = self.conn
         return await _unsplit(self._inline_transaction(conn, work))
@@ -186,13 +190,16 @@ class Writer:
         conn: aiosqlite.Connection,
         work: Callable[[aiosqlite.Connection], Awaitable[T]],
     ) -> T:
+        loop = asyncio.get_running_loop()
         async with self._lock:
             if self._closed:
                 raise StoreClosed("store is closed", op="store.write")
-            job = _InlineJob(
-                work, contextvars.copy_context(), asyncio.get_running_loop(), self._on_commit
-            )
-            return await on_thread(conn, job)
+            job = _InlineJob(work, contextvars.copy_context(), loop, self._on_commit)
+            # The lock only orders the queueing: the thread runs the whole unit in one operation,
+            # and whatever is queued after it (a unit taking the lock next) runs after it.
+            done: asyncio.Future[T] = loop.create_future()
+            queue_on_thread(conn, partial(_answer, job, done))
+        return await done
 
     async def _transaction(
         self, conn: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]
@@ -283,6 +290,29 @@ def queue_on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection
         raise ValueError("Connection closed")
     db = conn._conn
     conn._tx.put_nowait((None, lambda: fn(db)))
+
+
+def _answer(
+    job: Callable[[sqlite3.Connection], T], done: asyncio.Future[T], db: sqlite3.Connection
+) -> None:
+    """On the connection's thread: run ``job`` and hand its result (or exception) to ``done``."""
+    loop = done.get_loop()
+    try:
+        result = job(db)
+    except BaseException as exc:
+        loop.call_soon_threadsafe(_set_exception, done, exc)
+    else:
+        loop.call_soon_threadsafe(_set_result, done, result)
+
+
+def _set_result(done: asyncio.Future[T], result: T) -> None:
+    if not done.done():
+        done.set_result(result)
+
+
+def _set_exception(done: asyncio.Future[Any], exc: BaseException) -> None:
+    if not done.done():
+        done.set_exception(exc)
 
 
 async def _unsplit(transaction: Awaitable[T]) -> T:
