@@ -7,6 +7,7 @@ epoch.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC
@@ -94,6 +95,13 @@ def parse_ns(text: str) -> int:
             raise TimestampError(f"bad UTC offset in {text!r}")
         ns -= (1 if offset[0] == "+" else -1) * (oh * 3600 + om * 60) * NS_PER_S
     return ns
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_stored_ns(text: str) -> int:
+    """``parse_ns`` for a timestamp read again and again, as a partition's stored watermark and
+    last success are on every pass of its source (memoised: an idle pass parses none anew)."""
+    return parse_ns(text)
 
 
 def _civil_from_days(days: int) -> tuple[int, int, int]:

@@ -278,6 +278,46 @@ async def test_an_incremental_pass_writes_its_row_with_its_first_write(db_path: 
         ]
 
 
+async def test_a_re_read_page_applied_already_writes_nothing(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passes that re-read the same overlap, answered the same, apply it once: each later one
+    writes only its own end (one unit). A change upstream, or a full pass, applies anew."""
+    async with rig(db_path, overlap=3600.0, locations=()) as r:
+        units: list[object] = []
+        write_inline = r.store.write_inline
+
+        def counting(work: Any) -> Any:
+            units.append(work)
+            return write_inline(work)
+
+        monkeypatch.setattr(r.store, "write_inline", counting)
+        await r.engine.run_pass()
+        r.sim.mutate(3)
+        assert (await r.engine.run_pass()).changes == 3
+        first = await r.engine.run_pass()  # from the watermark the changes moved
+        assert first.changes == 0
+        for _ in range(3):
+            units.clear()
+            quiet = await r.engine.run_pass()
+            assert quiet.kind == "incremental"
+            assert quiet.changes == 0
+            assert quiet.counts == first.counts > 0, "the same overlap, read again"
+            assert len(units) == 1, "its end only"
+        r.sim.mutate(2)
+        units.clear()
+        assert (await r.engine.run_pass()).changes == 2
+        assert len(units) == 2
+        units.clear()
+        assert (await r.engine.run_pass(full=True)).changes == 0
+        units.clear()
+        quiet = await r.engine.run_pass()
+        assert len(units) == 2, "after a full pass the overlap is applied once more"
+        assert quiet.changes == 0
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
 async def test_equal_calculated_at_across_page_boundaries(db_path: Path) -> None:
     """Many counts sharing one calculated_at, split over small pages, are each applied once."""
     async with rig(db_path, page_limit=3) as r:

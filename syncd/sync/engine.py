@@ -32,7 +32,7 @@ from syncd.sync.lifecycle import SourceLifecycle
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.sync.prefetch import prefetch
 from syncd.sync.write_behind import WriteBehind
-from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
+from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_stored_ns
 
 log = structlog.get_logger("syncd.sync")
 
@@ -112,6 +112,7 @@ class SyncEngine:
         self._records: list[tuple[PartitionState, _Chain]] = []
         self._states: dict[str, PartitionState] | None = None  # see _partition_states
         self._started_at = ""  # of the pass running now (its row may be written late)
+        self._applied: PageCounts | None = None  # the page an incremental pass applied last
 
     @property
     def partitions(self) -> tuple[str, ...]:
@@ -196,10 +197,14 @@ class SyncEngine:
             state = states.get(name)
             if state is None or state.watermark is None or state.last_full_at is None:
                 return True
-            if now - parse_ns(state.last_full_at) > self.options.full_resync_interval * NS_PER_S:
+            if (
+                now - parse_stored_ns(state.last_full_at)
+                > self.options.full_resync_interval * NS_PER_S
+            ):
                 return True
             if state.last_success_at is None or (
-                now - parse_ns(state.last_success_at) > self.options.full_resync_after * NS_PER_S
+                now - parse_stored_ns(state.last_success_at)
+                > self.options.full_resync_after * NS_PER_S
             ):
                 return True
         return False
@@ -225,6 +230,7 @@ class SyncEngine:
         outcome = PASS_INTERRUPTED
         if full:
             self.full_pass_id = pass_id
+            self._applied = None
         with bound:
             try:
                 errors = await self._run_partitions(states, summary, full)
@@ -360,7 +366,7 @@ class SyncEngine:
             after = (
                 None
                 if full or base.watermark is None
-                else format_ns(parse_ns(base.watermark) - overlap_ns)
+                else format_ns(parse_stored_ns(base.watermark) - overlap_ns)
             )
             await self._read_chain(chain, summary, locations, after)
             if full:
@@ -416,7 +422,9 @@ class SyncEngine:
         error, if the chain failed, as every partition's."""
         names = self.partitions
         bases = [states[name] for name in names]
-        oldest = min(parse_ns(base.watermark) for base in bases if base.watermark is not None)
+        oldest = min(
+            parse_stored_ns(base.watermark) for base in bases if base.watermark is not None
+        )
         shared = _Chain(shares={name: _Chain() for name in names})
         after = format_ns(oldest - int(self.options.overlap * NS_PER_S))
         try:
@@ -469,7 +477,7 @@ class SyncEngine:
             candidate = min(chain.signpost_ns, chain.newest_ns)
         if candidate is None:
             return state.watermark
-        if state.watermark is not None and candidate <= parse_ns(state.watermark):
+        if state.watermark is not None and candidate <= parse_stored_ns(state.watermark):
             return state.watermark  # not moving: the stored text as it is, not formatted anew
         return format_ns(candidate)
 
@@ -550,10 +558,11 @@ class SyncEngine:
         count on two pages is applied twice, the log telling both changes), then count them."""
         source = self.options.source
         full = summary.kind == "full"
-        recorded_at = now_rfc3339()
         recorded = summary.pass_id
 
         async def work(conn: aiosqlite.Connection) -> list[counts_store.ApplyResult]:
+            recorded_at = now_rfc3339()
+
             async def stamp() -> int:
                 # An incremental pass's first change: the pass's row goes in with it.
                 if summary.pass_id is None:
@@ -579,12 +588,21 @@ class SyncEngine:
             return results
 
         # An empty page (the usual answer of an idle incremental pass) has nothing to write: no
-        # transaction, so an idle source costs its request and little else.
+        # transaction, so an idle source costs its request and little else. Nor has the very
+        # page an incremental pass applied last: the upstream answered the same request with
+        # the same counts (``SquareCounts`` hands back the same tuple), all of them applied,
+        # and the mirror only moves forward from there (a full pass forgets it).
+        if not full and len(pages) == 1 and pages[0] is self._applied:
+            self._tally(pages[0], _NOTHING, chain, summary)
+            return
         try:
             results = iter(await self._store.write_inline(work) if any(pages) else ())
         except BaseException:
             summary.pass_id = recorded  # rolled back with the unit
+            self._applied = None
             raise
+        if not full and pages and pages[-1]:
+            self._applied = pages[-1]
         for page in pages:
             self._tally(page, next(results) if page else _NOTHING, chain, summary)
 
