@@ -151,9 +151,17 @@ def now_rfc3339() -> str:
 
 
 def parse_http_date_ns(value: str | None) -> int | None:
-    """Parse an HTTP ``Date`` header (RFC 9110 IMF-fixdate) into ns, or None if absent or unparsable."""
+    """Parse an HTTP ``Date`` header (RFC 9110 IMF-fixdate) into ns, or None if absent or unparsable.
+
+    Memoised (``_http_date_ns``): the header changes once a second, and every response of that
+    second carries the same text."""
     if not value:
         return None
+    return _http_date_ns(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date_ns(value: str) -> int | None:
     from email.utils import parsedate_to_datetime
 
     try:

@@ -21,7 +21,7 @@ import aiosqlite
 import structlog
 
 from syncd.errors import SyncdError, UpstreamError
-from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES
+from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES, child
 from syncd.model import InventoryCount, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
@@ -257,8 +257,8 @@ class SyncEngine:
                 summary.finished_ns = self._clock()
                 await asyncio.shield(self._finish(summary, outcome, started_at))
                 elapsed = time.perf_counter() - t0
-                SYNC_PASSES.labels(source=source, kind=kind, outcome=outcome).inc()
-                SYNC_PASS_SECONDS.labels(source=source, kind=kind).observe(elapsed)
+                child(SYNC_PASSES, source, kind, outcome).inc()
+                child(SYNC_PASS_SECONDS, source, kind).observe(elapsed)
                 log.info(
                     "sync_pass",
                     pass_id=summary.pass_id,
@@ -626,8 +626,8 @@ class SyncEngine:
         summary.pages += 1
         summary.counts += len(page)
         summary.changes += result.changes
-        SYNC_PAGES.labels(source=source).inc()
-        SYNC_COUNTS.labels(source=source).inc(len(page))
+        child(SYNC_PAGES, source).inc()
+        child(SYNC_COUNTS, source).inc(len(page))
         log.debug("sync_page", rows=len(page), changes=result.changes, stale=result.stale)
         if self._on_page is not None:
             self._on_page(summary)
