@@ -473,12 +473,23 @@ def _profile(
     args: argparse.Namespace, pid: int, path: Path, seconds: float
 ) -> subprocess.Popen[bytes] | None:
     """With ``--profile-idle``: py-spy samples the daemon (without pausing it) for ``seconds``,
-    collapsed stacks to ``path`` (py-spy is no dependency of syncd: ``pip install py-spy``)."""
+    collapsed stacks to ``path`` (py-spy is no dependency of syncd: ``pip install py-spy``).
+    Only the thread holding the GIL is sampled (``--gil``): a thread blocked in fdatasync or
+    in SQLite's C code uses no Python CPU, and py-spy would otherwise count it as busy."""
     if not args.profile_idle:
         return None
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking"]
-    cmd += ["--format", "raw", "--rate", "200", "--output", str(path)]
+    cmd = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--nonblocking",
+        "--gil",
+    ]
+    cmd += ["--format", "raw", "--rate", "1000", "--output", str(path)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -385,7 +385,7 @@ async def _until_stop_or_crash(
     tasks: list[asyncio.Task[None]],
     *,
     extra: Callable[[], list[asyncio.Task[None]]] = list,
-    recheck: float = 1.0,
+    recheck: float = 5.0,
 ) -> asyncio.Task[None] | None:
     """Wait for the stop signal while watching the background tasks. A task may finish early when it
     has nothing to do (e.g. the watchdog without WatchdogSec); one that raises has crashed: log it,

@@ -1,10 +1,14 @@
-"""Every Prometheus metric syncd exports, declared once, on one registry. Nothing else lives here.
+"""Every Prometheus metric syncd exports, declared once, on one registry, and ``child``. Nothing
+else lives here.
 
 Names follow Prometheus conventions (``syncd_`` prefix, ``_total`` counters, base units). docs/metrics.md
 lists them; a test fails when one is missing there.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +22,17 @@ from prometheus_client import (
 )
 
 from syncd import __version__
+
+M = TypeVar("M", Counter, Histogram)
+
+
+@functools.lru_cache(maxsize=8192)
+def child(metric: M, *values: str) -> M:
+    """``metric.labels(*values)``, memoised: ``labels`` builds its key and takes a lock on every
+    call, which a pass or a webhook paid several times (issue 11). Only for metrics whose
+    children are never removed (the counters and histograms; gauges of a removed source are)."""
+    return metric.labels(*values)
+
 
 # No ``*_created`` series: they double the output and Prometheus does not need them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream

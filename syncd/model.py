@@ -192,7 +192,9 @@ class PassSummary:
     """What one sync pass did; mutable while the pass runs, returned at its end."""
 
     source: str
-    pass_id: int
+    # None until the pass's row is written: an incremental pass writes it with its first page
+    # or at its end (a returned summary always has its id).
+    pass_id: int | None
     kind: str  # "incremental" | "full"
     started_ns: int
     partitions: list[str] = field(default_factory=list)

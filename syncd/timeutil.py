@@ -7,6 +7,7 @@ epoch.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC
@@ -96,6 +97,13 @@ def parse_ns(text: str) -> int:
     return ns
 
 
+@functools.lru_cache(maxsize=1024)
+def parse_stored_ns(text: str) -> int:
+    """``parse_ns`` for a timestamp read again and again, as a partition's stored watermark and
+    last success are on every pass of its source (memoised: an idle pass parses none anew)."""
+    return parse_ns(text)
+
+
 def _civil_from_days(days: int) -> tuple[int, int, int]:
     """(year, month, day) of a day count since 1970-01-01 (the inverse of ``_days_from_civil``)."""
     days += 719468
@@ -152,9 +160,17 @@ def now_rfc3339() -> str:
 
 
 def parse_http_date_ns(value: str | None) -> int | None:
-    """Parse an HTTP ``Date`` header (RFC 9110 IMF-fixdate) into ns, or None if absent or unparsable."""
+    """Parse an HTTP ``Date`` header (RFC 9110 IMF-fixdate) into ns, or None if absent or unparsable.
+
+    Memoised (``_http_date_ns``): the header changes once a second, and every response of that
+    second carries the same text."""
     if not value:
         return None
+    return _http_date_ns(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date_ns(value: str) -> int | None:
     from email.utils import parsedate_to_datetime
 
     try:

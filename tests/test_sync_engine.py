@@ -211,6 +211,113 @@ async def test_quiet_pass_logs_nothing(db_path: Path) -> None:
         assert [e["kind"] for e in changes(db_path)[before:]] == ["pass.completed"] * 3
 
 
+def passes(db_path: Path) -> list[tuple[int, str, str, str | None]]:
+    """(pass_id, kind, outcome, finished_at) of every recorded pass, in id order."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(
+            "SELECT pass_id, kind, outcome, finished_at FROM passes ORDER BY pass_id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_an_incremental_pass_writes_its_row_with_its_first_write(db_path: Path) -> None:
+    """An incremental pass is recorded with its first change (the rows it writes carry its id)
+    or, when it changes nothing, with its end: an idle pass that re-reads the overlap is one
+    write (issue 11). A full pass is recorded as running before it reads."""
+    seen: list[list[tuple[int, str, str, str | None]]] = []
+    async with rig(db_path, on_page=lambda _: seen.append(passes(db_path))) as r:
+        first = await r.engine.run_pass()
+        assert first.kind == "full"
+        assert all((first.pass_id, "full", "running", None) in rows for rows in seen)
+
+        seen.clear()
+        quiet = await r.engine.run_pass()
+        assert quiet.kind == "incremental"
+        assert quiet.changes == 0
+        assert quiet.counts > 0, "it re-read the overlap, which changed nothing"
+        assert seen
+        assert all(len(rows) == 1 for rows in seen), "no row while it reads"
+        [_, (pass_id, kind, outcome, finished_at)] = passes(db_path)
+        assert (pass_id, kind, outcome) == (quiet.pass_id, "incremental", "ok")
+        assert finished_at is not None
+
+        seen.clear()
+        mutated = r.sim.mutate(3)
+        busy = await r.engine.run_pass()
+        assert busy.changes == 3
+        assert busy.pass_id is not None
+        assert busy.pass_id > pass_id
+        assert (busy.pass_id, "incremental", "running", None) in seen[0]
+        conn = sqlite3.connect(db_path)
+        try:
+            stamps = {
+                conn.execute(
+                    "SELECT seen_pass FROM inventory_counts WHERE catalog_object_id = ?"
+                    " AND location_id = ? AND state = ?",
+                    (m["catalog_object_id"], m["location_id"], m["state"]),
+                ).fetchone()[0]
+                for m in mutated
+            }
+        finally:
+            conn.close()
+        assert stamps == {busy.pass_id}
+        assert passes(db_path)[-1][1:3] == ("incremental", "ok")
+
+        r.sim.fail_next(503, times=50)
+        failed = await r.engine.run_pass()
+        assert not failed.ok
+        assert failed.pass_id is not None
+        assert passes(db_path)[-1][:3] == (failed.pass_id, "incremental", "failed")
+        entries = [e for e in changes(db_path) if e["kind"] == "pass.completed"]
+        assert [e["new"]["pass_id"] for e in entries] == [
+            first.pass_id,
+            quiet.pass_id,
+            busy.pass_id,
+        ]
+
+
+async def test_a_re_read_page_applied_already_writes_nothing(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passes that re-read the same overlap, answered the same, apply it once: each later one
+    writes only its own end (one unit). A change upstream, or a full pass, applies anew."""
+    async with rig(db_path, overlap=3600.0, locations=()) as r:
+        units: list[object] = []
+        write_inline = r.store.write_inline
+
+        def counting(work: Any) -> Any:
+            units.append(work)
+            return write_inline(work)
+
+        monkeypatch.setattr(r.store, "write_inline", counting)
+        await r.engine.run_pass()
+        r.sim.mutate(3)
+        assert (await r.engine.run_pass()).changes == 3
+        first = await r.engine.run_pass()  # from the watermark the changes moved
+        assert first.changes == 0
+        for _ in range(3):
+            units.clear()
+            quiet = await r.engine.run_pass()
+            assert quiet.kind == "incremental"
+            assert quiet.changes == 0
+            assert quiet.counts == first.counts > 0, "the same overlap, read again"
+            assert len(units) == 1, "its end only"
+        r.sim.mutate(2)
+        units.clear()
+        assert (await r.engine.run_pass()).changes == 2
+        assert len(units) == 2
+        units.clear()
+        assert (await r.engine.run_pass(full=True)).changes == 0
+        units.clear()
+        quiet = await r.engine.run_pass()
+        assert len(units) == 2, "after a full pass the overlap is applied once more"
+        assert quiet.changes == 0
+        r.assert_mirror_equals_upstream()
+        assert_log_invariants(db_path)
+
+
 async def test_equal_calculated_at_across_page_boundaries(db_path: Path) -> None:
     """Many counts sharing one calculated_at, split over small pages, are each applied once."""
     async with rig(db_path, page_limit=3) as r:

@@ -178,6 +178,48 @@ async def test_counts_are_parsed_and_server_date_is_kept(session: aiohttp.Client
     assert only.skipped == 0
 
 
+async def test_the_same_one_page_answer_gives_the_same_counts(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The same answer to the same one-page request as last time gives the very same counts
+    (not parsed again: the engine knows them applied); another answer, another request or a
+    chain of several pages is parsed as usual."""
+    a, b = count("A", calculated_at="2025-01-02T03:04:05Z"), count("B")
+    replies = [
+        page(a, Date="Thu, 02 Jan 2025 03:04:06 GMT"),
+        page(a, Date="Thu, 02 Jan 2025 03:05:06 GMT"),
+        page(a, b),
+        page(a, b),
+        page(a, b),
+        page(a, cursor="c1"),
+        page(b),
+        page(a, cursor="c1"),
+        page(b),
+    ]
+    async with run_scripted(replies) as server:
+        source = SquareCounts(session, options(server.url), sleep=no_sleep)
+
+        async def chain(after: str = "2025-01-01T00:00:00Z") -> list[Page]:
+            return [p async for p in source.pages(location_ids=None, updated_after=after)]
+
+        [first], [again] = await chain(), await chain()
+        assert again.counts is first.counts
+        assert again.server_date_ns == first.server_date_ns + 60 * NS_PER_S
+        [changed] = await chain()
+        assert changed.counts is not first.counts
+        assert [c.catalog_object_id for c in changed.counts] == ["A", "B"]
+        [other_request] = await chain(after="2025-01-01T00:00:01Z")
+        assert other_request.counts is not changed.counts
+        assert other_request.counts == changed.counts
+        [same] = await chain(after="2025-01-01T00:00:01Z")
+        assert same.counts is other_request.counts
+        one, two = await chain()
+        three, four = await chain()
+        assert one.counts == three.counts
+        assert one.counts is not three.counts
+        assert four.counts is not two.counts
+
+
 async def test_estimated_rows_are_skipped_and_counted(session: aiohttp.ClientSession) -> None:
     """Counts with is_estimated true are dropped and reported in Page.skipped."""
     rows = [

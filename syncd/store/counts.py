@@ -8,7 +8,7 @@ a count that vanished upstream is removed with a ``count.removed`` entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 KIND_UPDATED = "count.updated"
 KIND_REMOVED = "count.removed"
+
+PassStamp = Callable[[], Awaitable[int]]
+"""Gives the id of the pass applying a page, writing the pass's row first if need be."""
 
 _UPSERT = (
     "INSERT INTO inventory_counts (source, catalog_object_id, location_id, state,"
@@ -148,7 +151,7 @@ async def apply_page(
     source: str,
     counts: Sequence[InventoryCount],
     *,
-    pass_id: int,
+    pass_id: int | PassStamp,
     recorded_at: str,
     mark_seen: bool = False,
     keep_seen: bool = False,
@@ -157,7 +160,9 @@ async def apply_page(
 ) -> ApplyResult:
     """Apply one page inside the caller's transaction; append one change per real change.
 
-    Rows written carry ``pass_id`` in ``seen_pass``; with ``mark_seen`` (full passes) unchanged rows are
+    Rows written carry ``pass_id`` in ``seen_pass`` (given as a coroutine function, it is
+    asked for only when the page writes a row: an incremental pass records itself with its
+    first change, issue 11); with ``mark_seen`` (full passes) unchanged rows are
     stamped too, so the pass can then find the rows that vanished upstream. With ``keep_seen`` (the
     webhook fast path, ``pass_id`` the running full pass or 0) an updated row keeps its stamp when
     ``pass_id`` is 0, and with ``known_only`` (the fast path too) a count the mirror does not hold
@@ -170,8 +175,10 @@ async def apply_page(
     first sync) the page is first inserted as it is, with no lookup: when none of its keys was
     stored that is the whole work; else it is undone (a savepoint) and applied as usual.
     """
+    if not isinstance(pass_id, int) and (mark_seen or expect_new):
+        pass_id = await pass_id()
     incoming = _newest_per_key(counts)
-    if expect_new and not known_only and not keep_seen and incoming:
+    if expect_new and isinstance(pass_id, int) and not known_only and not keep_seen and incoming:
         inserted = await _insert_new(conn, source, incoming, pass_id, recorded_at)
         if inserted is not None:
             return inserted
@@ -194,17 +201,18 @@ async def apply_page(
         is_stale = count.calculated_at_ns < stored_ns
         if is_stale or _same(old, stored_ns, count):
             stale += is_stale
-            if mark_seen:
+            if mark_seen and isinstance(pass_id, int):
                 seen.append((pass_id, source, *key))
             continue
         writes.append(count)
         olds.append(dumps(old.value()).decode())
     first_seq = None
     if writes:
+        stamp = pass_id if isinstance(pass_id, int) else await pass_id()
         first_seq = await _log_updated(conn, source, writes, olds, recorded_at)
         await conn.executemany(
             _UPSERT_KEEP_SEEN if keep_seen else _UPSERT,
-            _mirror_rows(source, writes, first_seq, pass_id),
+            _mirror_rows(source, writes, first_seq, stamp),
         )
     if seen:
         await conn.executemany(_MARK_SEEN, seen)

@@ -64,8 +64,11 @@ async def begin_pass(conn: aiosqlite.Connection, source: str, kind: str, started
 
 async def finish_pass(
     conn: aiosqlite.Connection,
-    pass_id: int,
+    pass_id: int | None,
     *,
+    source: str,
+    kind: str,
+    started_at: str,
     outcome: str,
     finished_at: str,
     pages: int,
@@ -73,13 +76,23 @@ async def finish_pass(
     changes: int,
     removed: int,
     error: str | None,
-) -> None:
-    """Record how a pass ended."""
+) -> int:
+    """Record how a pass ended; return its id. A pass with no row yet (``pass_id`` None: an
+    incremental pass that wrote nothing before its end) gets its whole row now."""
+    ended = (finished_at, outcome, pages, counts, changes, removed, error)
+    if pass_id is None:
+        [row] = await conn.execute_fetchall(
+            "INSERT INTO passes (source, kind, started_at, finished_at, outcome, pages, counts,"
+            " changes, removed, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pass_id",
+            (source, kind, started_at, *ended),
+        )
+        return int(row[0])
     await conn.execute(
         "UPDATE passes SET finished_at = ?, outcome = ?, pages = ?, counts = ?, changes = ?,"
         " removed = ?, error = ? WHERE pass_id = ?",
-        (finished_at, outcome, pages, counts, changes, removed, error, pass_id),
+        (*ended, pass_id),
     )
+    return pass_id
 
 
 _RECORD = (

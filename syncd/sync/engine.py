@@ -21,7 +21,7 @@ import aiosqlite
 import structlog
 
 from syncd.errors import SyncdError, UpstreamError
-from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES
+from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES, child
 from syncd.model import InventoryCount, PassSummary
 from syncd.store import Store, sync_state
 from syncd.store import counts as counts_store
@@ -32,7 +32,7 @@ from syncd.sync.lifecycle import SourceLifecycle
 from syncd.sync.ports import CountsSource, LocationsSource
 from syncd.sync.prefetch import prefetch
 from syncd.sync.write_behind import WriteBehind
-from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
+from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_stored_ns
 
 log = structlog.get_logger("syncd.sync")
 
@@ -110,6 +110,9 @@ class SyncEngine:
         self.last_summary: PassSummary | None = None
         self.full_pass_id: int | None = None  # the full pass running now, if any
         self._records: list[tuple[PartitionState, _Chain]] = []
+        self._states: dict[str, PartitionState] | None = None  # see _partition_states
+        self._started_at = ""  # of the pass running now (its row may be written late)
+        self._applied: PageCounts | None = None  # the page an incremental pass applied last
 
     @property
     def partitions(self) -> tuple[str, ...]:
@@ -158,28 +161,35 @@ class SyncEngine:
             self._discovered = found
 
     async def run_pass(self, *, full: bool | None = None) -> PassSummary:
-        """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide."""
+        """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide.
+
+        A full pass records itself as running before it reads anything (it can take minutes,
+        and ``syncd status`` shows it). An incremental pass writes its row with its first page,
+        or with its end (issue 11): an idle one, which writes nothing else, then costs one
+        transaction. A crash before that leaves nothing to repair, as it wrote nothing.
+        """
         async with self._lock:
             await self._discover()
             source = self.options.source
             started_at = now_rfc3339()
-
-            async def begin(
-                conn: aiosqlite.Connection,
-            ) -> tuple[dict[str, PartitionState], bool, int]:
-                # One trip (issue 11): the partitions' states, and the row of a pass of the
-                # kind they call for.
-                states = {s.partition: s for s in await sync_state.partitions(conn, source)}
-                kind_full = self._wants_full(states) if full is None else full
-                kind = "full" if kind_full else "incremental"
-                return (
-                    states,
-                    kind_full,
-                    await sync_state.begin_pass(conn, source, kind, started_at),
+            states = await self._partition_states()
+            kind_full = self._wants_full(states) if full is None else full
+            pass_id = None
+            if kind_full:
+                pass_id = await self._store.write_inline(
+                    lambda conn: sync_state.begin_pass(conn, source, "full", started_at)
                 )
-
-            states, kind_full, pass_id = await self._store.write_inline(begin)
             return await self._run(states, kind_full, pass_id, started_at)
+
+    async def _partition_states(self) -> dict[str, PartitionState]:
+        """The partitions' stored states. The engine is their only writer (one syncd process
+        per database, one pass of a source at a time), so after the first read they come from
+        what its last pass recorded, and an idle pass reads nothing."""
+        if self._states is None:
+            source = self.options.source
+            rows = await self._store.read_inline(lambda conn: sync_state.partitions(conn, source))
+            self._states = {s.partition: s for s in rows}
+        return self._states
 
     def _wants_full(self, states: dict[str, PartitionState]) -> bool:
         now = self._clock()
@@ -187,16 +197,20 @@ class SyncEngine:
             state = states.get(name)
             if state is None or state.watermark is None or state.last_full_at is None:
                 return True
-            if now - parse_ns(state.last_full_at) > self.options.full_resync_interval * NS_PER_S:
+            if (
+                now - parse_stored_ns(state.last_full_at)
+                > self.options.full_resync_interval * NS_PER_S
+            ):
                 return True
             if state.last_success_at is None or (
-                now - parse_ns(state.last_success_at) > self.options.full_resync_after * NS_PER_S
+                now - parse_stored_ns(state.last_success_at)
+                > self.options.full_resync_after * NS_PER_S
             ):
                 return True
         return False
 
     async def _run(
-        self, states: dict[str, PartitionState], full: bool, pass_id: int, started_at: str
+        self, states: dict[str, PartitionState], full: bool, pass_id: int | None, started_at: str
     ) -> PassSummary:
         source = self.options.source
         kind = "full" if full else "incremental"
@@ -208,10 +222,15 @@ class SyncEngine:
             partitions=list(self.partitions),
         )
         t0 = time.perf_counter()
-        bound = structlog.contextvars.bound_contextvars(source=source, pass_id=pass_id)
+        self._started_at = started_at
+        # An incremental pass has no id until it writes (``_pass_row``): its log lines carry
+        # the source, and its ``sync_pass`` line the id.
+        ids = {} if pass_id is None else {"pass_id": pass_id}
+        bound = structlog.contextvars.bound_contextvars(source=source, **ids)
         outcome = PASS_INTERRUPTED
         if full:
             self.full_pass_id = pass_id
+            self._applied = None
         with bound:
             try:
                 errors = await self._run_partitions(states, summary, full)
@@ -238,10 +257,11 @@ class SyncEngine:
                 summary.finished_ns = self._clock()
                 await asyncio.shield(self._finish(summary, outcome, started_at))
                 elapsed = time.perf_counter() - t0
-                SYNC_PASSES.labels(source=source, kind=kind, outcome=outcome).inc()
-                SYNC_PASS_SECONDS.labels(source=source, kind=kind).observe(elapsed)
+                child(SYNC_PASSES, source, kind, outcome).inc()
+                child(SYNC_PASS_SECONDS, source, kind).observe(elapsed)
                 log.info(
                     "sync_pass",
+                    pass_id=summary.pass_id,
                     kind=kind,
                     outcome=outcome,
                     pages=summary.pages,
@@ -257,23 +277,19 @@ class SyncEngine:
 
     async def _finish(self, summary: PassSummary, outcome: str, started_at: str) -> None:
         """Record every partition's new state and the pass's end in one transaction, with the
-        pass's change-log entries (an interrupted pass has none)."""
+        pass's change-log entries (an interrupted pass has none). The states recorded become
+        the ones the next pass starts from; if the transaction fails they are read anew."""
         records, self._records = self._records, []
+        source = self.options.source
 
         async def work(conn: aiosqlite.Connection) -> None:
             finished_at = now_rfc3339()
-            await sync_state.record_partitions(
-                conn,
-                [
-                    sync_state.PartitionRecord(state, chain.pages, chain.counts, chain.changes)
-                    for state, chain in records
-                ],
-                pass_id=summary.pass_id,
-                started_at=started_at,
-            )
-            await sync_state.finish_pass(
+            pass_id = await sync_state.finish_pass(
                 conn,
                 summary.pass_id,
+                source=source,
+                kind=summary.kind,
+                started_at=started_at,
                 outcome=outcome,
                 finished_at=finished_at,
                 pages=summary.pages,
@@ -281,6 +297,16 @@ class SyncEngine:
                 changes=summary.changes,
                 removed=summary.removed,
                 error=summary.error,
+            )
+            summary.pass_id = pass_id
+            await sync_state.record_partitions(
+                conn,
+                [
+                    sync_state.PartitionRecord(state, chain.pages, chain.counts, chain.changes)
+                    for state, chain in records
+                ],
+                pass_id=pass_id,
+                started_at=started_at,
             )
             if outcome != PASS_INTERRUPTED:
                 await self.lifecycle.pass_entries(
@@ -292,7 +318,15 @@ class SyncEngine:
                     finished_at=finished_at,
                 )
 
-        await self.lifecycle.write(self._store, work)
+        recorded = summary.pass_id
+        try:
+            await self.lifecycle.write(self._store, work)
+        except BaseException:
+            summary.pass_id = recorded
+            self._states = None
+            raise
+        if self._states is not None:
+            self._states.update((state.partition, state) for state, _ in records)
 
     async def _run_partitions(
         self, states: dict[str, PartitionState], summary: PassSummary, full: bool
@@ -332,13 +366,15 @@ class SyncEngine:
             after = (
                 None
                 if full or base.watermark is None
-                else format_ns(parse_ns(base.watermark) - overlap_ns)
+                else format_ns(parse_stored_ns(base.watermark) - overlap_ns)
             )
             await self._read_chain(chain, summary, locations, after)
             if full:
                 # Rows that changed while the listing ran moved to its front and may have been missed:
                 # read them again so they count as seen before anything unseen is removed.
                 assert chain.signpost_ns is not None
+                assert summary.pass_id is not None  # a full pass's row is written first
+                full_id = summary.pass_id
                 await self._read_chain(
                     chain, summary, locations, format_ns(chain.signpost_ns - overlap_ns)
                 )
@@ -346,7 +382,7 @@ class SyncEngine:
                     lambda conn: counts_store.remove_unseen(
                         conn,
                         source,
-                        pass_id=summary.pass_id,
+                        pass_id=full_id,
                         location_id=None if name == ALL_LOCATIONS else name,
                         recorded_at=now_rfc3339(),
                     )
@@ -386,7 +422,9 @@ class SyncEngine:
         error, if the chain failed, as every partition's."""
         names = self.partitions
         bases = [states[name] for name in names]
-        oldest = min(parse_ns(base.watermark) for base in bases if base.watermark is not None)
+        oldest = min(
+            parse_stored_ns(base.watermark) for base in bases if base.watermark is not None
+        )
         shared = _Chain(shares={name: _Chain() for name in names})
         after = format_ns(oldest - int(self.options.overlap * NS_PER_S))
         try:
@@ -439,7 +477,7 @@ class SyncEngine:
             candidate = min(chain.signpost_ns, chain.newest_ns)
         if candidate is None:
             return state.watermark
-        if state.watermark is not None and candidate <= parse_ns(state.watermark):
+        if state.watermark is not None and candidate <= parse_stored_ns(state.watermark):
             return state.watermark  # not moving: the stored text as it is, not formatted anew
         return format_ns(candidate)
 
@@ -518,11 +556,21 @@ class SyncEngine:
     async def _apply(self, pages: list[PageCounts], chain: _Chain, summary: PassSummary) -> None:
         """Apply ``pages`` in one write transaction, each page as it would be alone (in order: a
         count on two pages is applied twice, the log telling both changes), then count them."""
-        source, pass_id = self.options.source, summary.pass_id
+        source = self.options.source
         full = summary.kind == "full"
-        recorded_at = now_rfc3339()
+        recorded = summary.pass_id
 
         async def work(conn: aiosqlite.Connection) -> list[counts_store.ApplyResult]:
+            recorded_at = now_rfc3339()
+
+            async def stamp() -> int:
+                # An incremental pass's first change: the pass's row goes in with it.
+                if summary.pass_id is None:
+                    summary.pass_id = await sync_state.begin_pass(
+                        conn, source, summary.kind, self._started_at
+                    )
+                return summary.pass_id
+
             results = []
             for page in pages:
                 if page:
@@ -530,7 +578,7 @@ class SyncEngine:
                         conn,
                         source,
                         page,
-                        pass_id=pass_id,
+                        pass_id=stamp if summary.pass_id is None else summary.pass_id,
                         recorded_at=recorded_at,
                         mark_seen=full,
                         expect_new=full and chain.all_new,
@@ -540,8 +588,21 @@ class SyncEngine:
             return results
 
         # An empty page (the usual answer of an idle incremental pass) has nothing to write: no
-        # transaction, so an idle source costs its request and little else.
-        results = iter(await self._store.write_inline(work) if any(pages) else ())
+        # transaction, so an idle source costs its request and little else. Nor has the very
+        # page an incremental pass applied last: the upstream answered the same request with
+        # the same counts (``SquareCounts`` hands back the same tuple), all of them applied,
+        # and the mirror only moves forward from there (a full pass forgets it).
+        if not full and len(pages) == 1 and pages[0] is self._applied:
+            self._tally(pages[0], _NOTHING, chain, summary)
+            return
+        try:
+            results = iter(await self._store.write_inline(work) if any(pages) else ())
+        except BaseException:
+            summary.pass_id = recorded  # rolled back with the unit
+            self._applied = None
+            raise
+        if not full and pages and pages[-1]:
+            self._applied = pages[-1]
         for page in pages:
             self._tally(page, next(results) if page else _NOTHING, chain, summary)
 
@@ -565,8 +626,8 @@ class SyncEngine:
         summary.pages += 1
         summary.counts += len(page)
         summary.changes += result.changes
-        SYNC_PAGES.labels(source=source).inc()
-        SYNC_COUNTS.labels(source=source).inc(len(page))
+        child(SYNC_PAGES, source).inc()
+        child(SYNC_COUNTS, source).inc(len(page))
         log.debug("sync_page", rows=len(page), changes=result.changes, stale=result.stale)
         if self._on_page is not None:
             self._on_page(summary)

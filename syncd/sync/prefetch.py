@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-P = TypeVar("P")  # a page of any upstream
+
+class _Paged(Protocol):
+    @property
+    def cursor(self) -> str | None: ...  # None on the chain's last page
+
+
+P = TypeVar("P", bound=_Paged)  # a page of any upstream
 
 
 async def prefetch(pages: AsyncIterator[P]) -> AsyncIterator[P]:
@@ -16,17 +22,31 @@ async def prefetch(pages: AsyncIterator[P]) -> AsyncIterator[P]:
     The next page's HTTP round trip and JSON parsing overlap the current page's SQLite transaction
     (which runs in the database thread), so neither waits for the other. At most two pages per chain
     are in memory. An upstream error surfaces when the page that failed would have been yielded.
+
+    The first page is read in the caller's task (there is nothing yet to overlap it with), and
+    nothing is fetched after a page with no cursor (the chain's last): a chain of one page, the
+    usual answer of an idle incremental pass, costs no task and no extra turn of the event loop
+    (issue 11).
     """
     iterator = aiter(pages)
-    pending: asyncio.Task[P] | None = asyncio.ensure_future(anext(iterator))
+    pending: asyncio.Task[P] | None = None
     try:
-        while pending is not None:
+        try:
+            page = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        while True:
+            if page.cursor is None:
+                yield page
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            yield page
             try:
                 page = await pending
             except StopAsyncIteration:
                 return
-            pending = asyncio.ensure_future(anext(iterator))
-            yield page
+            finally:
+                pending = None if pending.done() else pending
     finally:
         if pending is not None:
             # Cancel a fetch still running; a finished one is awaited too, so that its outcome

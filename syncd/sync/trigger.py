@@ -57,6 +57,7 @@ class SyncTrigger:
         self._retry_max = retry_max if retry_max is not None else interval
         self._on_pass_done = on_pass_done
         self._poked = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None  # the sleep in progress (``_wait``)
         self._first_poke: float | None = None
         self._last_poke = 0.0
         self._failures = 0
@@ -74,11 +75,15 @@ class SyncTrigger:
         if self._first_poke is None:
             self._first_poke = now
         self._poked.set()
+        if self._wake is not None:
+            _settle(self._wake)
 
     def run_soon(self) -> None:
         """Ask for a pass as soon as the loop is free, without debouncing (e.g. at start, for webhook
         events a crash left unprocessed)."""
         self._poked.set()
+        if self._wake is not None:
+            _settle(self._wake)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run passes until ``stop`` is set. A failing pass is retried with backoff, never fatal.
@@ -112,19 +117,27 @@ class SyncTrigger:
                 await stopping
 
     async def _wait(self, due: float, stopping: asyncio.Future[Any]) -> None:
-        """Sleep until ``due``, a poke, or stop (``stopping`` is done)."""
+        """Sleep until ``due``, a poke, or stop (``stopping`` is done): one future, woken by a
+        timer, by ``poke``/``run_soon`` or by ``stopping`` (no task and no ``asyncio.wait`` per
+        sleep of each of 200 sources, issue 11)."""
         timeout = due - time.monotonic()
-        if timeout <= 0 or self._poked.is_set():
+        if timeout <= 0 or self._poked.is_set() or stopping.done():
             return
-        poked: asyncio.Future[Any] = asyncio.ensure_future(self._poked.wait())
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def on_stop(_: asyncio.Future[Any]) -> None:
+            _settle(wake)
+
+        timer = loop.call_later(timeout, _settle, wake)
+        stopping.add_done_callback(on_stop)
+        self._wake = wake
         try:
-            await asyncio.wait(
-                [poked, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await wake
         finally:
-            poked.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poked
+            self._wake = None
+            timer.cancel()
+            stopping.remove_done_callback(on_stop)
 
     async def _debounce(self, stop: asyncio.Event) -> None:
         """If poked: wait for a quiet gap of ``debounce``, at most ``max_delay`` after the first poke."""
@@ -176,6 +189,11 @@ class SyncTrigger:
         self._failures += 1
         self.last_error = summary.error
         return False
+
+
+def _settle(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 async def _unless_stopped(

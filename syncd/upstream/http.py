@@ -23,7 +23,7 @@ import structlog
 
 from syncd.backoff import full_jitter, parse_retry_after
 from syncd.errors import UpstreamDataError, UpstreamError
-from syncd.metrics import UPSTREAM_REQUESTS, UPSTREAM_RETRIES
+from syncd.metrics import UPSTREAM_REQUESTS, UPSTREAM_RETRIES, child
 
 log = structlog.get_logger(__name__)
 
@@ -236,7 +236,7 @@ async def _attempt(
     except _NETWORK_ERRORS as exc:
         UPSTREAM_REQUESTS.labels(source=source, op=op, status="error").inc()
         return _Failure(None, _describe(exc), [], None, exc)
-    UPSTREAM_REQUESTS.labels(source=source, op=op, status=str(status)).inc()
+    child(UPSTREAM_REQUESTS, source, op, str(status)).inc()
     if 200 <= status < 300:
         body = _decode_ok(raw, status, op=op, path=path)
         return JsonResponse(status, resp_headers, body, time.monotonic() - started)

@@ -93,6 +93,10 @@ class SquareOptions:
     policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
 
 
+MEMO_COUNTS = 200
+"""The largest one-page answer ``SquareCounts`` remembers, in counts."""
+
+
 class SquareCounts:
     """Pages of inventory counts from Square; implements ``syncd.sync.ports.CountsSource``.
 
@@ -118,6 +122,8 @@ class SquareCounts:
         self._sleep = sleep
         self._rand = rand
         self._on_retry = on_retry
+        # The last one-page chain's request, answer and page (see ``_parse``).
+        self._memo: tuple[dict[str, Any], Any, Page] | None = None
 
     async def pages(
         self, *, location_ids: Sequence[str] | None, updated_after: str | None
@@ -129,7 +135,7 @@ class SquareCounts:
         while True:
             request = body if cursor is None else {**body, "cursor": cursor}
             response = await self._post(request, had_cursor=cursor is not None)
-            page = parse_page(response.body, date=response.date)
+            page = self._parse(request, response)
             number += 1
             log.debug(
                 "upstream_page",
@@ -150,6 +156,21 @@ class SquareCounts:
             if page.cursor is None:
                 return
             cursor = page.cursor
+
+    def _parse(self, request: dict[str, Any], response: JsonResponse) -> Page:
+        """``parse_page``, except that the same answer to the same one-page request as last
+        time gives the same counts (the same tuple, not parsed again): an idle source's every
+        pass re-reads what the overlap covers, unchanged until its next change (issue 11). The
+        engine knows those counts applied already. Only small pages are remembered (one per
+        source, at most ``MEMO_COUNTS``)."""
+        memo = self._memo
+        if memo is not None and memo[0] == request and memo[1] == response.body:
+            return dataclasses.replace(memo[2], server_date_ns=parse_http_date_ns(response.date))
+        page = parse_page(response.body, date=response.date)
+        one_page = page.cursor is None and "cursor" not in request
+        small = len(page.counts) + page.skipped <= MEMO_COUNTS
+        self._memo = (request, response.body, page) if one_page and small else None
+        return page
 
     async def _post(self, body: dict[str, Any], *, had_cursor: bool) -> JsonResponse:
         """One retried POST; a 400 INVALID_CURSOR is flagged so the engine restarts the chain."""
