@@ -440,8 +440,9 @@ class SyncEngine:
             for base in bases:
                 self._failed(base, self._share(shared, base.partition), exc, summary)
             return [f"{', '.join(names)}: {exc.message}"]
+        finished = now_rfc3339()  # one chain: the partitions ended together
         for base in bases:
-            self._succeeded(base, self._share(shared, base.partition), shared, False)
+            self._succeeded(base, self._share(shared, base.partition), shared, False, finished)
         return []
 
     @staticmethod
@@ -460,12 +461,18 @@ class SyncEngine:
             summary.unauthorized = True
         self._record(base, chain, error=exc.message, watermark=base.watermark, full=False)
 
-    def _succeeded(self, base: PartitionState, chain: _Chain, read: _Chain, full: bool) -> None:
+    def _succeeded(
+        self,
+        base: PartitionState,
+        chain: _Chain,
+        read: _Chain,
+        full: bool,
+        finished: str | None = None,
+    ) -> None:
         """Record a partition whose chain (``read``: its own, or the shared one) read its last
         page; ``chain`` holds the partition's figures."""
-        self._record(
-            base, chain, error=None, watermark=self._next_watermark(base, read, full), full=full
-        )
+        watermark = self._next_watermark(base, read, full)
+        self._record(base, chain, error=None, watermark=watermark, full=full, finished=finished)
 
     def _next_watermark(self, state: PartitionState, chain: _Chain, full: bool) -> str | None:
         """min(signpost, newest seen), never moving backwards; unchanged when nothing new was seen."""
@@ -489,8 +496,9 @@ class SyncEngine:
         error: str | None,
         watermark: str | None,
         full: bool,
+        finished: str | None = None,
     ) -> None:
-        finished = now_rfc3339()  # also its last success, when it succeeded
+        finished = finished or now_rfc3339()  # also its last success, when it succeeded
         state = replace(
             base,
             watermark=watermark,

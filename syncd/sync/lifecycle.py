@@ -31,7 +31,7 @@ from syncd.errors import SyncdError
 from syncd.model import PassSummary
 from syncd.store import Store, changelog, sync_state
 from syncd.store.changelog import NewChange
-from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
+from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns, parse_stored_ns
 
 log = structlog.get_logger("syncd.lifecycle")
 
@@ -265,7 +265,7 @@ def pass_record(
     lowest = (
         None
         if not known or None in known
-        else format_ns(min(parse_ns(w) for w in known if w is not None))
+        else format_ns(min(parse_stored_ns(w) for w in known if w is not None))
     )
     return {
         "pass_id": summary.pass_id,
