@@ -16,6 +16,7 @@ they change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import sqlite3
@@ -183,13 +184,23 @@ class Writer:
         it end (issue 13).
         """
         conn = self.conn
-        return await _unsplit(self._inline_transaction(conn, work))
+        done = await self._queue_inline(conn, work)
+        try:
+            return await done
+        except asyncio.CancelledError:
+            # Queued, the unit runs to its end on the thread whatever happens here (no task of
+            # its own to shield, issue 11): wait for that end, then give up. The thread runs
+            # in order, so a no-op queued now ends after it.
+            with contextlib.suppress(Exception):
+                await on_thread(conn, _nothing)
+            raise
 
-    async def _inline_transaction(
+    async def _queue_inline(
         self,
         conn: aiosqlite.Connection,
         work: Callable[[aiosqlite.Connection], Awaitable[T]],
-    ) -> T:
+    ) -> asyncio.Future[T]:
+        """Queue ``work`` as one unit on the connection's thread; the future it answers."""
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._closed:
@@ -199,7 +210,7 @@ class Writer:
             # and whatever is queued after it (a unit taking the lock next) runs after it.
             done: asyncio.Future[T] = loop.create_future()
             queue_on_thread(conn, partial(_answer, job, done))
-        return await done
+        return done
 
     async def _transaction(
         self, conn: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]
@@ -303,6 +314,10 @@ def _answer(
         loop.call_soon_threadsafe(_set_exception, done, exc)
     else:
         loop.call_soon_threadsafe(_set_result, done, result)
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A job that does nothing: queued, it ends once everything queued before it has."""
 
 
 def _set_result(done: asyncio.Future[T], result: T) -> None:
