@@ -164,8 +164,8 @@ class SyncEngine:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets state decide.
 
         A full pass records itself as running before it reads anything (it can take minutes,
-        and ``syncd status`` shows it). An incremental pass writes its row with its first page,
-        or with its end (issue 11): an idle one, which writes nothing else, then costs one
+        and ``syncd status`` shows it). An incremental pass writes its row with its first change,
+        or with its end (issue 11): an idle one, which changes nothing, then costs one
         transaction. A crash before that leaves nothing to repair, as it wrote nothing.
         """
         async with self._lock:
@@ -223,8 +223,8 @@ class SyncEngine:
         )
         t0 = time.perf_counter()
         self._started_at = started_at
-        # An incremental pass has no id until it writes (``_pass_row``): its log lines carry
-        # the source, and its ``sync_pass`` line the id.
+        # An incremental pass has no id until it writes (``stamp`` in ``_apply``, or ``_finish``):
+        # its log lines carry the source, and its ``sync_pass`` line the id.
         ids = {} if pass_id is None else {"pass_id": pass_id}
         bound = structlog.contextvars.bound_contextvars(source=source, **ids)
         outcome = PASS_INTERRUPTED
