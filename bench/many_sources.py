@@ -98,9 +98,14 @@ def spawned(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), seconds."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the whole process (all threads), seconds: user space and kernel."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -431,9 +436,11 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         time.sleep(args.settle)
         passes_before = db.query("SELECT COUNT(*) FROM passes")[0][0]
         spy = _profile(args, pid, tmp / "idle.pyspy.txt", args.idle_seconds)
-        c0, w0 = cpu_seconds(pid), time.monotonic()
+        (u0, k0), w0 = cpu_split(pid), time.monotonic()
         time.sleep(args.idle_seconds)
-        c1, w1 = cpu_seconds(pid), time.monotonic()
+        (u1, k1), w1 = cpu_split(pid), time.monotonic()
+        c0, c1 = u0 + k0, u1 + k1
+        out["idle_sys_pct"] = 100 * (k1 - k0) / (w1 - w0)
         if spy is not None:
             spy.wait(30)
             # Read now: the run's directory is gone by the time the table prints.
@@ -616,7 +623,15 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         [_f(r["idle_cpu_pct"], 2) for r in results],
         f"< {TARGETS['idle_cpu_pct']:g}",
     )
+    row("    of which kernel (stime)", [_f(r["idle_sys_pct"], 2) for r in results])
     row("    passes in that window", [str(r["idle_passes"]) for r in results])
+    row(
+        "    CPU ms per pass in it",
+        [
+            _f(10 * r["idle_cpu_pct"] * args.idle_seconds / max(1, r["idle_passes"]), 2)
+            for r in results
+        ],
+    )
     row(
         "(3) changes sent / logged",
         [f"{get(r, 'normal', 'sent')} / {get(r, 'normal', 'logged')}" for r in results],
