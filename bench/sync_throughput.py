@@ -10,7 +10,9 @@ thresholds of a `syncd` process, ``syncd.collector``):
 (1) raw limit: a minimal aiohttp + sqlite3 executemany loop over the same pages (no change log);
 (2) syncd full sync of N counts (change log included) -> counts/s, ratio to (1), peak RSS;
 (3) an incremental pass after 1,000 upstream changes into the N-row mirror (duration inside the
-    engine), with its re-read ratio: rows read / rows changed;
+    engine), with its re-read ratio: rows read / rows changed; twice: as the first pass of a fresh
+    process (cold: the engine's first pass reads its state and lists the locations, SQLite's page
+    cache is empty) and in a warm engine, as in the daemon (one pass first, then the changes);
 (4) successive incremental passes at the default overlap (120 s): --runs of 1,000 changes each,
     one after the other as a daemon polling faster than the overlap would, each with its re-read
     ratio (what the overlap re-reads grows with every pass that falls inside it);
@@ -77,8 +79,11 @@ async def syncd_pass(
     locations: list[str],
     overlap: float = 5.0,
     clock_margin: float = 0.0,
+    mutate: int = 0,
 ) -> dict[str, Any]:
-    """One syncd pass, through the same components the daemon uses."""
+    """One syncd pass, through the same components the daemon uses. With ``mutate``: a pass
+    first (warming the engine and SQLite's cache, as a daemon's earlier passes have), then that
+    many upstream changes, then the pass measured."""
     from syncd.components import open_components
     from syncd.config import load_settings
     from syncd.logs import configure_logging
@@ -99,6 +104,9 @@ async def syncd_pass(
         },
     )
     async with open_components(settings) as parts:
+        if mutate:
+            await parts.engine.run_pass(full=full)
+            await asyncio.to_thread(sim_post, url, "/_sim/mutate", {"n": mutate})
         t0 = time.perf_counter()
         summary = await parts.engine.run_pass(full=full)
         seconds = time.perf_counter() - t0
@@ -124,6 +132,7 @@ def child(argv: list[str]) -> None:
         concurrency = int(argv[3])
         locations = json.loads(argv[4])
         overlap, margin = (float(argv[5]), float(argv[6])) if len(argv) > 6 else (5.0, 0.0)
+        mutate = int(argv[7]) if len(argv) > 7 else 0
         result = asyncio.run(
             syncd_pass(
                 url,
@@ -133,6 +142,7 @@ def child(argv: list[str]) -> None:
                 locations=locations,
                 overlap=overlap,
                 clock_margin=margin,
+                mutate=mutate,
             )
         )
     print(json.dumps(result))
@@ -170,6 +180,7 @@ def in_process(args: argparse.Namespace, tmp: Path) -> None:
     raws: list[dict[str, Any]] = []
     fulls: list[dict[str, Any]] = []
     incs: list[dict[str, Any]] = []
+    warms: list[dict[str, Any]] = []
     with simulator(locations=locs, items=args.counts // locs, timeout=600) as url:
         for rep in range(args.reps):
             raws.append(run_child(HERE, "raw", url, str(tmp / f"raw{rep}.db")))
@@ -177,6 +188,8 @@ def in_process(args: argparse.Namespace, tmp: Path) -> None:
             fulls.append(run_child(HERE, "full", url, db, "1", "[]"))
             sim_post(url, "/_sim/mutate", {"n": MUTATIONS})
             incs.append(run_child(HERE, "incremental", url, db, "1", "[]"))
+            warm = ["1", "[]", "5", "0", str(MUTATIONS)]
+            warms.append(run_child(HERE, "incremental", url, db, *warm))
     raw_rate, full_rate = median_of(raws, "rate"), median_of(fulls, "rate")
     print(
         f"raw limit (aiohttp + sqlite3 executemany): {raw_rate:,.0f} counts/s"
@@ -193,7 +206,12 @@ def in_process(args: argparse.Namespace, tmp: Path) -> None:
         f"incremental pass after {MUTATIONS:,} changes:     {median_of(incs, 'seconds') * 1000:.1f} ms"
         f"  (median; {incs[0]['changes']} changes, {incs[0]['pages']} pages; re-read ratio"
         f" {', '.join(reread(r['counts'], r['changes']) for r in incs)} rows read per row changed;"
-        f" overlap 5 s)"
+        f" overlap 5 s; the first pass of a fresh process)"
+    )
+    each_warm = ", ".join(f"{r['seconds'] * 1000:.1f}" for r in warms)
+    print(
+        f"  the same in a warm engine (the daemon): {median_of(warms, 'seconds') * 1000:.1f} ms"
+        f"  ({warms[0]['changes']} changes, {warms[0]['pages']} pages; each rep: {each_warm} ms)"
     )
     if args.runs:
         successive(args, tmp)
