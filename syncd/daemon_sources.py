@@ -25,7 +25,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import SourceSettings
-from syncd.errors import SourceStillConfigured, SyncdError, UpstreamDataError
+from syncd.errors import SourceStillConfigured, SyncdError
 from syncd.model import PassSummary
 from syncd.source_parts import SourceParts, catalog_options, open_source, unauthorized_fn
 from syncd.store import Store
@@ -134,6 +134,9 @@ class SourceSet:
         self._merchants: dict[str, str] = {}  # merchant_id -> source
         self._background: set[asyncio.Task[None]] = set()
         self._verifiers: dict[tuple[tuple[str, ...], str], SignatureVerifier] = {}
+        # name -> (what it was built from, the WebhookSource): built once per runner, verifier
+        # and fast path setting, not per request (issue 13).
+        self._hooks: dict[str, tuple[tuple[object, ...], WebhookSource]] = {}
         self._stopping: set[str] = set()  # popped from runners, their pass not reaped yet
         # Held while a source starts or is forgotten: a source started by a reload never has its
         # rows forgotten under it, and a forget never sees a half-started source.
@@ -160,11 +163,22 @@ class SourceSet:
         return None if runner is None else self._webhook(runner)
 
     def _webhook(self, runner: SourceRunner) -> WebhookSource:
+        """The runner's ``WebhookSource``, rebuilt only when what it is made of changed (a
+        restarted runner, new keys or URL on SIGHUP, ``webhooks.apply_counts``)."""
+        basis = (runner, runner.verifier, runner.catalog_trigger, self.apply_counts)
+        cached = self._hooks.get(runner.name)
+        if cached is not None and _same(cached[0], basis):
+            return cached[1]
+        hook = self._build_webhook(runner)
+        self._hooks[runner.name] = (basis, hook)
+        return hook
+
+    def _build_webhook(self, runner: SourceRunner) -> WebhookSource:
         keeper = runner.parts.keeper
         on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
         on_catalog = None if runner.catalog_trigger is None else runner.catalog_trigger.poke
         fast_path = runner.parts.fast_path if self.apply_counts else None
-        on_counts = None if fast_path is None else (lambda event: _fast(runner, fast_path, event))
+        on_counts = None if fast_path is None else _fast(runner, fast_path)
         return WebhookSource(
             runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog, on_counts
         )
@@ -289,6 +303,7 @@ class SourceSet:
     async def stop_source(self, name: str, grace: float) -> None:
         """Stop one source's runner (its pass in progress commits its page), close its session."""
         runner = self.runners.pop(name, None)
+        self._hooks.pop(name, None)
         if runner is None:
             return
         self._stopping.add(name)
@@ -518,22 +533,29 @@ async def _reap(task: asyncio.Task[None], grace: float) -> None:
         log.error("source_task_failed", task=task.get_name(), error=repr(exc))
 
 
-def _fast(runner: SourceRunner, fast_path: FastPath, event: dict[str, Any]) -> None:
-    """An ``inventory.count.updated`` event was stored: queue its counts for the fast path.
-    Counts that fail validation are left to the pass the same event triggers; a source whose
-    grant was revoked takes no data of its seller's until it is authorized again."""
-    source = runner.name
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Whether two tuples hold the very same objects (identity, not equality)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _fast(runner: SourceRunner, fast_path: FastPath) -> Callable[[dict[str, Any]], None]:
+    """The source's fast-path hook: an ``inventory.count.updated`` event was stored; queue it, its
+    counts parsed in the fast path's batch. Counts that fail validation are left to the pass the
+    same event triggers; a source whose grant was revoked takes no data of its seller's until it
+    is authorized again."""
     keeper = runner.parts.keeper
-    if keeper is not None and keeper.unauthorized:
-        metrics.FAST_PATH_EVENTS.labels(source=source, outcome="unauthorized").inc()
-        return
-    try:
-        counts = parse_count_event(event)
-    except UpstreamDataError as exc:
-        metrics.FAST_PATH_EVENTS.labels(source=source, outcome="invalid").inc()
-        log.warning("fast_path_invalid", source=source, **exc.fields())
-        return
-    fast_path.submit(counts)
+    submit = fast_path.submit_event
+    if keeper is None:
+        return lambda event: submit(event, parse_count_event)
+    unauthorized = metrics.FAST_PATH_EVENTS.labels(source=runner.name, outcome="unauthorized")
+
+    def on_counts(event: dict[str, Any]) -> None:
+        if keeper.unauthorized:
+            unauthorized.inc()
+            return
+        submit(event, parse_count_event)
+
+    return on_counts
 
 
 def inbox_marker(inbox: Inbox, source: str) -> Callable[[int, PassSummary], Awaitable[None]]:
