@@ -121,7 +121,7 @@ class SourceSet:
         apply_counts: bool = True,
     ) -> None:
         self._store = store
-        self.apply_counts = apply_counts
+        self._apply_counts = apply_counts
         self._inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_passes)
         self._failing_slots = asyncio.Semaphore(max_failing_passes)
@@ -134,13 +134,24 @@ class SourceSet:
         self._merchants: dict[str, str] = {}  # merchant_id -> source
         self._background: set[asyncio.Task[None]] = set()
         self._verifiers: dict[tuple[tuple[str, ...], str], SignatureVerifier] = {}
-        # name -> (what it was built from, the WebhookSource): built once per runner, verifier
-        # and fast path setting, not per request (issue 13).
-        self._hooks: dict[str, tuple[tuple[object, ...], WebhookSource]] = {}
+        # name -> its WebhookSource, built on the first webhook, not per request (issue 13);
+        # dropped whenever what it is made of changes: the runner (start, stop), its verifier
+        # (apply_live) or apply_counts.
+        self._hooks: dict[str, WebhookSource] = {}
         self._stopping: set[str] = set()  # popped from runners, their pass not reaped yet
         # Held while a source starts or is forgotten: a source started by a reload never has its
         # rows forgotten under it, and a forget never sees a half-started source.
         self._lifecycle = asyncio.Lock()
+
+    @property
+    def apply_counts(self) -> bool:
+        """``webhooks.apply_counts``: whether webhooks feed the sources' fast paths."""
+        return self._apply_counts
+
+    @apply_counts.setter
+    def apply_counts(self, value: bool) -> None:
+        self._apply_counts = value
+        self._hooks.clear()
 
     # --- lookups (webhook routing, readiness, status) ------------------------------------------
 
@@ -155,22 +166,19 @@ class SourceSet:
         return None if name is None else self.runners.get(name)
 
     def webhook_source(self, name: str) -> WebhookSource | None:
+        hook = self._hooks.get(name)
+        if hook is not None:
+            return hook
         runner = self.runners.get(name)
         return None if runner is None else self._webhook(runner)
 
     def webhook_for_merchant(self, merchant_id: str) -> WebhookSource | None:
-        runner = self.for_merchant(merchant_id)
-        return None if runner is None else self._webhook(runner)
+        name = self._merchants.get(merchant_id)
+        return None if name is None else self.webhook_source(name)
 
     def _webhook(self, runner: SourceRunner) -> WebhookSource:
-        """The runner's ``WebhookSource``, rebuilt only when what it is made of changed (a
-        restarted runner, new keys or URL on SIGHUP, ``webhooks.apply_counts``)."""
-        basis = (runner, runner.verifier, runner.catalog_trigger, self.apply_counts)
-        cached = self._hooks.get(runner.name)
-        if cached is not None and _same(cached[0], basis):
-            return cached[1]
-        hook = self._build_webhook(runner)
-        self._hooks[runner.name] = (basis, hook)
+        """Build and keep the runner's ``WebhookSource`` (see ``_hooks``)."""
+        hook = self._hooks[runner.name] = self._build_webhook(runner)
         return hook
 
     def _build_webhook(self, runner: SourceRunner) -> WebhookSource:
@@ -277,6 +285,7 @@ class SourceSet:
             runner.catalog_tried.set()
         await parts.lifecycle.load(self._store)
         self.runners[name] = runner
+        self._hooks.pop(name, None)
         if conf.merchant_id:
             self._merchants[conf.merchant_id] = name
         await self._store.write(
@@ -419,6 +428,7 @@ class SourceSet:
                 trigger.interval = conf.catalog_interval
                 trigger.run_soon()
         runner.verifier = self._verifier(name, conf)
+        self._hooks.pop(name, None)
 
     async def restart(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> None:
         """Stop a source's runner and start it again on ``conf`` (credentials, URL, filters or
@@ -531,11 +541,6 @@ async def _reap(task: asyncio.Task[None], grace: float) -> None:
         pass
     except Exception as exc:
         log.error("source_task_failed", task=task.get_name(), error=repr(exc))
-
-
-def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    """Whether two tuples hold the very same objects (identity, not equality)."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _fast(runner: SourceRunner, fast_path: FastPath) -> Callable[[dict[str, Any]], None]:
