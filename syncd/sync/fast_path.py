@@ -64,9 +64,9 @@ class FastPath:
 
     ``submit`` queues an event's counts (``submit_event`` the decoded event, parsed in the drain's
     batch, off the request's path); one drain task per source applies everything queued in one
-    transaction (after ``window`` seconds, and again for what arrived meanwhile), so a burst of
-    webhooks costs a few commits, not one each, and does not crowd the inbox's own commits off the
-    writer.
+    transaction (after ``window`` seconds, and again ``window`` seconds after each batch for what
+    arrived meanwhile), so a burst of webhooks costs a few commits, not one each, and does not
+    crowd the inbox's own commits off the writer.
     """
 
     def __init__(
@@ -147,6 +147,10 @@ class FastPath:
                 log.warning("fast_path_failed", source=self.options.source, **exc.fields())
             else:
                 FAST_PATH_EVENTS.labels(source=self.options.source, outcome="applied").inc(events)
+            if self._window and self._pending:
+                # Busy: gather the next batch too, so a source commits at most about once per
+                # window (each commit an fsync the inbox's own commits wait behind).
+                await asyncio.sleep(self._window)
 
     def _counts(
         self, batch: list[tuple[Any, CountParser | None]]
