@@ -25,7 +25,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import SourceSettings
-from syncd.errors import SourceStillConfigured, SyncdError, UpstreamDataError
+from syncd.errors import SourceStillConfigured, SyncdError
 from syncd.model import PassSummary
 from syncd.source_parts import SourceParts, catalog_options, open_source, unauthorized_fn
 from syncd.store import Store
@@ -121,7 +121,7 @@ class SourceSet:
         apply_counts: bool = True,
     ) -> None:
         self._store = store
-        self.apply_counts = apply_counts
+        self._apply_counts = apply_counts
         self._inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_passes)
         self._failing_slots = asyncio.Semaphore(max_failing_passes)
@@ -134,10 +134,24 @@ class SourceSet:
         self._merchants: dict[str, str] = {}  # merchant_id -> source
         self._background: set[asyncio.Task[None]] = set()
         self._verifiers: dict[tuple[tuple[str, ...], str], SignatureVerifier] = {}
+        # name -> its WebhookSource, built on the first webhook, not per request (issue 13);
+        # dropped whenever what it is made of changes: the runner (start, stop), its verifier
+        # (apply_live) or apply_counts.
+        self._hooks: dict[str, WebhookSource] = {}
         self._stopping: set[str] = set()  # popped from runners, their pass not reaped yet
         # Held while a source starts or is forgotten: a source started by a reload never has its
         # rows forgotten under it, and a forget never sees a half-started source.
         self._lifecycle = asyncio.Lock()
+
+    @property
+    def apply_counts(self) -> bool:
+        """``webhooks.apply_counts``: whether webhooks feed the sources' fast paths."""
+        return self._apply_counts
+
+    @apply_counts.setter
+    def apply_counts(self, value: bool) -> None:
+        self._apply_counts = value
+        self._hooks.clear()
 
     # --- lookups (webhook routing, readiness, status) ------------------------------------------
 
@@ -152,19 +166,27 @@ class SourceSet:
         return None if name is None else self.runners.get(name)
 
     def webhook_source(self, name: str) -> WebhookSource | None:
+        hook = self._hooks.get(name)
+        if hook is not None:
+            return hook
         runner = self.runners.get(name)
         return None if runner is None else self._webhook(runner)
 
     def webhook_for_merchant(self, merchant_id: str) -> WebhookSource | None:
-        runner = self.for_merchant(merchant_id)
-        return None if runner is None else self._webhook(runner)
+        name = self._merchants.get(merchant_id)
+        return None if name is None else self.webhook_source(name)
 
     def _webhook(self, runner: SourceRunner) -> WebhookSource:
+        """Build and keep the runner's ``WebhookSource`` (see ``_hooks``)."""
+        hook = self._hooks[runner.name] = self._build_webhook(runner)
+        return hook
+
+    def _build_webhook(self, runner: SourceRunner) -> WebhookSource:
         keeper = runner.parts.keeper
         on_revoked = None if keeper is None else (lambda: self._check_grant(runner))
         on_catalog = None if runner.catalog_trigger is None else runner.catalog_trigger.poke
         fast_path = runner.parts.fast_path if self.apply_counts else None
-        on_counts = None if fast_path is None else (lambda event: _fast(runner, fast_path, event))
+        on_counts = None if fast_path is None else _fast(runner, fast_path)
         return WebhookSource(
             runner.name, runner.verifier, runner.trigger.poke, on_revoked, on_catalog, on_counts
         )
@@ -263,6 +285,7 @@ class SourceSet:
             runner.catalog_tried.set()
         await parts.lifecycle.load(self._store)
         self.runners[name] = runner
+        self._hooks.pop(name, None)
         if conf.merchant_id:
             self._merchants[conf.merchant_id] = name
         await self._store.write(
@@ -289,6 +312,7 @@ class SourceSet:
     async def stop_source(self, name: str, grace: float) -> None:
         """Stop one source's runner (its pass in progress commits its page), close its session."""
         runner = self.runners.pop(name, None)
+        self._hooks.pop(name, None)
         if runner is None:
             return
         self._stopping.add(name)
@@ -404,6 +428,7 @@ class SourceSet:
                 trigger.interval = conf.catalog_interval
                 trigger.run_soon()
         runner.verifier = self._verifier(name, conf)
+        self._hooks.pop(name, None)
 
     async def restart(self, name: str, conf: SourceSettings, stop: asyncio.Event) -> None:
         """Stop a source's runner and start it again on ``conf`` (credentials, URL, filters or
@@ -518,22 +543,24 @@ async def _reap(task: asyncio.Task[None], grace: float) -> None:
         log.error("source_task_failed", task=task.get_name(), error=repr(exc))
 
 
-def _fast(runner: SourceRunner, fast_path: FastPath, event: dict[str, Any]) -> None:
-    """An ``inventory.count.updated`` event was stored: queue its counts for the fast path.
-    Counts that fail validation are left to the pass the same event triggers; a source whose
-    grant was revoked takes no data of its seller's until it is authorized again."""
-    source = runner.name
+def _fast(runner: SourceRunner, fast_path: FastPath) -> Callable[[dict[str, Any]], None]:
+    """The source's fast-path hook: an ``inventory.count.updated`` event was stored; queue it, its
+    counts parsed in the fast path's batch. Counts that fail validation are left to the pass the
+    same event triggers; a source whose grant was revoked takes no data of its seller's until it
+    is authorized again."""
     keeper = runner.parts.keeper
-    if keeper is not None and keeper.unauthorized:
-        metrics.FAST_PATH_EVENTS.labels(source=source, outcome="unauthorized").inc()
-        return
-    try:
-        counts = parse_count_event(event)
-    except UpstreamDataError as exc:
-        metrics.FAST_PATH_EVENTS.labels(source=source, outcome="invalid").inc()
-        log.warning("fast_path_invalid", source=source, **exc.fields())
-        return
-    fast_path.submit(counts)
+    submit = fast_path.submit_event
+    if keeper is None:
+        return lambda event: submit(event, parse_count_event)
+    unauthorized = metrics.FAST_PATH_EVENTS.labels(source=runner.name, outcome="unauthorized")
+
+    def on_counts(event: dict[str, Any]) -> None:
+        if keeper.unauthorized:
+            unauthorized.inc()
+            return
+        submit(event, parse_count_event)
+
+    return on_counts
 
 
 def inbox_marker(inbox: Inbox, source: str) -> Callable[[int, PassSummary], Awaitable[None]]:

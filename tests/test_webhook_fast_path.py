@@ -9,12 +9,16 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+from pydantic import SecretStr
+
 from syncd.config import Settings
 from syncd.metrics import REGISTRY
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.sync.fast_path import FastPath
+from syncd.upstream.square import parse_count_event
 from tests.helpers import assert_log_invariants, changes, mirror
-from tests.webhook_kit import Rig, event, inbox_rows, rig
+from tests.webhook_kit import Rig, event, inbox_rows, rig, signed
 from tests.webhook_kit import webhook_settings as settings_with_webhooks
 
 
@@ -139,9 +143,9 @@ async def test_counts_that_fail_validation_are_stored_and_left_to_the_pull(
         invalid = _events("invalid")
         status, _ = await r.post(event("EV-BAD", counts=[bad]))
         assert status == 200
-        assert _events("invalid") == invalid + 1
         assert [row["event_id"] for row in inbox_rows(settings.database)] == ["EV-BAD"]
         await r.all_processed()
+        assert _events("invalid") == invalid + 1  # parsed in the fast path's batch
         assert mirror(settings.database)[_key(changed)]["quantity"] == changed["quantity"]
     assert_log_invariants(settings.database)
 
@@ -211,3 +215,55 @@ async def test_a_late_event_never_brings_back_a_count_a_full_pass_removed(
         assert _head(r) == head
         r.sim.fail_for(503, 0)
     assert_log_invariants(settings.database)
+
+
+async def test_a_batch_parses_each_event_and_skips_only_the_invalid_ones(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Events queued together are parsed in the drain's batch: a malformed one is counted invalid
+    and dropped, the valid ones beside it are applied (one entry for the real change)."""
+    settings = settings_with_webhooks(make_settings)
+    async with rig(settings) as r:
+        await r.first_pass()
+        head = max((c["seq"] for c in changes(settings.database)), default=0)
+        [changed] = r.sim.mutate(1)
+        bad = {**changed, "quantity": "lots"}
+        invalid, applied = _events("invalid"), _events("applied")
+        fast = _fast_path(r)
+        for counts in ([bad], [changed]):
+            body = orjson.loads(event(counts=counts))
+            fast.submit_event(body, parse_count_event)
+        await fast.wait_idle()
+        assert _events("invalid") == invalid + 1
+        assert _events("applied") == applied + 1
+        assert mirror(settings.database)[_key(changed)]["quantity"] == changed["quantity"]
+        assert len(_entries_for(r, _key(changed), head)) == 1
+    assert_log_invariants(settings.database)
+
+
+async def test_the_webhook_source_follows_apply_counts_and_new_keys(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The routing keeps one WebhookSource per source, rebuilt when apply_counts or the source's
+    keys change (SIGHUP): new keys verify at once, the fast path stops when turned off."""
+    settings = settings_with_webhooks(make_settings)
+    async with rig(settings) as r:
+        sources = r.daemon.sources
+        assert sources is not None
+        first = sources.webhook_source("square")
+        assert first is not None
+        assert first.on_counts is not None
+        assert sources.webhook_source("square") is first
+        sources.apply_counts = False
+        off = sources.webhook_source("square")
+        assert off is not None
+        assert off.on_counts is None
+        runner = sources.get("square")
+        assert runner is not None
+        conf = runner.parts.conf.model_copy(update={"webhook_signature_keys": [SecretStr("k2")]})
+        sources.apply_live("square", conf)
+        body = event("EV-NEW-KEY")
+        status, _ = await r.post(body, signed(body, key="k2"))
+        assert status == 200
+        status, _ = await r.post(event("EV-OLD-KEY"))
+        assert status == 401

@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiosqlite
 import structlog
 
-from syncd.errors import SyncdError
+from syncd.errors import SyncdError, UpstreamDataError
 from syncd.metrics import FAST_PATH_COUNTS, FAST_PATH_EVENTS
 from syncd.model import UNTRACKED_STATES, InventoryCount
 from syncd.store import Store
@@ -42,6 +43,9 @@ UNCHANGED = "unchanged"
 STALE = "stale"
 UNKNOWN = "unknown"
 OUT_OF_SCOPE = "out_of_scope"
+
+# Reads the counts of one decoded event; raises ``UpstreamDataError`` for a malformed one.
+CountParser = Callable[[Any], Sequence[InventoryCount]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +62,11 @@ class FastPath:
     the engine's current location scope (empty: every location) and its running full pass id (None
     when no full pass runs).
 
-    ``submit`` queues an event's counts; one drain task per source applies everything queued in one
-    transaction (after ``window`` seconds, and again for what arrived meanwhile), so a burst of
-    webhooks costs a few commits, not one each, and does not crowd the inbox's own commits off the
-    writer.
+    ``submit`` queues an event's counts (``submit_event`` the decoded event, parsed in the drain's
+    batch, off the request's path); one drain task per source applies everything queued in one
+    transaction (after ``window`` seconds, and again ``window`` seconds after each batch for what
+    arrived meanwhile), so a burst of webhooks costs a few commits, not one each, and does not
+    crowd the inbox's own commits off the writer.
     """
 
     def __init__(
@@ -81,7 +86,8 @@ class FastPath:
         tracked = frozenset(options.states) - UNTRACKED_STATES if options.states else None
         self._states = tracked
         self._objects = frozenset(options.catalog_object_ids) or None
-        self._pending: list[tuple[InventoryCount, ...]] = []
+        # (counts, None) from ``submit``; (decoded event, its parser) from ``submit_event``.
+        self._pending: list[tuple[Any, CountParser | None]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     def in_scope(self, count: InventoryCount, locations: Collection[str]) -> bool:
@@ -94,8 +100,19 @@ class FastPath:
 
     def submit(self, counts: Sequence[InventoryCount]) -> None:
         """Queue one event's counts; they are applied shortly, with whatever else is queued."""
-        self._pending.append(tuple(counts))
-        if self._drainer is None or self._drainer.done():
+        self._pending.append((tuple(counts), None))
+        self._wake()
+
+    def submit_event(self, event: Any, parse: CountParser) -> None:
+        """Queue one decoded event; ``parse`` reads its counts when the batch is drained. An event
+        whose counts fail validation is counted ``invalid`` and logged, and left to the pass the
+        same event triggers."""
+        self._pending.append((event, parse))
+        self._wake()
+
+    def _wake(self) -> None:
+        drainer = self._drainer
+        if drainer is None or drainer.done():
             self._drainer = asyncio.create_task(
                 self._drain(), name=f"fast-path:{self.options.source}"
             )
@@ -119,14 +136,42 @@ class FastPath:
             await asyncio.sleep(self._window)  # let a burst gather into one transaction
         while self._pending:
             batch, self._pending = self._pending, []
-            events = len(batch)
+            counts, invalid = self._counts(batch)
+            events = len(batch) - invalid
+            if not events:
+                continue
             try:
-                await self.apply([c for counts in batch for c in counts])
+                await self.apply(counts)
             except SyncdError as exc:  # the store is closing or failing: the pass covers it
                 FAST_PATH_EVENTS.labels(source=self.options.source, outcome="failed").inc(events)
                 log.warning("fast_path_failed", source=self.options.source, **exc.fields())
             else:
                 FAST_PATH_EVENTS.labels(source=self.options.source, outcome="applied").inc(events)
+            if self._window and self._pending:
+                # Busy: gather the next batch too, so a source commits at most about once per
+                # window (each commit an fsync the inbox's own commits wait behind).
+                await asyncio.sleep(self._window)
+
+    def _counts(
+        self, batch: list[tuple[Any, CountParser | None]]
+    ) -> tuple[list[InventoryCount], int]:
+        """The counts of a drained batch, in arrival order, and the number of its events whose
+        counts failed validation (counted and logged here)."""
+        source = self.options.source
+        counts: list[InventoryCount] = []
+        invalid = 0
+        for item, parse in batch:
+            if parse is None:
+                counts.extend(item)
+                continue
+            try:
+                counts.extend(parse(item))
+            except UpstreamDataError as exc:
+                invalid += 1
+                log.warning("fast_path_invalid", source=source, **exc.fields())
+        if invalid:
+            FAST_PATH_EVENTS.labels(source=source, outcome="invalid").inc(invalid)
+        return counts, invalid
 
     async def apply(self, counts: Sequence[InventoryCount]) -> None:
         """Apply the in-scope ``counts`` in one transaction; one entry per real change."""

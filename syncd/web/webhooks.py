@@ -238,7 +238,7 @@ class WebhookIngress:
             )
         try:
             if request.content.is_eof():  # the whole body came with the head: nothing to wait for
-                body = await self._read(request)
+                body = self._buffered(request)
             else:
                 async with asyncio.timeout(self._read_timeout):
                     body = await self._read(request)
@@ -347,6 +347,12 @@ class WebhookIngress:
         )
         template = _ACCEPTED_NEW if new else _ACCEPTED_DUPLICATE
         return web.Response(body=template % orjson.dumps(event.event_id), content_type=_JSON)
+
+    def _buffered(self, request: web.Request) -> bytes | None:
+        """The whole body, all of it received already (no read to wait for), or None when it is
+        over the limit."""
+        body = request.content.read_nowait()
+        return None if len(body) > self._max else body
 
     async def _read(self, request: web.Request) -> bytes | None:
         """The whole body, or None as soon as it passes the limit (the rest is never buffered)."""
