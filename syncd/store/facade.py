@@ -17,7 +17,7 @@ from typing import TypeVar
 import aiosqlite
 
 from syncd.errors import StoreClosed
-from syncd.metrics import CHANGELOG_HEAD, CHANGES_WRITTEN
+from syncd.metrics import CHANGELOG_HEAD, CHANGES_WRITTEN, child
 from syncd.store import changelog, inline
 from syncd.store.changelog import HeadSignal
 from syncd.store.migrations import migrate
@@ -144,6 +144,6 @@ def _announce(head: HeadSignal) -> Callable[[Unit], None]:
         head.publish(unit.changelog_head)
         CHANGELOG_HEAD.set(unit.changelog_head)
         for (source, kind), n in unit.changes_by_kind.items():
-            CHANGES_WRITTEN.labels(source=source, kind=kind).inc(n)
+            child(CHANGES_WRITTEN, source, kind).inc(n)
 
     return committed
