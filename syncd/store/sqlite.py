@@ -184,7 +184,7 @@ class Writer:
         it end (issue 13).
         """
         conn = self.conn
-        done = await self._queue_inline(conn, work)
+        done = await self._queue_inline(work)
         try:
             return await done
         except asyncio.CancelledError:
@@ -196,20 +196,14 @@ class Writer:
             raise
 
     async def _queue_inline(
-        self,
-        conn: aiosqlite.Connection,
-        work: Callable[[aiosqlite.Connection], Awaitable[T]],
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]]
     ) -> asyncio.Future[T]:
-        """Queue ``work`` as one unit on the connection's thread; the future it answers."""
+        """Queue ``work`` as one unit on the connection's thread (``queue``: the lock orders the
+        queueing only; the thread runs the whole unit in one operation); the future it answers."""
         loop = asyncio.get_running_loop()
-        async with self._lock:
-            if self._closed:
-                raise StoreClosed("store is closed", op="store.write")
-            job = _InlineJob(work, contextvars.copy_context(), loop, self._on_commit)
-            # The lock only orders the queueing: the thread runs the whole unit in one operation,
-            # and whatever is queued after it (a unit taking the lock next) runs after it.
-            done: asyncio.Future[T] = loop.create_future()
-            queue_on_thread(conn, partial(_answer, job, done))
+        job = _InlineJob(work, contextvars.copy_context(), loop, self._on_commit)
+        done: asyncio.Future[T] = loop.create_future()
+        await self.queue(partial(_answer, job, done))
         return done
 
     async def _transaction(

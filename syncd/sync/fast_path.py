@@ -62,8 +62,8 @@ class FastPath:
     the engine's current location scope (empty: every location) and its running full pass id (None
     when no full pass runs).
 
-    ``submit`` queues an event's counts (``submit_event`` the decoded event, parsed in the drain's
-    batch, off the request's path); one drain task per source applies everything queued in one
+    ``submit_event`` queues a decoded event (its counts parsed in the drain's batch, off the
+    request's path); one drain task per source applies everything queued in one
     transaction (after ``window`` seconds, and again ``window`` seconds after each batch for what
     arrived meanwhile), so a burst of webhooks costs a few commits, not one each, and does not
     crowd the inbox's own commits off the writer.
@@ -86,8 +86,7 @@ class FastPath:
         tracked = frozenset(options.states) - UNTRACKED_STATES if options.states else None
         self._states = tracked
         self._objects = frozenset(options.catalog_object_ids) or None
-        # (counts, None) from ``submit``; (decoded event, its parser) from ``submit_event``.
-        self._pending: list[tuple[Any, CountParser | None]] = []
+        self._pending: list[tuple[Any, CountParser]] = []  # (decoded event, its parser)
         self._drainer: asyncio.Task[None] | None = None
 
     def in_scope(self, count: InventoryCount, locations: Collection[str]) -> bool:
@@ -98,19 +97,11 @@ class FastPath:
             and (not locations or count.location_id in locations)
         )
 
-    def submit(self, counts: Sequence[InventoryCount]) -> None:
-        """Queue one event's counts; they are applied shortly, with whatever else is queued."""
-        self._pending.append((tuple(counts), None))
-        self._wake()
-
     def submit_event(self, event: Any, parse: CountParser) -> None:
         """Queue one decoded event; ``parse`` reads its counts when the batch is drained. An event
         whose counts fail validation is counted ``invalid`` and logged, and left to the pass the
         same event triggers."""
         self._pending.append((event, parse))
-        self._wake()
-
-    def _wake(self) -> None:
         drainer = self._drainer
         if drainer is None or drainer.done():
             self._drainer = asyncio.create_task(
@@ -152,20 +143,15 @@ class FastPath:
                 # window (each commit an fsync the inbox's own commits wait behind).
                 await asyncio.sleep(self._window)
 
-    def _counts(
-        self, batch: list[tuple[Any, CountParser | None]]
-    ) -> tuple[list[InventoryCount], int]:
+    def _counts(self, batch: list[tuple[Any, CountParser]]) -> tuple[list[InventoryCount], int]:
         """The counts of a drained batch, in arrival order, and the number of its events whose
         counts failed validation (counted and logged here)."""
         source = self.options.source
         counts: list[InventoryCount] = []
         invalid = 0
-        for item, parse in batch:
-            if parse is None:
-                counts.extend(item)
-                continue
+        for event, parse in batch:
             try:
-                counts.extend(parse(item))
+                counts.extend(parse(event))
             except UpstreamDataError as exc:
                 invalid += 1
                 log.warning("fast_path_invalid", source=source, **exc.fields())

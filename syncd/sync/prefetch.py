@@ -45,8 +45,7 @@ async def prefetch(pages: AsyncIterator[P]) -> AsyncIterator[P]:
                 page = await pending
             except StopAsyncIteration:
                 return
-            finally:
-                pending = None if pending.done() else pending
+            pending = None
     finally:
         if pending is not None:
             # Cancel a fetch still running; a finished one is awaited too, so that its outcome

@@ -56,7 +56,7 @@ class SyncTrigger:
         self._retry_initial = retry_initial
         self._retry_max = retry_max if retry_max is not None else interval
         self._on_pass_done = on_pass_done
-        self._poked = asyncio.Event()
+        self._poked = False  # a pass was asked for since the last one started
         self._wake: asyncio.Future[None] | None = None  # the sleep in progress (``_wait``)
         self._first_poke: float | None = None
         self._last_poke = 0.0
@@ -74,14 +74,16 @@ class SyncTrigger:
         self._last_poke = now
         if self._first_poke is None:
             self._first_poke = now
-        self._poked.set()
-        if self._wake is not None:
-            _settle(self._wake)
+        self._ask()
 
     def run_soon(self) -> None:
         """Ask for a pass as soon as the loop is free, without debouncing (e.g. at start, for webhook
         events a crash left unprocessed)."""
-        self._poked.set()
+        self._ask()
+
+    def _ask(self) -> None:
+        """Note that a pass is wanted, and end the sleep in progress."""
+        self._poked = True
         if self._wake is not None:
             _settle(self._wake)
 
@@ -121,7 +123,7 @@ class SyncTrigger:
         timer, by ``poke``/``run_soon`` or by ``stopping`` (no task and no ``asyncio.wait`` per
         sleep of each of 200 sources, issue 11)."""
         timeout = due - time.monotonic()
-        if timeout <= 0 or self._poked.is_set() or stopping.done():
+        if timeout <= 0 or self._poked or stopping.done():
             return
         loop = asyncio.get_running_loop()
         wake: asyncio.Future[None] = loop.create_future()
@@ -154,7 +156,7 @@ class SyncTrigger:
 
     async def _one_pass(self, stopping: asyncio.Future[Any]) -> bool:
         # Clear before starting: pokes that arrive during the pass schedule the next one.
-        self._poked.clear()
+        self._poked = False
         self._first_poke = None
         started_ns = now_ns()
         self.passes += 1
