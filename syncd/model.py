@@ -192,7 +192,7 @@ class PassSummary:
     """What one sync pass did; mutable while the pass runs, returned at its end."""
 
     source: str
-    # None until the pass's row is written: an incremental pass writes it with its first page
+    # None until the pass's row is written: an incremental pass writes it with its first change
     # or at its end (a returned summary always has its id).
     pass_id: int | None
     kind: str  # "incremental" | "full"

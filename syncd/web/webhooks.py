@@ -154,9 +154,6 @@ class WebhookIngress:
         self._max = max_body_bytes
         self._read_timeout = read_timeout
         self._rejected = _RejectionLog(reject_log_interval)
-        # (source, outcome) -> its accepted counter, looked up once (``labels`` costs more than
-        # the increment).
-        self._accepted: dict[tuple[str, str], Any] = {}
 
     def _reject(
         self,
@@ -327,12 +324,7 @@ class WebhookIngress:
                 source.on_revoked()
             if new and event.type in CATALOG_EVENTS and source.on_catalog is not None:
                 source.on_catalog()
-        counter = self._accepted.get((name, outcome))
-        if counter is None:
-            counter = self._accepted[name, outcome] = metrics.WEBHOOKS_ACCEPTED.labels(
-                name, outcome
-            )
-        counter.inc()
+        metrics.child(metrics.WEBHOOKS_ACCEPTED, name, outcome).inc()  # looked up once
         (_canonical.warning if outcome == UNKNOWN_MERCHANT else _canonical.info)(
             "webhook",
             source=name,
