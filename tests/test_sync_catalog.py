@@ -467,3 +467,28 @@ async def test_without_the_catalog_no_figures_are_stored(
         assert r.parts.catalog is None
         assert (await r.parts.engine.run_pass()).changes > 0
     assert r.rows("SELECT COUNT(*) FROM catalog_state") == [(0,)]
+
+
+async def test_a_later_pass_of_the_same_engine_logs_a_location_change_once(
+    store: Store, db_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """The engine remembers the locations it applied (an idle pass rewrites nothing), yet a
+    location renamed upstream reaches the log once, on the next pass, and not again after."""
+    async with rig(store, db_path, make_settings, SimulatorConfig(items=5, locations=2)) as r:
+        await r.catalog.run_pass()
+        quiet = await r.catalog.run_pass()
+        first = r.sim.locations()[0]["id"]
+        r.sim.rename_location(first, "Harbour Street")
+        renamed = await r.catalog.run_pass()
+        again = await r.catalog.run_pass()
+    assert quiet.ok and quiet.changes == 0
+    assert renamed.ok and renamed.changes == 1
+    assert again.ok and again.changes == 0
+    updates = r.entries("location.")
+    assert len(updates) == 3  # two at the first pass, one for the rename
+    assert updates[-1]["key"][1] == first
+    assert updates[-1]["old"]["name"] != "Harbour Street"
+    assert updates[-1]["new"]["name"] == "Harbour Street"
+    assert r.rows("SELECT name FROM locations WHERE location_id = ?", first) == [
+        ("Harbour Street",)
+    ]

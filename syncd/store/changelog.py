@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -375,6 +376,10 @@ class HeadSignal:
 
         self.head = head
         self._moved = asyncio.Event()
+        # ``time.monotonic()`` of the last move (of the signal's creation before one): a task
+        # that only needs the silence since then reads it when it wakes, instead of waking for
+        # every move (the heartbeat, issue 11).
+        self.moved_at = time.monotonic()
 
     def publish(self, head: int) -> None:
         """Record a new head and wake every waiter (a head that does not move is ignored)."""
@@ -383,6 +388,7 @@ class HeadSignal:
         import asyncio
 
         self.head = head
+        self.moved_at = time.monotonic()
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
 

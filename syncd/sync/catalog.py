@@ -86,13 +86,24 @@ class CatalogEngine:
         self._clock = clock
         self._passes = 0
         self.last_summary: PassSummary | None = None
+        # What this engine last read or wrote of its source's catalog state and locations: one
+        # daemon writes a database (the instance lock) and one pass of a source runs at a time,
+        # so an idle pass need not read the state back nor rewrite the same locations (issue 11).
+        # Forgotten when a write fails, so the next pass reads them again.
+        self._state: CatalogState | None = None
+        self._locations_applied: list[LocationRow] | None = None
 
     async def run_pass(self, *, full: bool | None = None) -> PassSummary:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets the
         stored state decide (no watermark yet, or the last full pass is older than
         ``full_interval``)."""
         source = self.options.source
-        state = await self._store.read_inline(lambda conn: catalog_store.load_state(conn, source))
+        state = self._state
+        if state is None:
+            state = await self._store.read_inline(
+                lambda conn: catalog_store.load_state(conn, source)
+            )
+            self._state = state
         is_full = self._wants_full(state) if full is None else full
         self._passes += 1
         summary = PassSummary(
@@ -179,10 +190,14 @@ class CatalogEngine:
             log.warning("catalog_locations_failed", source=source, **exc.fields())
             return exc.message
         rows = [LocationRow(loc.id, loc.name, loc.status, loc.timezone) for loc in found]
+        if rows == self._locations_applied:
+            return None  # applied already: nothing could differ from what is stored
         recorded_at = now_rfc3339()
+        self._locations_applied = None
         result = await self._store.write_inline(
             lambda conn: catalog_store.apply_locations(conn, source, rows, recorded_at)
         )
+        self._locations_applied = rows
         summary.changes += result.changes
         return None
 
@@ -333,7 +348,9 @@ class CatalogEngine:
         return _later(state.latest_time, candidate)
 
     async def _save(self, state: CatalogState) -> None:
+        self._state = None
         await self._store.write_inline(lambda conn: catalog_store.save_state(conn, state))
+        self._state = state
 
 
 async def refresh_figures(store: Store, source: str) -> CatalogFigures | None:

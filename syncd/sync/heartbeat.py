@@ -39,14 +39,11 @@ class Heartbeat:
         store: Store,
         interval: float,
         sources: Callable[[], Sequence[SourceLifecycle]] = list,
-        *,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._interval = interval
         self._sources = sources
-        self._clock = clock
-        self._changed = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None  # the sleep in progress (``_sleep``)
         self.written = 0
         self._failing: str | None = None
 
@@ -57,52 +54,58 @@ class Heartbeat:
     def set_interval(self, interval: float) -> None:
         """A new interval (SIGHUP); the silence in progress is measured against it at once."""
         self._interval = interval
-        self._changed.set()
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: wait for a silence of ``interval``, write a heartbeat, repeat.
 
-        The waits on ``stop`` and on a new interval last across iterations; only the wait for
-        the head to move is renewed, once it has: a commit (every pass of every source writes
-        one) wakes this loop for one new task, not three (issue 11's idle CPU)."""
+        A silence is measured from the head's last move (``HeadSignal.moved_at``), read when the
+        sleep ends: the loop wakes once per interval, not at every commit (every pass of every
+        source appends its ``pass.completed``: issue 11's idle CPU)."""
         signal = self._store.changelog_head
-        seen, quiet_since = signal.head, self._clock()
+        quiet_since = time.monotonic()
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        changed: asyncio.Future[Any] | None = None
-        moved: asyncio.Future[Any] | None = None
-        moved_past = seen
         try:
             while not stop.is_set():
-                if changed is None or changed.done():
-                    self._changed.clear()
-                    changed = asyncio.ensure_future(self._changed.wait())
                 if self._interval <= 0:
-                    await asyncio.wait([stopping, changed], return_when=asyncio.FIRST_COMPLETED)
-                    seen, quiet_since = signal.head, self._clock()
+                    await self._sleep(None, stopping)
+                    quiet_since = time.monotonic()
                     continue
-                left = quiet_since + self._interval - self._clock()
+                seen = signal.head
+                left = max(quiet_since, signal.moved_at) + self._interval - time.monotonic()
                 if left > 0:
-                    if moved is None or moved.done() or moved_past != seen:
-                        _drop(moved)
-                        moved, moved_past = asyncio.ensure_future(signal.wait_past(seen)), seen
-                    await asyncio.wait(
-                        [stopping, changed, moved],
-                        timeout=left,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    if signal.head != seen:
-                        seen, quiet_since = signal.head, self._clock()
+                    await self._sleep(left, stopping)
                     continue
                 # Written or not (another process wrote meanwhile), a new silence starts now.
                 await self.beat(seen)
-                seen, quiet_since = signal.head, self._clock()
+                quiet_since = time.monotonic()
         finally:
-            for waiter in (stopping, changed, moved):
-                _drop(waiter)
-            for waiter in (stopping, changed, moved):
-                if waiter is not None:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+
+    async def _sleep(self, seconds: float | None, stopping: asyncio.Future[Any]) -> None:
+        """Until ``seconds`` passed (None: no limit), a new interval, or stop: one future."""
+        if stopping.done():
+            return
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def settle(_: object = None) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        timer = None if seconds is None else loop.call_later(seconds, settle)
+        stopping.add_done_callback(settle)
+        self._wake = wake
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+            stopping.remove_done_callback(settle)
 
     async def beat(self, head: int) -> bool:
         """Write one heartbeat if the log's head is still ``head``; True if it was written."""
@@ -130,8 +133,3 @@ class Heartbeat:
             self.written += 1
             log.debug("heartbeat", head_seq=head)
         return bool(written)
-
-
-def _drop(waiter: asyncio.Future[Any] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.cancel()

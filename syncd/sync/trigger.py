@@ -203,18 +203,40 @@ async def _unless_stopped(
 ) -> PassSummary | None:
     """Run a pass to its end, or until ``stopping`` is done: then cancel it and return None.
 
-    Cancellation lands between units of work: the page transaction in flight still commits, and the
-    interrupted pass leaves its partitions' watermarks where they were, so the next run repairs.
+    The pass runs in the caller's task (no task and no ``asyncio.wait`` per pass, issue 11): stop
+    cancels that task, and only that cancellation is taken back (``uncancel``); any other one
+    propagates. Cancellation lands between units of work: the page transaction in flight still
+    commits, and the interrupted pass leaves its partitions' watermarks where they were, so the
+    next run repairs.
     """
-    task: asyncio.Future[PassSummary] = asyncio.ensure_future(pass_run)
-    waits: list[asyncio.Future[Any]] = [task, stopping]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
+    task = asyncio.current_task()
+    assert task is not None  # a coroutine awaited by the trigger's loop
+    if stopping.done():
+        _close(pass_run)
         return None
-    return task.result()
+    running = True
+    stopped = False
+
+    def on_stop(_: asyncio.Future[Any]) -> None:
+        nonlocal stopped
+        if running:  # a callback scheduled before the pass ended must not cancel what follows
+            stopped = True
+            task.cancel()
+
+    stopping.add_done_callback(on_stop)
+    try:
+        return await pass_run
+    except asyncio.CancelledError:
+        if stopped and task.uncancel() == 0:
+            return None
+        raise
+    finally:
+        running = False
+        stopping.remove_done_callback(on_stop)
+
+
+def _close(pass_run: Awaitable[PassSummary]) -> None:
+    """Discard a pass that never started (closing its coroutine: no "never awaited" warning)."""
+    close = getattr(pass_run, "close", None)
+    if close is not None:
+        close()
