@@ -60,6 +60,7 @@ from syncd.timeutil import parse_ns
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
 TARGETS = {"p50_ms": 300.0, "rss_mb": 150.0, "idle_cpu_pct": 1.0}
+CATALOG_INTERVAL = 300.0  # the daemon's default catalog_interval, not changed here
 POLL_INTERVAL = 60.0  # the daemon's default poll_interval (the safety net), not changed here
 
 
@@ -435,6 +436,7 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # (2) idle: no upstream change; safety-net polls only
         time.sleep(args.settle)
         passes_before = db.query("SELECT COUNT(*) FROM passes")[0][0]
+        catalog_before = _count_events(tmp / "daemon.log", "catalog_pass")
         spy = _profile(args, pid, tmp / "idle.pyspy.txt", args.idle_seconds)
         (u0, k0), w0 = cpu_split(pid), time.monotonic()
         time.sleep(args.idle_seconds)
@@ -447,6 +449,9 @@ def _run_scale(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             out["idle_profile"] = (tmp / "idle.pyspy.txt").read_text(errors="replace")
         out["idle_cpu_pct"] = 100 * (c1 - c0) / (w1 - w0)
         out["idle_passes"] = db.query("SELECT COUNT(*) FROM passes")[0][0] - passes_before
+        out["idle_catalog_passes"] = (
+            _count_events(tmp / "daemon.log", "catalog_pass") - catalog_before
+        )
         out["mem_idle"] = memory_mb(pid)
 
         # (3) changes: 1 per source per minute
@@ -570,6 +575,13 @@ def summarize(phase: Phase, merchants: dict[str, str], failing: str | None) -> d
     return out
 
 
+def _count_events(path: Path, event: str) -> int:
+    """How many lines of the daemon's log are ``event`` (catalog passes have no table row)."""
+    needle = f'"event":"{event}"'
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return sum(needle in line for line in f)
+
+
 def _log_levels(path: Path) -> dict[str, int]:
     levels: dict[str, int] = {}
     with path.open(encoding="utf-8", errors="replace") as f:
@@ -625,6 +637,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     )
     row("    of which kernel (stime)", [_f(r["idle_sys_pct"], 2) for r in results])
     row("    passes in that window", [str(r["idle_passes"]) for r in results])
+    row("    catalog passes in it", [str(r["idle_catalog_passes"]) for r in results])
     row(
         "    CPU ms per pass in it",
         [
@@ -730,6 +743,12 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             f"NOTE: the idle window ({args.idle_seconds:g} s) is shorter than poll_interval"
             f" ({poll:g} s), so it may hold none of the safety-net polls: (2) is a lower bound;"
             f" use --idle-seconds {poll:g} for the real idle cost"
+        )
+    if args.idle_seconds < CATALOG_INTERVAL:
+        print(
+            f"NOTE: the idle window ({args.idle_seconds:g} s) is shorter than catalog_interval"
+            f" ({CATALOG_INTERVAL:g} s): it may hold few or none of the sources' catalog passes;"
+            f" use --idle-seconds {CATALOG_INTERVAL:g} to count them in (2)"
         )
     biggest = results[-1]
     misses = []
