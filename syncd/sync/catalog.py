@@ -24,7 +24,7 @@ import structlog
 
 from syncd.errors import SyncdError, UpstreamError
 from syncd.metrics import CATALOG_OBJECTS, CATALOG_PASS_SECONDS, CATALOG_PASSES
-from syncd.model import CatalogPage, PassSummary
+from syncd.model import CatalogItem, CatalogPage, CatalogVariation, PassSummary
 from syncd.store import Store
 from syncd.store import catalog as catalog_store
 from syncd.store.catalog import CatalogFigures, CatalogState, LocationRow
@@ -92,6 +92,11 @@ class CatalogEngine:
         # Forgotten when a write fails, so the next pass reads them again.
         self._state: CatalogState | None = None
         self._locations_applied: list[LocationRow] | None = None
+        # The objects of the last incremental page applied: an idle pass re-reads the overlap
+        # before the watermark, the same objects at the same versions, and applying them again
+        # could change nothing (versions never go backwards; this engine is their only writer).
+        # A full pass forgets them: its sweep may mark deleted what a later page revives.
+        self._page_applied: tuple[CatalogItem | CatalogVariation, ...] | None = None
 
     async def run_pass(self, *, full: bool | None = None) -> PassSummary:
         """Run one pass. ``full`` forces (True) or forbids (False) a full pass; None lets the
@@ -271,6 +276,12 @@ class CatalogEngine:
         an object on two pages is applied twice, the log telling both changes)."""
         if not pages:
             return
+        if track_seen:
+            self._page_applied = None
+        elif len(pages) == 1 and pages[0].objects == self._page_applied:
+            [page] = pages
+            self._count(page, catalog_store.CatalogResult(0, 0, len(page.objects)), chain, summary)
+            return
         source = self.options.source
         rows = [(page.items, page.variations) for page in pages]
         recorded_at = now_rfc3339()
@@ -287,7 +298,10 @@ class CatalogEngine:
                 )
             return results
 
+        self._page_applied = None
         results = await self._store.write_inline(work)
+        if not track_seen and len(pages) == 1:
+            self._page_applied = pages[0].objects
         for page, (items, variations), result in zip(pages, rows, results, strict=True):
             if track_seen:
                 chain.seen_items.update(i.item_id for i in items)
@@ -327,6 +341,7 @@ class CatalogEngine:
         )
 
     async def _mark_unseen(self, chain: _Chain) -> int:
+        self._page_applied = None  # what it marks deleted, a page applied before may revive
         source = self.options.source
         recorded_at = now_rfc3339()
         return await self._store.write_inline(
