@@ -156,7 +156,7 @@ class Daemon:
                 max_failing_passes=settings.sync.max_failing_passes,
                 debounce=settings.webhooks.debounce,
                 max_delay=settings.webhooks.max_delay,
-                on_pass=lambda summary: self.notifier.status(pass_status(summary)),
+                on_pass=lambda summary: self.notifier.status_soon(pass_status(summary)),
                 apply_counts=settings.webhooks.apply_counts,
             )
             self.sources = sources
@@ -367,8 +367,8 @@ def pass_status(summary: PassSummary) -> str:
     """The one-line STATUS= systemd shows after a pass."""
     outcome = "ok" if summary.ok else f"FAILED ({summary.error})"
     return (
-        f"last pass #{summary.pass_id} {summary.kind} {outcome}: {summary.pages} pages,"
-        f" {summary.changes} changes"
+        f"last pass #{summary.pass_id} ({summary.source}) {summary.kind} {outcome}:"
+        f" {summary.pages} pages, {summary.changes} changes"
     )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import structlog
@@ -25,6 +26,9 @@ NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
 WATCHDOG_PID_ENV = "WATCHDOG_PID"
 STATUS_MAX = 200  # STATUS= is shown on one line of `systemctl status`
+# ``status_soon`` sends at most one STATUS= per this many seconds (200 sources end a pass several
+# times a second: the service manager need not wake for each, nor syncd open a socket for each).
+STATUS_MIN_INTERVAL = 1.0
 
 
 def socket_address(value: str) -> str:
@@ -56,6 +60,9 @@ class Notifier:
         self._address = socket_address(address) if address else None
         self.watchdog_interval = watchdog if self._address else None
         self._failing = False
+        self._status_pending: str | None = None
+        self._status_timer: asyncio.TimerHandle | None = None
+        self._status_sent_at = float("-inf")  # time.monotonic() of the last status_soon send
 
     @classmethod
     def from_environ(
@@ -100,12 +107,40 @@ class Notifier:
         return self.send(READY="1", STATUS=one_line(status))
 
     def stopping(self, status: str = "stopping") -> bool:
-        """``STOPPING=1``: shutdown has begun."""
+        """``STOPPING=1``: shutdown has begun (a status still waiting in ``status_soon`` is
+        dropped, so it cannot overwrite this one)."""
+        self._status_pending = None
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
         return self.send(STOPPING="1", STATUS=one_line(status))
 
     def status(self, text: str) -> bool:
         """``STATUS=``: the one-line summary ``systemctl status`` shows."""
         return self.send(STATUS=one_line(text))
+
+    def status_soon(self, text: str) -> None:
+        """``status(text)`` now, or, within ``STATUS_MIN_INTERVAL`` of the last one, at its end
+        with the newest text given by then. Call from the event loop."""
+        if self._address is None:
+            return
+        self._status_pending = text
+        if self._status_timer is not None:
+            return  # the scheduled send takes this text
+        wait = self._status_sent_at + STATUS_MIN_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._send_pending_status()
+        else:
+            self._status_timer = asyncio.get_running_loop().call_later(
+                wait, self._send_pending_status
+            )
+
+    def _send_pending_status(self) -> None:
+        self._status_timer = None
+        text, self._status_pending = self._status_pending, None
+        if text is not None:
+            self._status_sent_at = time.monotonic()
+            self.status(text)
 
     def ping(self) -> bool:
         """``WATCHDOG=1``: the event loop is alive."""

@@ -133,3 +133,31 @@ def test_a_vanished_socket_is_logged_once_then_recovers(
         assert notifier.ping()
     assert [e["event"] for e in logs] == ["sd_notify_failed", "sd_notify_recovered"]
     assert sock.recv(64) == b"WATCHDOG=1"
+
+
+async def test_status_soon_sends_at_most_one_status_per_interval_the_newest(
+    abstract_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first status goes at once; those within the interval after it collapse into one
+    send of the newest at the interval's end; STOPPING drops one still waiting."""
+    monkeypatch.setattr("syncd.notify.STATUS_MIN_INTERVAL", 0.2)
+    address, sock = abstract_socket
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": address})
+    notifier.status_soon("pass 1")
+    for n in range(2, 6):
+        notifier.status_soon(f"pass {n}")
+    assert sock.recv(4096).decode() == "STATUS=pass 1"
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)  # nothing more yet: the rest wait for the interval's end
+    sock.setblocking(True)
+    sock.settimeout(2)
+    received = await asyncio.to_thread(sock.recv, 4096)
+    assert received.decode() == "STATUS=pass 5"
+    notifier.status_soon("pass 6")  # within the interval after "pass 5": waits
+    assert notifier.stopping()
+    assert sock.recv(4096).decode() == "STOPPING=1\nSTATUS=stopping"
+    await asyncio.sleep(0.3)  # past the interval: the dropped status must not follow
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
