@@ -26,6 +26,7 @@ from syncd.errors import SyncdError
 from syncd.store import Store, changelog
 from syncd.store.changelog import NewChange
 from syncd.sync.lifecycle import HEARTBEAT, HEARTBEAT_SOURCE, SourceLifecycle, heartbeat_record
+from syncd.sync.sleeper import Sleeper
 from syncd.timeutil import format_ns, now_ns
 
 log = structlog.get_logger("syncd.heartbeat")
@@ -43,7 +44,7 @@ class Heartbeat:
         self._store = store
         self._interval = interval
         self._sources = sources
-        self._wake: asyncio.Future[None] | None = None  # the sleep in progress (``_sleep``)
+        self._sleeper = Sleeper()
         self.written = 0
         self._failing: str | None = None
 
@@ -54,8 +55,7 @@ class Heartbeat:
     def set_interval(self, interval: float) -> None:
         """A new interval (SIGHUP); the silence in progress is measured against it at once."""
         self._interval = interval
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self._sleeper.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: wait for a silence of ``interval``, write a heartbeat, repeat.
@@ -69,13 +69,13 @@ class Heartbeat:
         try:
             while not stop.is_set():
                 if self._interval <= 0:
-                    await self._sleep(None, stopping)
+                    await self._sleeper.sleep(None, stopping)
                     quiet_since = time.monotonic()
                     continue
                 seen = signal.head
                 left = max(quiet_since, signal.moved_at) + self._interval - time.monotonic()
                 if left > 0:
-                    await self._sleep(left, stopping)
+                    await self._sleeper.sleep(left, stopping)
                     continue
                 # Written or not (another process wrote meanwhile), a new silence starts now.
                 await self.beat(seen)
@@ -84,28 +84,6 @@ class Heartbeat:
             stopping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopping
-
-    async def _sleep(self, seconds: float | None, stopping: asyncio.Future[Any]) -> None:
-        """Until ``seconds`` passed (None: no limit), a new interval, or stop: one future."""
-        if stopping.done():
-            return
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
-
-        def settle(_: object = None) -> None:
-            if not wake.done():
-                wake.set_result(None)
-
-        timer = None if seconds is None else loop.call_later(seconds, settle)
-        stopping.add_done_callback(settle)
-        self._wake = wake
-        try:
-            await wake
-        finally:
-            self._wake = None
-            if timer is not None:
-                timer.cancel()
-            stopping.remove_done_callback(settle)
 
     async def beat(self, head: int) -> bool:
         """Write one heartbeat if the log's head is still ``head``; True if it was written."""

@@ -24,6 +24,7 @@ import structlog
 from syncd.backoff import full_jitter
 from syncd.metrics import SYNC_POKES
 from syncd.model import PassSummary
+from syncd.sync.sleeper import Sleeper
 from syncd.timeutil import now_ns
 
 log = structlog.get_logger("syncd.trigger")
@@ -57,7 +58,8 @@ class SyncTrigger:
         self._retry_max = retry_max if retry_max is not None else interval
         self._on_pass_done = on_pass_done
         self._poked = False  # a pass was asked for since the last one started
-        self._wake: asyncio.Future[None] | None = None  # the sleep in progress (``_wait``)
+        self._sleeper = Sleeper()  # the sleep between passes, which a poke ends
+        self._debouncer = Sleeper()  # the debounce's sleep, which nothing but stop ends
         self._first_poke: float | None = None
         self._last_poke = 0.0
         self._failures = 0
@@ -84,8 +86,7 @@ class SyncTrigger:
     def _ask(self) -> None:
         """Note that a pass is wanted, and end the sleep in progress."""
         self._poked = True
-        if self._wake is not None:
-            _settle(self._wake)
+        self._sleeper.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run passes until ``stop`` is set. A failing pass is retried with backoff, never fatal.
@@ -99,7 +100,7 @@ class SyncTrigger:
                 await self._wait(next_due, stopping)
                 if stop.is_set():
                     return
-                await self._debounce(stop)
+                await self._debounce(stopping)
                 started = time.monotonic()
                 ok = await self._one_pass(stopping)
                 next_due = (
@@ -119,40 +120,25 @@ class SyncTrigger:
                 await stopping
 
     async def _wait(self, due: float, stopping: asyncio.Future[Any]) -> None:
-        """Sleep until ``due``, a poke, or stop (``stopping`` is done): one future, woken by a
-        timer, by ``poke``/``run_soon`` or by ``stopping`` (no task and no ``asyncio.wait`` per
-        sleep of each of 200 sources, issue 11)."""
+        """Sleep until ``due``, a poke, or stop (``stopping`` is done)."""
         timeout = due - time.monotonic()
         if timeout <= 0 or self._poked or stopping.done():
             return
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
+        await self._sleeper.sleep(timeout, stopping)
 
-        def on_stop(_: asyncio.Future[Any]) -> None:
-            _settle(wake)
-
-        timer = loop.call_later(timeout, _settle, wake)
-        stopping.add_done_callback(on_stop)
-        self._wake = wake
-        try:
-            await wake
-        finally:
-            self._wake = None
-            timer.cancel()
-            stopping.remove_done_callback(on_stop)
-
-    async def _debounce(self, stop: asyncio.Event) -> None:
-        """If poked: wait for a quiet gap of ``debounce``, at most ``max_delay`` after the first poke."""
+    async def _debounce(self, stopping: asyncio.Future[Any]) -> None:
+        """If poked: wait for a quiet gap of ``debounce``, at most ``max_delay`` after the first poke.
+        Pokes meanwhile do not end this sleep (``_debouncer`` is woken by nothing): the gap is
+        measured again when it ends."""
         if self._first_poke is None:
             return
         deadline = self._first_poke + self.max_delay
-        while not stop.is_set():
+        while not stopping.done():
             now = time.monotonic()
             quiet_at = min(self._last_poke + self.debounce, deadline)
             if now >= quiet_at:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), quiet_at - now)
+            await self._debouncer.sleep(quiet_at - now, stopping)
 
     async def _one_pass(self, stopping: asyncio.Future[Any]) -> bool:
         # Clear before starting: pokes that arrive during the pass schedule the next one.
@@ -191,11 +177,6 @@ class SyncTrigger:
         self._failures += 1
         self.last_error = summary.error
         return False
-
-
-def _settle(wake: asyncio.Future[None]) -> None:
-    if not wake.done():
-        wake.set_result(None)
 
 
 async def _unless_stopped(
