@@ -28,13 +28,19 @@ class _SlowPass:
         raise AssertionError("unreachable: the wait above never ends by itself")
 
 
-async def test_stop_interrupts_a_pass_and_the_loop_returns() -> None:
-    slow = _SlowPass()
+async def _in_a_pass(slow: _SlowPass) -> tuple[SyncTrigger, asyncio.Event, asyncio.Task[None]]:
+    """A trigger's loop in the background, once its first pass (``slow``) has started."""
     trigger = SyncTrigger(slow, interval=60, debounce=0, max_delay=0)
     stop = asyncio.Event()
     loop_task = asyncio.create_task(trigger.run(stop))
     async with asyncio.timeout(5):
         await slow.started.wait()
+    return trigger, stop, loop_task
+
+
+async def test_stop_interrupts_a_pass_and_the_loop_returns() -> None:
+    slow = _SlowPass()
+    trigger, stop, loop_task = await _in_a_pass(slow)
     stop.set()
     async with asyncio.timeout(5):
         await loop_task  # returns normally: stop's own cancellation is not an error
@@ -45,11 +51,7 @@ async def test_stop_interrupts_a_pass_and_the_loop_returns() -> None:
 
 async def test_an_outside_cancellation_still_ends_the_loop_as_cancelled() -> None:
     slow = _SlowPass()
-    trigger = SyncTrigger(slow, interval=60, debounce=0, max_delay=0)
-    stop = asyncio.Event()
-    loop_task = asyncio.create_task(trigger.run(stop))
-    async with asyncio.timeout(5):
-        await slow.started.wait()
+    _, _, loop_task = await _in_a_pass(slow)
     loop_task.cancel()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):
