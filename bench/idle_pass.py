@@ -38,7 +38,9 @@ from syncd.source_parts import open_source
 from syncd.store import Store
 
 
-async def syncd_passes(url: str, tmp: Path, passes: int, profile: bool) -> float:
+async def syncd_passes(
+    url: str, tmp: Path, passes: int, profile: bool, sort: str = "tottime"
+) -> float:
     """CPU ms per idle incremental pass of syncd's engine."""
     settings = load_settings(
         None,
@@ -66,7 +68,7 @@ async def syncd_passes(url: str, tmp: Path, passes: int, profile: bool) -> float
         await parts.aclose()
         await store.aclose()
     if prof is not None:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats(sort).print_stats(25)
     return cpu
 
 
@@ -122,10 +124,15 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=200)
     parser.add_argument("--locations", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--profile-sort", default="tottime", help="pstats order: tottime, cumulative"
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory() as tmp, simulator(locations=args.locations, items=20) as url:
-        ours = asyncio.run(syncd_passes(url, Path(tmp), args.passes, args.profile))
+        ours = asyncio.run(
+            syncd_passes(url, Path(tmp), args.passes, args.profile, args.profile_sort)
+        )
         catalog = asyncio.run(catalog_passes(url, Path(tmp), args.passes))
         ids = [f"LOC{i}" for i in range(args.locations)]
         bare = asyncio.run(bare_passes(url, Path(tmp), args.passes, ids))
