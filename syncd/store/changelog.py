@@ -102,28 +102,30 @@ async def append_rows(
         return []
     base = await high_water(conn)
     seqs = list(range(base + 1, base + 1 + len(rows)))
+    if skus is not None and len(skus) != len(rows):
+        raise ValueError(f"{len(skus)} SKUs for {len(rows)} entries")
     # Every NULL bound as '' (see _INSERT_ROW): a catalog entry has four or five of them.
-    values = [
-        (
-            seq,
-            recorded_at,
-            kind,
-            source,
-            oid or "",
-            lid or "",
-            state or "",
-            "" if job is None else job,
-            old or "",
-            new or "",
-        )
-        for seq, (kind, source, oid, lid, state, job, old, new) in zip(seqs, rows, strict=True)
-    ]
-    if skus is None:
-        await conn.executemany(_INSERT_ROW, [(*v, "") for v in values])
-    else:
-        await conn.executemany(
-            _INSERT_ROW, [(*v, sku or "") for v, sku in zip(values, skus, strict=True)]
-        )
+    await conn.executemany(
+        _INSERT_ROW,
+        [
+            (
+                seq,
+                recorded_at,
+                kind,
+                source,
+                oid or "",
+                lid or "",
+                state or "",
+                "" if job is None else job,
+                old or "",
+                new or "",
+                sku or "",
+            )
+            for seq, (kind, source, oid, lid, state, job, old, new), sku in zip(
+                seqs, rows, itertools.repeat(None) if skus is None else skus, strict=False
+            )
+        ],
+    )
     _note_appended(seqs[-1], Counter((row[1], row[0]) for row in rows))
     return seqs
 
