@@ -73,6 +73,27 @@ async def test_first_sight_then_repeats_log_nothing(store: Store, db_path: Path)
     assert log[2]["new"]["sku"] is None  # a variation without SKU is stored with SKU null
 
 
+async def test_empty_texts_stay_empty_and_absent_ones_null(store: Store, db_path: Path) -> None:
+    """Stored as sent: an empty name or unit stays '' and an absent one NULL (the inserts bind
+    NULL through a sentinel), so the same objects again compare unchanged and log nothing."""
+    blank = cat.ItemRow("ITEM2", "", False, 1, AT)
+    odd = cat.VariationRow("VAR3", "ITEM2", "", None, None, "", False, False, 1, AT)
+    bare = cat.VariationRow("VAR4", None, None, None, None, None, None, False, 1, AT)
+    assert (await apply(store, blank, odd, bare)).changes == 3
+    assert rows(db_path, "SELECT item_id, name FROM catalog_items") == [("ITEM2", "")]
+    assert rows(
+        db_path,
+        "SELECT variation_id, item_id, name, sku, gtin, measurement_unit_id, track_inventory"
+        " FROM catalog_variations ORDER BY variation_id",
+    ) == [("VAR3", "ITEM2", "", None, None, "", 0), ("VAR4", None, None, None, None, None, None)]
+    entry = rows(
+        db_path, "SELECT location_id, state, job_id, old, sku FROM changes ORDER BY seq LIMIT 1"
+    )
+    assert entry == [(None, None, None, None, None)]
+    assert (await apply(store, blank, odd, bare)) == cat.CatalogResult(0, 0, 3)
+    assert catalog_tables(db_path) == replay_catalog(db_path)
+
+
 async def test_rename_is_one_entry_and_versions_never_go_back(store: Store, db_path: Path) -> None:
     """A rename at a newer version is one entry with the old and new value; the older version
     arriving afterwards changes nothing; a version bump with no mirrored field changed updates the

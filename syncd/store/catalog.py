@@ -190,6 +190,13 @@ async def _stored(
         return {row[0]: tuple(row) for row in await cur.fetchall()}
 
 
+def _text(value: str | None) -> str | int:
+    """A nullable free text (possibly empty) bound as ``NULLIF(?, 0)``: 0 for None, since binding
+    a None costs ``sqlite3`` an adapter lookup per value (see ``changelog._INSERT_ROW``); a text
+    never equals the integer 0, so an empty one stays empty."""
+    return 0 if value is None else value
+
+
 async def apply_items(
     conn: aiosqlite.Connection, source: str, items: Sequence[ItemFields], recorded_at: str
 ) -> CatalogResult:
@@ -227,11 +234,11 @@ async def apply_items(
     seqs = await changelog.append_rows(conn, entries, recorded_at)
     await conn.executemany(
         "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET"
+        " VALUES (?, ?, NULLIF(?, 0), ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET"
         " name = excluded.name, is_deleted = excluded.is_deleted, version = excluded.version,"
         " updated_at = excluded.updated_at, seq = excluded.seq",
         [
-            (source, i.item_id, i.name, int(i.is_deleted), i.version, i.updated_at, seq)
+            (source, i.item_id, _text(i.name), int(i.is_deleted), i.version, i.updated_at, seq)
             for i, seq in zip(writes, seqs, strict=True)
         ],
     )
@@ -298,7 +305,8 @@ async def apply_variations(
     await conn.executemany(
         "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
         " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " VALUES (?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0),"
+        " NULLIF(?, ''), ?, ?, ?, ?)"
         " ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
         " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
         " measurement_unit_id = excluded.measurement_unit_id,"
@@ -308,12 +316,12 @@ async def apply_variations(
             (
                 source,
                 v.variation_id,
-                v.item_id,
-                v.name,
-                v.sku,
-                v.gtin,
-                v.measurement_unit_id,
-                None if v.track_inventory is None else int(v.track_inventory),
+                _text(v.item_id),
+                _text(v.name),
+                v.sku or "",  # never empty: an empty SKU or GTIN is stored NULL
+                v.gtin or "",
+                _text(v.measurement_unit_id),
+                "" if v.track_inventory is None else int(v.track_inventory),
                 int(v.is_deleted),
                 v.version,
                 v.updated_at,
