@@ -147,7 +147,7 @@ class SyncTrigger:
         started_ns = now_ns()
         self.passes += 1
         try:
-            summary = await _unless_stopped(self._run_pass(), stopping)
+            summary = await _unless_stopped(self._run_pass, stopping)
             if summary is None:
                 return False
         except Exception as exc:  # the loop must survive anything a pass throws
@@ -179,10 +179,9 @@ class SyncTrigger:
         return False
 
 
-async def _unless_stopped(
-    pass_run: Awaitable[PassSummary], stopping: asyncio.Future[Any]
-) -> PassSummary | None:
-    """Run a pass to its end, or until ``stopping`` is done: then cancel it and return None.
+async def _unless_stopped(run_pass: PassFn, stopping: asyncio.Future[Any]) -> PassSummary | None:
+    """Run a pass to its end, or until ``stopping`` is done: then cancel it and return None
+    (none starts once it is).
 
     The pass runs in the caller's task (no task and no ``asyncio.wait`` per pass, issue 11): stop
     cancels that task, and only that cancellation is taken back (``uncancel``); any other one
@@ -193,7 +192,6 @@ async def _unless_stopped(
     task = asyncio.current_task()
     assert task is not None  # a coroutine awaited by the trigger's loop
     if stopping.done():
-        _close(pass_run)
         return None
     running = True
     stopped = False
@@ -206,7 +204,7 @@ async def _unless_stopped(
 
     stopping.add_done_callback(on_stop)
     try:
-        return await pass_run
+        return await run_pass()
     except asyncio.CancelledError:
         if stopped and task.uncancel() == 0:
             return None
@@ -215,9 +213,3 @@ async def _unless_stopped(
         running = False
         stopping.remove_done_callback(on_stop)
 
-
-def _close(pass_run: Awaitable[PassSummary]) -> None:
-    """Discard a pass that never started (closing its coroutine: no "never awaited" warning)."""
-    close = getattr(pass_run, "close", None)
-    if close is not None:
-        close()
