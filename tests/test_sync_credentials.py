@@ -4,6 +4,8 @@ partitioning by the seller's active locations."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -220,3 +222,37 @@ async def test_partitions_follow_the_sellers_active_locations(
     assert rows
     assert all(key[1] != gone for key in rows)
     assert replay([c for c in changes(db) if c["source"] == "seller_a"]) == rows
+
+
+async def test_discovery_takes_a_recent_answer_of_the_catalog_pass(
+    tmp_path: Path, market: tuple[Marketplace, str], session: aiohttp.ClientSession
+) -> None:
+    """Discovery takes the locations the catalog pass read less than ``locations_interval`` ago
+    (no second ListLocations: one per interval, not two), and asks again once the answer it used
+    is that old, so a new location is picked up."""
+    interval = 0.5
+    sim, url = market
+    seller = sim.first
+    async with _store(tmp_path / "syncd.db") as store:
+        keeper = _keeper(store, session, url, sim.grant(seller.merchant_id))
+        options = _options(url)
+        locations = SquareLocations(session, options, tokens=keeper)
+        await locations.locations()  # what a catalog pass reads
+        answered = locations.answered_at
+        assert answered is not None
+        engine = SyncEngine(
+            store,
+            SquareCounts(session, options, tokens=keeper),
+            EngineOptions(source="seller_a", locations_interval=interval),
+            locations=locations,
+        )
+        first = await engine.run_pass()
+        assert first.ok
+        assert sorted(first.partitions) == sorted(seller.location_ids)
+        assert locations.answered_at == answered  # no ListLocations of its own
+        added = seller.add_location("Store 3")
+        while time.monotonic() - answered < interval:  # bounded: the clock passes the interval
+            await asyncio.sleep(interval / 10)
+        second = await engine.run_pass()
+    assert locations.answered_at is not None and locations.answered_at > answered
+    assert added["id"] in second.partitions

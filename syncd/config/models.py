@@ -238,7 +238,7 @@ class SourceSettings(BaseModel):
     locations_interval: Positive = Field(
         default=300,
         description="Seconds between lookups of the seller's active locations (with no"
-        " location_ids).",
+        " location_ids); the locations a catalog pass read less than this ago count as one.",
     )
     states: list[str] = Field(
         default_factory=list,

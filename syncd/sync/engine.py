@@ -127,18 +127,20 @@ class SyncEngine:
     async def _discover(self) -> None:
         """With no configured locations: partition by the seller's active locations. When they
         cannot be listed the partitions stay as they were (one chain for all at first), logged
-        once per distinct error: the pass still mirrors every location."""
+        once per distinct error: the pass still mirrors every location.
+
+        An answer younger than ``locations_interval`` that the catalog pass got is taken as is
+        (one ListLocations per interval, not two); the next look is due when the answer used
+        turns ``locations_interval`` old, so the partitions never rest on an older one."""
         if self._locations is None or self.options.location_ids:
             return
+        interval = self.options.locations_interval
         now = time.monotonic()
-        if (
-            self._discovered_at is not None
-            and now - self._discovered_at < self.options.locations_interval
-        ):
+        if self._discovered_at is not None and now - self._discovered_at < interval:
             return
-        self._discovered_at = now
+        self._discovered_at = now  # an attempt: one that fails waits the interval too
         try:
-            found = await self._locations.active_location_ids()
+            found = await self._locations.active_location_ids(max_age=interval)
         except SyncdError as exc:
             if exc.message != self._discovery_error:
                 log.warning(
@@ -150,6 +152,9 @@ class SyncEngine:
             self._discovery_error = exc.message
             return
         self._discovery_error = None
+        answered = self._locations.answered_at
+        if answered is not None:
+            self._discovered_at = min(now, answered)
         if found and found != self._discovered:
             log.info(
                 "locations_discovered",

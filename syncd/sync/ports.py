@@ -54,9 +54,16 @@ class Refresher(Protocol):
 class LocationsSource(Protocol):
     """An upstream that lists the seller's active locations."""
 
-    async def active_location_ids(self) -> tuple[str, ...]:
+    async def active_location_ids(self, max_age: float = 0.0) -> tuple[str, ...]:
         """The active location ids, in a stable order; raises ``UpstreamError`` when it cannot
-        tell (the engine then keeps the partitions it had)."""
+        tell (the engine then keeps the partitions it had). An answer the upstream gave less
+        than ``max_age`` seconds ago (to another reader of the same locations: the catalog
+        pass) may be used instead of asking again."""
+        ...
+
+    @property
+    def answered_at(self) -> float | None:
+        """When (``time.monotonic``) the upstream gave the answer last returned; None before."""
         ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -97,6 +98,9 @@ class SquareLocations:
         self._rand = rand
         self._on_retry = on_retry
         self._headers = {"Square-Version": options.api_version}
+        # The newest answer (monotonic instant, locations): the catalog pass and the engine's
+        # discovery read the same list, and discovery takes a recent one (issue 11).
+        self._answer: tuple[float, tuple[Location, ...]] | None = None
         if options.access_token is not None:
             self._headers["Authorization"] = f"Bearer {options.access_token}"
 
@@ -121,11 +125,23 @@ class SquareLocations:
         merchants = {loc.merchant_id for loc in locations if loc.merchant_id}
         if len(merchants) == 1 and self._on_merchant is not None:
             self._on_merchant(merchants.pop())
-        return tuple(locations)
+        answer = tuple(locations)
+        self._answer = (time.monotonic(), answer)
+        return answer
 
-    async def active_location_ids(self) -> tuple[str, ...]:
-        """The ids of the ACTIVE locations, sorted (the engine's partitions)."""
-        return tuple(sorted(loc.id for loc in await self.locations() if loc.active))
+    @property
+    def answered_at(self) -> float | None:
+        return None if self._answer is None else self._answer[0]
+
+    async def active_location_ids(self, max_age: float = 0.0) -> tuple[str, ...]:
+        """The ids of the ACTIVE locations, sorted (the engine's partitions); from the newest
+        answer when it is younger than ``max_age`` seconds (``locations`` always asks)."""
+        answer = self._answer
+        if answer is not None and time.monotonic() - answer[0] < max_age:
+            found = answer[1]
+        else:
+            found = await self.locations()
+        return tuple(sorted(loc.id for loc in found if loc.active))
 
 
 def parse_locations(body: Any) -> list[Location]:
