@@ -254,5 +254,6 @@ async def test_discovery_takes_a_recent_answer_of_the_catalog_pass(
         while time.monotonic() - answered < interval:  # bounded: the clock passes the interval
             await asyncio.sleep(interval / 10)
         second = await engine.run_pass()
-    assert locations.answered_at is not None and locations.answered_at > answered
+    assert locations.answered_at is not None
+    assert locations.answered_at > answered
     assert added["id"] in second.partitions
