@@ -212,4 +212,3 @@ async def _unless_stopped(run_pass: PassFn, stopping: asyncio.Future[Any]) -> Pa
     finally:
         running = False
         stopping.remove_done_callback(on_stop)
-
