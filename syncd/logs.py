@@ -270,8 +270,10 @@ def reset_logging() -> None:
 
 
 class HotLog:
-    """A logger for a line written once per request (the webhook's canonical line, issue 13): the
-    same line as ``logger.info(...)``, at a fraction of the cost.
+    """A logger for a line written once per request or pass (the webhook's canonical line, issue
+    13; a pass's ``sync_pass`` and its pages' debug lines, issue 11): the same line as
+    ``logger.info(...)``, at a fraction of the cost (15 us against 33; a debug line filtered out,
+    about 1 us against 8).
 
     While structlog runs the JSON configuration ``configure_logging`` installed for a binary
     stream, a line is built and written here directly, in the order the chain gives (``ts``,
@@ -287,6 +289,9 @@ class HotLog:
         self._logger = logger  # a structlog logger (lazy proxy) without bound values of its own
         self._key: tuple[object, ...] = ()
         self._bound: Any = None
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, "debug", event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
         self._emit(logging.INFO, "info", event, fields)

@@ -21,6 +21,7 @@ import aiosqlite
 import structlog
 
 from syncd.errors import SyncdError, UpstreamError
+from syncd.logs import HotLog
 from syncd.metrics import SYNC_COUNTS, SYNC_PAGES, SYNC_PASS_SECONDS, SYNC_PASSES, child
 from syncd.model import InventoryCount, PassSummary
 from syncd.store import Store, sync_state
@@ -34,7 +35,7 @@ from syncd.sync.prefetch import prefetch
 from syncd.sync.write_behind import WriteBehind
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_stored_ns
 
-log = structlog.get_logger("syncd.sync")
+log = HotLog(structlog.get_logger("syncd.sync"))  # a line or two per page and pass
 
 ALL_LOCATIONS = "*"
 PASS_INTERRUPTED = "interrupted"

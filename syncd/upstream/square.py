@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 
 from syncd.errors import UpstreamDataError, UpstreamError
+from syncd.logs import HotLog
 from syncd.model import InvalidCount, InventoryCount, Page
 from syncd.timeutil import parse_http_date_ns
 from syncd.upstream.http import (
@@ -30,7 +31,7 @@ from syncd.upstream.http import (
 if TYPE_CHECKING:
     from syncd.sync.ports import CountsSource
 
-log = structlog.get_logger(__name__)
+log = HotLog(structlog.get_logger(__name__))  # a line or two per page and pass
 
 OP_BATCH_RETRIEVE = "square.batch_retrieve_counts"
 BATCH_RETRIEVE_PATH = "/v2/inventory/counts/batch-retrieve"
