@@ -23,6 +23,7 @@ import aiosqlite
 import structlog
 
 from syncd.errors import SyncdError, UpstreamError
+from syncd.logs import HotLog
 from syncd.metrics import CATALOG_OBJECTS, CATALOG_PASS_SECONDS, CATALOG_PASSES
 from syncd.model import CatalogItem, CatalogPage, CatalogVariation, PassSummary
 from syncd.store import Store
@@ -33,7 +34,7 @@ from syncd.sync.prefetch import prefetch
 from syncd.sync.write_behind import WriteBehind
 from syncd.timeutil import NS_PER_S, format_ns, now_ns, now_rfc3339, parse_ns
 
-log = structlog.get_logger("syncd.catalog")
+log = HotLog(structlog.get_logger("syncd.catalog"))  # a line or two per page and pass
 
 KIND_INCREMENTAL = "catalog"
 KIND_FULL = "catalog_full"

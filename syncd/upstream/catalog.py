@@ -46,6 +46,7 @@ import aiohttp
 import structlog
 
 from syncd.errors import UpstreamDataError, UpstreamError
+from syncd.logs import HotLog
 from syncd.model import (
     CATALOG_ITEM,
     CATALOG_ITEM_VARIATION,
@@ -73,7 +74,7 @@ from syncd.upstream.square import (
 if TYPE_CHECKING:
     from syncd.sync.ports import CatalogSource
 
-log = structlog.get_logger(__name__)
+log = HotLog(structlog.get_logger(__name__))  # a line or two per page and pass
 
 OP_SEARCH_CATALOG = "square.search_catalog"
 SEARCH_CATALOG_PATH = "/v2/catalog/search"
