@@ -25,7 +25,7 @@ from syncd.store import Store
 from syncd.store import credentials as stored
 from syncd.store.credentials import STATUS_UNAUTHORIZED, StoredCredentials
 from syncd.sync.ports import Grant, Refresher
-from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_ns
+from syncd.timeutil import NS_PER_S, format_ns, now_ns, parse_stored_ns
 
 log = structlog.get_logger("syncd.credentials")
 
@@ -121,7 +121,9 @@ class TokenKeeper:
         now = self._clock()
         if state.refreshed_at is None or state.expires_at is None:
             return True
-        age = now - parse_ns(state.refreshed_at)
+        # Memoised parses: the same two instants are read on every request until a refresh.
+        refreshed = parse_stored_ns(state.refreshed_at)
+        age = now - refreshed
         OAUTH_TOKEN_AGE.labels(self.source).set(age / NS_PER_S)
         if age >= self.alert_after * NS_PER_S and self._alerted_for != state.refreshed_at:
             self._alerted_for = state.refreshed_at  # once per token, not once per request
@@ -133,12 +135,12 @@ class TokenKeeper:
                 expires_at=state.expires_at,
                 hint="refreshes keep failing; see oauth_refresh_failed",
             )
-        expires = parse_ns(state.expires_at)
+        expires = parse_stored_ns(state.expires_at)
         left = expires - now
         # A token that lives less than twice the margin (Square's short-lived 24-hour tokens,
         # say) is due at half its lifetime, else it would be due from the start and every
         # request would refresh it.
-        lifetime = expires - parse_ns(state.refreshed_at)
+        lifetime = expires - refreshed
         margin = min(EXPIRY_MARGIN * NS_PER_S, lifetime // 2)
         return age >= self.refresh_after * NS_PER_S or left <= margin
 
