@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from syncd.store import changelog
+from syncd.store import bulk, changelog
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -192,7 +192,7 @@ async def _stored(
 
 def _text(value: str | None) -> str | int:
     """A nullable free text (possibly empty) bound as ``NULLIF(?, 0)``: 0 for None, since binding
-    a None costs ``sqlite3`` an adapter lookup per value (see ``changelog._INSERT_ROW``); a text
+    a None costs ``sqlite3`` an adapter lookup per value (see ``changelog._INSERT_VALUES``); a text
     never equals the integer 0, so an empty one stays empty."""
     return 0 if value is None else value
 
@@ -232,15 +232,17 @@ async def apply_items(
         writes.append(item)
         entries.append(_entry(_kind(new), source, item_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at)
-    await conn.executemany(
-        "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, NULLIF(?, 0), ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET"
-        " name = excluded.name, is_deleted = excluded.is_deleted, version = excluded.version,"
-        " updated_at = excluded.updated_at, seq = excluded.seq",
+    await bulk.insert_values(
+        conn,
+        "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)",
+        "(?, ?, NULLIF(?, 0), ?, ?, ?, ?)",
         [
             (source, i.item_id, _text(i.name), int(i.is_deleted), i.version, i.updated_at, seq)
             for i, seq in zip(writes, seqs, strict=True)
         ],
+        "ON CONFLICT (source, item_id) DO UPDATE SET name = excluded.name,"
+        " is_deleted = excluded.is_deleted, version = excluded.version,"
+        " updated_at = excluded.updated_at, seq = excluded.seq",
     )
     if bumps:
         await conn.executemany(
@@ -302,16 +304,12 @@ async def apply_variations(
         writes.append(var)
         entries.append(_entry(_kind(new), source, variation_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at, skus=[v.sku for v in writes])
-    await conn.executemany(
+    await bulk.insert_values(
+        conn,
         "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
-        " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0),"
-        " NULLIF(?, ''), ?, ?, ?, ?)"
-        " ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
-        " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
-        " measurement_unit_id = excluded.measurement_unit_id,"
-        " track_inventory = excluded.track_inventory, is_deleted = excluded.is_deleted,"
-        " version = excluded.version, updated_at = excluded.updated_at, seq = excluded.seq",
+        " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)",
+        "(?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0),"
+        " NULLIF(?, ''), ?, ?, ?, ?)",
         [
             (
                 source,
@@ -329,6 +327,11 @@ async def apply_variations(
             )
             for v, seq in zip(writes, seqs, strict=True)
         ],
+        "ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
+        " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
+        " measurement_unit_id = excluded.measurement_unit_id,"
+        " track_inventory = excluded.track_inventory, is_deleted = excluded.is_deleted,"
+        " version = excluded.version, updated_at = excluded.updated_at, seq = excluded.seq",
     )
     if bumps:
         await conn.executemany(
