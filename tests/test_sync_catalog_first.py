@@ -80,7 +80,8 @@ async def test_a_first_sync_logs_each_change_once_with_repeats_on_later_pages(
             ("V1", False),
             ("V3", True),
         ], batch
-        assert logged[3][1]["name"] == "Small" and logged[3][2]["name"] == "Small!"
+        assert logged[3][1]["name"] == "Small"
+        assert logged[3][2]["name"] == "Small!"
         tables = catalog_tables(path)
         assert tables == replay_catalog(path)
         assert tables[("catalog", "V1")]["name"] == "Small!"
