@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from syncd.timeutil import TimestampError, parse_ns
 
@@ -220,14 +220,17 @@ CATALOG_ITEM = "ITEM"
 CATALOG_ITEM_VARIATION = "ITEM_VARIATION"
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
+class CatalogItem(NamedTuple):
     """One Square ``CatalogObject`` of type ITEM, as the upstream sent it.
 
     ``name`` is ``item_data.name`` (None when absent, e.g. on a deleted object without data);
     ``variation_ids`` the ids of ``item_data.variations``, in Square's order. ``version`` is the
     object's catalog version (never goes backwards for one object); ``updated_at`` its RFC 3339
     text exactly as given, ``updated_at_ns`` the instant it names (what comparisons use).
+
+    A named tuple rather than a frozen dataclass, as is :class:`CatalogVariation`: a first catalog
+    sync builds one per object read (80,000 for 50,000 variations), and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost 4 us each, a named tuple 0.4-0.8 us.
     """
 
     item_id: str
@@ -240,8 +243,7 @@ class CatalogItem:
     variation_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogVariation:
+class CatalogVariation(NamedTuple):
     """One Square ``CatalogObject`` of type ITEM_VARIATION (what a count's ``catalog_object_id``
     names), as the upstream sent it; fields from ``item_variation_data``.
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from syncd.store import changelog
+from syncd.store import bulk, changelog
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -180,10 +180,18 @@ def _newest(rows: Iterable[Any], key: str) -> dict[str, Any]:
 
 
 async def _stored(
-    conn: aiosqlite.Connection, sql: str, source: str, ids: Collection[str]
+    conn: aiosqlite.Connection,
+    sql: str,
+    source: str,
+    ids: Collection[str],
+    stored_ids: Collection[str] | None = None,
 ) -> dict[str, tuple[Any, ...]]:
     """Stored rows by id (first column): one statement whatever the number of ids (``sql`` takes
-    them as one JSON array, ``json_each``, not one bound variable each)."""
+    them as one JSON array, ``json_each``, not one bound variable each). ``stored_ids``, when
+    given, holds every id of ``source`` that may be stored (the caller knows the others are not):
+    only those are looked up."""
+    if stored_ids is not None:
+        ids = [i for i in ids if i in stored_ids]
     if not ids:
         return {}
     async with conn.execute(sql, (source, orjson.dumps(list(ids)).decode())) as cur:
@@ -192,15 +200,22 @@ async def _stored(
 
 def _text(value: str | None) -> str | int:
     """A nullable free text (possibly empty) bound as ``NULLIF(?, 0)``: 0 for None, since binding
-    a None costs ``sqlite3`` an adapter lookup per value (see ``changelog._INSERT_ROW``); a text
+    a None costs ``sqlite3`` an adapter lookup per value (see ``changelog._INSERT_VALUES``); a text
     never equals the integer 0, so an empty one stays empty."""
     return 0 if value is None else value
 
 
 async def apply_items(
-    conn: aiosqlite.Connection, source: str, items: Sequence[ItemFields], recorded_at: str
+    conn: aiosqlite.Connection,
+    source: str,
+    items: Sequence[ItemFields],
+    recorded_at: str,
+    *,
+    stored_ids: Collection[str] | None = None,
 ) -> CatalogResult:
-    """Apply catalog items inside the caller's transaction."""
+    """Apply catalog items inside the caller's transaction. ``stored_ids``: when given, a superset
+    of the item ids of ``source`` stored (a first sync into an empty mirror: the ids it applied so
+    far); only those are looked up, every other is new."""
     incoming: dict[str, ItemFields] = _newest(items, "item_id")
     stored = await _stored(
         conn,
@@ -208,6 +223,7 @@ async def apply_items(
         " WHERE source = ? AND item_id IN (SELECT value FROM json_each(?))",
         source,
         incoming.keys(),
+        stored_ids,
     )
     entries: list[changelog.Row] = []
     writes: list[ItemFields] = []
@@ -232,15 +248,17 @@ async def apply_items(
         writes.append(item)
         entries.append(_entry(_kind(new), source, item_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at)
-    await conn.executemany(
-        "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, NULLIF(?, 0), ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET"
-        " name = excluded.name, is_deleted = excluded.is_deleted, version = excluded.version,"
-        " updated_at = excluded.updated_at, seq = excluded.seq",
+    await bulk.insert_values(
+        conn,
+        "INSERT INTO catalog_items (source, item_id, name, is_deleted, version, updated_at, seq)",
+        "(?, ?, NULLIF(?, 0), ?, ?, ?, ?)",
         [
             (source, i.item_id, _text(i.name), int(i.is_deleted), i.version, i.updated_at, seq)
             for i, seq in zip(writes, seqs, strict=True)
         ],
+        "ON CONFLICT (source, item_id) DO UPDATE SET name = excluded.name,"
+        " is_deleted = excluded.is_deleted, version = excluded.version,"
+        " updated_at = excluded.updated_at, seq = excluded.seq",
     )
     if bumps:
         await conn.executemany(
@@ -268,8 +286,11 @@ async def apply_variations(
     source: str,
     variations: Sequence[VariationFields],
     recorded_at: str,
+    *,
+    stored_ids: Collection[str] | None = None,
 ) -> CatalogResult:
-    """Apply item variations inside the caller's transaction."""
+    """Apply item variations inside the caller's transaction; ``stored_ids`` as
+    :func:`apply_items` takes it."""
     incoming: dict[str, VariationFields] = _newest(variations, "variation_id")
     stored = await _stored(
         conn,
@@ -277,6 +298,7 @@ async def apply_variations(
         " WHERE source = ? AND variation_id IN (SELECT value FROM json_each(?))",
         source,
         incoming.keys(),
+        stored_ids,
     )
     entries: list[changelog.Row] = []
     writes: list[VariationFields] = []
@@ -302,16 +324,12 @@ async def apply_variations(
         writes.append(var)
         entries.append(_entry(_kind(new), source, variation_id, None, old_value, new))
     seqs = await changelog.append_rows(conn, entries, recorded_at, skus=[v.sku for v in writes])
-    await conn.executemany(
+    await bulk.insert_values(
+        conn,
         "INSERT INTO catalog_variations (source, variation_id, item_id, name, sku, gtin,"
-        " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)"
-        " VALUES (?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0),"
-        " NULLIF(?, ''), ?, ?, ?, ?)"
-        " ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
-        " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
-        " measurement_unit_id = excluded.measurement_unit_id,"
-        " track_inventory = excluded.track_inventory, is_deleted = excluded.is_deleted,"
-        " version = excluded.version, updated_at = excluded.updated_at, seq = excluded.seq",
+        " measurement_unit_id, track_inventory, is_deleted, version, updated_at, seq)",
+        "(?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0),"
+        " NULLIF(?, ''), ?, ?, ?, ?)",
         [
             (
                 source,
@@ -329,6 +347,11 @@ async def apply_variations(
             )
             for v, seq in zip(writes, seqs, strict=True)
         ],
+        "ON CONFLICT (source, variation_id) DO UPDATE SET item_id = excluded.item_id,"
+        " name = excluded.name, sku = excluded.sku, gtin = excluded.gtin,"
+        " measurement_unit_id = excluded.measurement_unit_id,"
+        " track_inventory = excluded.track_inventory, is_deleted = excluded.is_deleted,"
+        " version = excluded.version, updated_at = excluded.updated_at, seq = excluded.seq",
     )
     if bumps:
         await conn.executemany(
@@ -373,6 +396,17 @@ async def apply_locations(
         ],
     )
     return CatalogResult(len(entries), 0, len(incoming) - len(writes))
+
+
+async def holds_catalog(conn: aiosqlite.Connection, source: str) -> bool:
+    """Whether the mirror holds any catalog item or variation of ``source`` (deleted or not)."""
+    async with conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM catalog_items WHERE source = ?)"
+        " OR EXISTS (SELECT 1 FROM catalog_variations WHERE source = ?)",
+        (source, source),
+    ) as cur:
+        row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def load_state(conn: aiosqlite.Connection, source: str) -> CatalogState:
@@ -521,13 +555,20 @@ async def mark_unseen_deleted(
         ("catalog_items", "item_id", seen_items, _item_value),
         ("catalog_variations", "variation_id", seen_variations, _variation_value),
     ):
+        # The ids alone first: a full pass of a large catalog finds few or none gone, and a
+        # whole row per live object (78,000 of them) cost more than the rest of the sweep.
         async with conn.execute(
-            f"SELECT {_COLUMNS_OF[table]} FROM {table} WHERE source = ? AND is_deleted = 0",
-            (source,),
+            f"SELECT {id_column} FROM {table} WHERE source = ? AND is_deleted = 0", (source,)
         ) as cur:
-            gone = [tuple(row) for row in await cur.fetchall() if row[0] not in seen]
-        if not gone:
+            gone_ids = [row[0] for row in await cur.fetchall() if row[0] not in seen]
+        if not gone_ids:
             continue
+        async with conn.execute(
+            f"SELECT {_COLUMNS_OF[table]} FROM {table} WHERE source = ? AND {id_column} IN"
+            f" (SELECT value FROM json_each(?)) ORDER BY {id_column}",
+            (source, orjson.dumps(gone_ids).decode()),
+        ) as cur:
+            gone = [tuple(row) for row in await cur.fetchall()]
         entries = []
         for row in gone:
             old = to_value(row)

@@ -25,6 +25,7 @@ import orjson
 
 from syncd.errors import ChangelogGap
 from syncd.model import Change, InventoryCount
+from syncd.store import bulk
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -105,9 +106,12 @@ async def append_rows(
     seqs = list(range(base + 1, base + 1 + len(rows)))
     if skus is not None and len(skus) != len(rows):
         raise ValueError(f"{len(skus)} SKUs for {len(rows)} entries")
-    # Every NULL bound as '' (see _INSERT_ROW): a catalog entry has four or five of them.
-    await conn.executemany(
-        _INSERT_ROW,
+    # Every NULL bound as '' (see _INSERT_VALUES): a catalog entry has four or five of them. Many
+    # rows per statement (syncd.store.bulk: no GIL hand-over per row on the writer's thread).
+    await bulk.insert_values(
+        conn,
+        _INSERT_HEAD,
+        _INSERT_VALUES,
         [
             (
                 seq,
@@ -149,10 +153,13 @@ def _note_appended(head: int, by_kind: Mapping[tuple[str, str], int]) -> None:
 # ``append_rows``' entry: every nullable column bound as '' for NULL (none is ever an empty string;
 # a job id is never 0), for the reason the count entry's statement below gives: binding a None
 # costs an adapter lookup, and a first catalog sync appends some 80,000 entries of four or five.
-_INSERT_ROW = (
+_INSERT_HEAD = (
     "INSERT INTO changes (seq, recorded_at, kind, source, catalog_object_id, location_id, state,"
-    " job_id, old, new, sku) VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''),"
-    " NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''))"
+    " job_id, old, new, sku)"
+)
+_INSERT_VALUES = (
+    "(?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''),"
+    " NULLIF(?, ''), NULLIF(?, ''))"
 )
 
 

@@ -66,6 +66,10 @@ class _Chain:
     newest_ns: int | None = None
     seen_items: set[str] = field(default_factory=set)
     seen_variations: set[str] = field(default_factory=set)
+    started_empty: bool | None = None
+    """A full chain's: whether the mirror held no catalog object of the source when its first
+    write began (None: none yet). Then every object stored since is one the pass applied (it is
+    the source's only catalog writer), in ``seen_*``, and only those are looked up."""
 
 
 class CatalogEngine:
@@ -218,7 +222,11 @@ class CatalogEngine:
         # Objects that changed while the listing ran may have moved behind its cursor: read what
         # changed since the chain began before anything unseen is marked deleted.
         if chain.latest_time is not None:
-            again = _Chain(seen_items=chain.seen_items, seen_variations=chain.seen_variations)
+            again = _Chain(
+                seen_items=chain.seen_items,
+                seen_variations=chain.seen_variations,
+                started_empty=chain.started_empty,
+            )
             await self._read_chain(again, summary, _minus(chain.latest_time, overlap_ns), True)
             chain.latest_time = _later(chain.latest_time, again.latest_time)
         summary.removed += await self._mark_unseen(chain)
@@ -288,10 +296,26 @@ class CatalogEngine:
         recorded_at = now_rfc3339()
 
         async def work(conn: aiosqlite.Connection) -> list[catalog_store.CatalogResult]:
+            if track_seen and chain.started_empty is None:
+                chain.started_empty = not await catalog_store.holds_catalog(conn, source)
+            # A first sync into an empty mirror looks up only what it applied itself (a superset
+            # of what is stored: ids are noted before their transaction commits).
+            known = bool(track_seen and chain.started_empty)
             results = []
             for items, variations in rows:
-                a = await catalog_store.apply_items(conn, source, items, recorded_at)
-                b = await catalog_store.apply_variations(conn, source, variations, recorded_at)
+                a = await catalog_store.apply_items(
+                    conn, source, items, recorded_at, stored_ids=chain.seen_items if known else None
+                )
+                b = await catalog_store.apply_variations(
+                    conn,
+                    source,
+                    variations,
+                    recorded_at,
+                    stored_ids=chain.seen_variations if known else None,
+                )
+                if track_seen:
+                    chain.seen_items.update(i.item_id for i in items)
+                    chain.seen_variations.update(v.variation_id for v in variations)
                 results.append(
                     catalog_store.CatalogResult(
                         a.changes + b.changes, a.stale + b.stale, a.unchanged + b.unchanged
@@ -303,10 +327,7 @@ class CatalogEngine:
         results = await self._store.write_inline(work)
         if not track_seen and len(pages) == 1:
             self._page_applied = pages[0].objects
-        for page, (items, variations), result in zip(pages, rows, results, strict=True):
-            if track_seen:
-                chain.seen_items.update(i.item_id for i in items)
-                chain.seen_variations.update(v.variation_id for v in variations)
+        for page, result in zip(pages, results, strict=True):
             self._count(page, result, chain, summary)
 
     def _count(
